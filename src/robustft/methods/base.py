@@ -1,0 +1,159 @@
+"""The interface every fine-tuning method implements, and what they share.
+
+A method turns a pretrained `Backbone` and a dataset into an `Artifact`: the fine-tuned weights in a
+form the evaluator (and WiSE-FT interpolation) understands:
+
+* ``kind="classifier"``: state dict of `models.ImageClassifier` (image encoder + linear head);
+* ``kind="clip"``: state dict of the whole open_clip model (FLYP): the head is rebuilt from the
+  text tower at evaluation time, so interpolating it interpolates both towers and the logit scale.
+
+Methods that train override `build` / `loss` (and maybe `param_groups`, `train_mode`, `export`);
+`Method.run` drives the one shared loop in `training.train`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data import DatasetInfo, StepSampler
+from ..heads import linear_head, zeroshot_head
+from ..models import Backbone, ImageClassifier
+from ..training import OptimConfig, train
+
+
+@dataclass
+class Artifact:
+    kind: str  # classifier | clip
+    state_dict: dict[str, torch.Tensor]
+    normalize: bool = True  # classifier kind: L2-normalise features before the head
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(
+            {"kind": self.kind, "state_dict": self.state_dict, "normalize": self.normalize, "meta": self.meta},
+            tmp,
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Artifact:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(raw["kind"], raw["state_dict"], raw["normalize"], raw["meta"])
+
+
+@dataclass
+class FineTuneContext:
+    backbone: Backbone
+    info: DatasetInfo
+    train: torch.utils.data.Dataset
+    val: torch.utils.data.Dataset
+    hparams: dict
+    seed: int
+    device: torch.device
+    checkpoint_path: Path | None = None
+    inputs: dict[str, Path] = field(default_factory=dict)  # artifacts of methods this one depends on
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.info.classnames)
+
+
+def zeroshot_classifier(backbone: Backbone, info: DatasetInfo) -> ImageClassifier:
+    """The zero-shot model theta_0 of WiSE-FT: image tower + template-ensemble head."""
+    head = zeroshot_head(backbone.clip, backbone.tokenizer, info.classnames, info.templates)
+    return ImageClassifier(copy.deepcopy(backbone.image_encoder), head, normalize=True)
+
+
+def initial_classifier(backbone: Backbone, info: DatasetInfo, seed: int) -> ImageClassifier:
+    """The classifier fine-tuning starts from, per family.
+
+    clip: the zero-shot head (WiSE-FT / FLYP recipe); supervised: the source model's own head over
+    all classes (calibration paper); ssl: a new seeded linear head (LP-FT / Core-tuning).
+    """
+    if backbone.family == "clip":
+        return zeroshot_classifier(backbone, info)
+    encoder = copy.deepcopy(backbone.image_encoder)
+    if backbone.family == "supervised":
+        return ImageClassifier(encoder, copy.deepcopy(backbone.source_head), normalize=False)
+    return ImageClassifier(encoder, linear_head(backbone.feature_dim, len(info.classnames), seed), False)
+
+
+class Method:
+    name = "base"
+
+    # -- hooks -----------------------------------------------------------------------------
+    def build(self, ctx: FineTuneContext) -> nn.Module:
+        return initial_classifier(ctx.backbone, ctx.info, ctx.seed)
+
+    def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:
+        images, labels = self.batch(step, ctx)
+        return F.cross_entropy(model(images), labels)
+
+    def param_groups(self, model: nn.Module, ctx: FineTuneContext) -> list[dict] | None:
+        """Optional smaller learning rate on the encoder (calibration paper: 0.1x backbone)."""
+        scale = ctx.hparams.get("encoder_lr_scale", 1.0)
+        if scale == 1.0 or not isinstance(model, ImageClassifier):
+            return None
+        enc = [p for p in model.encoder.parameters() if p.requires_grad]
+        enc_ids = {id(p) for p in enc}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
+        return [{"params": enc, "lr_scale": scale}, {"params": rest}]
+
+    def train_mode(self, ctx: FineTuneContext):
+        """Train mode; with `freeze_bn`, BatchNorm layers stay in eval mode (LP-FT's val mode)."""
+        freeze_bn = ctx.hparams.get("freeze_bn", False)
+
+        def apply(model: nn.Module) -> None:
+            model.train()
+            if freeze_bn:
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+
+        return apply
+
+    def export(self, model: nn.Module, ctx: FineTuneContext) -> Artifact:
+        return Artifact("classifier", _cpu(model.state_dict()), normalize=model.normalize)
+
+    # -- shared machinery ------------------------------------------------------------------
+    def batch(self, step: int, ctx: FineTuneContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if not hasattr(self, "_sampler") or self._sampler_key != id(ctx):
+            self._sampler = StepSampler(len(ctx.train), ctx.hparams["batch_size"], ctx.seed)
+            self._sampler_key = id(ctx)
+        images, labels = ctx.train.get_batch(self._sampler.indices(step))
+        return images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
+
+    def run(self, ctx: FineTuneContext) -> Artifact:
+        model = self.build(ctx).to(ctx.device)
+        result = train(
+            model,
+            lambda step: self.loss(model, step, ctx),
+            OptimConfig.from_hparams(ctx.hparams),
+            seed=ctx.seed,
+            param_groups=self.param_groups(model, ctx),
+            checkpoint_path=ctx.checkpoint_path,
+            device=ctx.device,
+            desc=self.name,
+            train_mode=self.train_mode(ctx),
+        )
+        model.eval()
+        artifact = self.export(model, ctx)
+        artifact.meta.update(
+            history=result.history,
+            train_images_per_second=result.images_per_second(ctx.hparams["batch_size"]),
+            steps_timed=result.steps_run,
+        )
+        return artifact
+
+
+def _cpu(state_dict: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state_dict.items()}

@@ -1,0 +1,26 @@
+"""Accuracy of a classifier on every evaluation split, as tidy rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, device: torch.device, batch_size: int = 1000) -> tuple:
+    """Arg-max predictions and labels over a whole split."""
+    model.eval()
+    preds, labels = [], []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for start in range(0, len(dataset), batch_size):
+        images, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
+        with autocast:
+            logits = model(images.to(device, non_blocking=True))
+        preds.append(logits.argmax(1).cpu())
+        labels.append(y)
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+
+
+def top1(preds: np.ndarray, labels: np.ndarray) -> float:
+    return float((preds == labels).mean())

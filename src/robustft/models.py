@@ -1,0 +1,235 @@
+"""Backbones as data: build, save and load the pretrained towers that config names.
+
+A backbone entry in config has a `family` (what was pretrained, and so which methods apply) and an
+`arch` (which class builds it). Three families:
+
+* ``clip``       - an open_clip CLIP (image and text towers). Saved as a plain state dict, so
+                   ``open_clip.create_model_and_transforms(name, pretrained=file)`` loads it.
+* ``ssl``        - a contrastively self-supervised image encoder. Saved the way MoCo saves its
+                   checkpoints (``{"state_dict": {"module.encoder_q.<key>": ...}}``, projection head
+                   under ``fc.*``), so the mini stand-in takes the loading path of the real MoCo-v2 file.
+* ``supervised`` - an image encoder plus the source classifier over all classes (``head.*``).
+
+Every load accounts for every key: a missing or unexpected key is an error unless the backbone's
+config lists it under ``checkpoint.ignore`` (fnmatch patterns).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+FAMILIES = ("clip", "ssl", "supervised")
+
+
+class CheckpointKeyError(RuntimeError):
+    """A checkpoint's keys do not match the model it is loaded into."""
+
+
+def open_clip_module():
+    """Import open_clip with this package's model configs registered (idempotent)."""
+    import open_clip
+
+    if "robustft-mini-rn" not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+    return open_clip
+
+
+@dataclass
+class Backbone:
+    """A pretrained backbone, ready for a fine-tuning method."""
+
+    name: str
+    family: str
+    image_encoder: nn.Module  # images -> features (B, feature_dim)
+    feature_dim: int
+    clip: nn.Module | None = None  # the whole open_clip model (clip family); image_encoder is .visual
+    tokenizer: object | None = None
+    source_head: nn.Linear | None = None  # supervised family: classifier over all source classes
+
+    @property
+    def has_text(self) -> bool:
+        return self.clip is not None
+
+
+class ImageClassifier(nn.Module):
+    """Image encoder + linear head, as in wise-ft: state dict keys `encoder.*` and `head.*`.
+
+    `normalize` L2-normalises features before the head (CLIP's zero-shot head works on the unit sphere;
+    the head weights then already carry the logit scale).
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Linear, normalize: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.normalize = normalize
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(images)
+        return F.normalize(feats, dim=-1) if self.normalize else feats
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building architectures
+# ----------------------------------------------------------------------------------------------
+def build_clip(arch: dict) -> nn.Module:
+    return open_clip_module().create_model(arch["name"])
+
+
+def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
+    """The image tower named by `arch`, and its feature dimension."""
+    library = arch["library"]
+    if library in ("open_clip", "open_clip_visual"):
+        visual = build_clip(arch).visual
+        return visual, visual.output_dim
+    if library == "torchvision":
+        import torchvision
+
+        net = getattr(torchvision.models, arch["name"])(weights=None)
+        dim = net.fc.in_features
+        net.fc = nn.Identity()  # features, not ImageNet logits
+        return net, dim
+    raise ValueError(f"unknown arch library {library!r}; valid: open_clip, open_clip_visual, torchvision")
+
+
+def image_size(arch: dict) -> int:
+    if arch["library"] in ("open_clip", "open_clip_visual"):
+        size = open_clip_module().get_model_config(arch["name"])["vision_cfg"]["image_size"]
+        return size if isinstance(size, int) else size[0]
+    return 224
+
+
+# ----------------------------------------------------------------------------------------------
+# Strict loading
+# ----------------------------------------------------------------------------------------------
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file: a state dict, or a training checkpoint holding one under `state_dict`."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(ckpt, dict) and "state_dict" in ckpt and isinstance(ckpt["state_dict"], dict):
+        ckpt = ckpt["state_dict"]
+    return ckpt
+
+
+def load_checked(
+    module: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    prefix: str = "",
+    ignore: list[str] | tuple[str, ...] = (),
+    what: str = "checkpoint",
+) -> list[str]:
+    """Load `state_dict` (keys under `prefix`) into `module`, accounting for every key.
+
+    Keys outside `prefix`, keys the module lacks, and module keys the checkpoint lacks are errors
+    unless they match a pattern in `ignore` (matched against the key with the prefix stripped, and
+    against the full key). Returns the ignored keys. Official Core-tuning code loads MoCo weights with
+    strict=False and silently loads nothing; this function exists so that cannot happen here.
+    """
+
+    def ignored(key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, pat) for pat in ignore)
+
+    stripped, skipped, outside = {}, [], []
+    for key, value in state_dict.items():
+        short = key[len(prefix) :] if key.startswith(prefix) else None
+        if ignored(key) or (short is not None and ignored(short)):
+            skipped.append(key)
+        elif short is None:
+            outside.append(key)
+        else:
+            stripped[short] = value
+    expected = set(module.state_dict())
+    missing = sorted(k for k in expected - set(stripped) if not ignored(k))
+    unexpected = sorted(set(stripped) - expected) + sorted(outside)
+    if missing or unexpected:
+        raise CheckpointKeyError(
+            f"{what}: {len(missing)} missing key(s) {missing[:8]}, {len(unexpected)} unexpected "
+            f"key(s) {unexpected[:8]} (prefix {prefix!r}, ignore {list(ignore)}); "
+            "list keys to skip under the backbone's checkpoint.ignore"
+        )
+    module.load_state_dict(stripped, strict=False)
+    return skipped
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving and loading backbones
+# ----------------------------------------------------------------------------------------------
+SSL_PREFIX = "module.encoder_q."  # MoCo's key layout
+
+
+def save_backbone(path: str | Path, family: str, encoder_or_clip: nn.Module, extra: nn.Module | None = None):
+    """Write a backbone file in its family's on-disk format (see module docstring)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    if family == "clip":
+        payload = encoder_or_clip.state_dict()
+    elif family == "ssl":
+        sd = {SSL_PREFIX + k: v for k, v in encoder_or_clip.state_dict().items()}
+        if extra is not None:  # the projection MLP, as MoCo-v2 stores it under fc.*
+            sd.update({SSL_PREFIX + "fc." + k: v for k, v in extra.state_dict().items()})
+        payload = {"state_dict": sd}
+    elif family == "supervised":
+        sd = {k: v for k, v in encoder_or_clip.state_dict().items()}
+        sd.update({"head." + k: v for k, v in extra.state_dict().items()})
+        payload = {"state_dict": sd}
+    else:
+        raise ValueError(f"unknown family {family!r}; valid: {FAMILIES}")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a killed job never leaves a half-written backbone
+
+
+def default_checkpoint_spec(family: str) -> dict:
+    if family == "ssl":
+        return {"prefix": SSL_PREFIX, "ignore": ["fc.*"]}
+    return {"prefix": "", "ignore": []}
+
+
+def load_backbone(name: str, spec: dict, path: str | Path, num_classes: int | None = None) -> Backbone:
+    """Build the backbone `spec` describes and load its weights from `path`, strictly."""
+    family, arch = spec["family"], spec["arch"]
+    ckpt = {**default_checkpoint_spec(family), **spec.get("checkpoint", {})}
+    state_dict = read_state_dict(path)
+    what = f"backbone {name!r} ({path})"
+    if family == "clip":
+        open_clip = open_clip_module()
+        model = build_clip(arch)
+        load_checked(model, state_dict, prefix=ckpt["prefix"], ignore=ckpt["ignore"], what=what)
+        model.eval()
+        return Backbone(
+            name,
+            family,
+            model.visual,
+            model.visual.output_dim,
+            clip=model,
+            tokenizer=open_clip.get_tokenizer(arch["name"]),
+        )
+    encoder, dim = build_image_encoder(arch)
+    if family == "ssl":
+        load_checked(encoder, state_dict, prefix=ckpt["prefix"], ignore=ckpt["ignore"], what=what)
+        return Backbone(name, family, encoder, dim)
+    if family == "supervised":
+        head_sd = {k[5:]: v for k, v in state_dict.items() if k.startswith("head.")}
+        if not head_sd:
+            raise CheckpointKeyError(f"{what}: a supervised backbone needs its source head (head.*)")
+        head = nn.Linear(dim, head_sd["weight"].shape[0])
+        head.load_state_dict(head_sd)
+        body = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+        load_checked(encoder, body, prefix=ckpt["prefix"], ignore=ckpt["ignore"], what=what)
+        return Backbone(name, family, encoder, dim, source_head=head)
+    raise ValueError(f"unknown family {family!r}; valid: {FAMILIES}")

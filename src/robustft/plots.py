@@ -1,0 +1,47 @@
+"""Figures. Each takes a table and plot settings from config, and writes PDF + PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def _save(fig, out_pdf: str, out_png: str, dpi: int) -> None:
+    Path(out_pdf).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_pdf, bbox_inches="tight")
+    fig.savefig(out_png, dpi=dpi, bbox_inches="tight")
+
+
+def wiseft_curve(table: pd.DataFrame, out_pdf: str, out_png: str, settings: dict) -> None:
+    """ID vs mean OOD accuracy as alpha goes from zero-shot (0) to fine-tuned (1), one curve per
+    method, one panel per (dataset, backbone) that has a zero-shot model (WiSE-FT Fig. 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style=settings.get("style", "whitegrid"), context="paper")
+    methods = settings.get("methods")
+    swept = table.groupby(["dataset", "backbone"]).alpha.transform("nunique") > 1
+    data = table[swept & (table.method.isin(methods) if methods else True)]
+    panels = data[["dataset", "backbone"]].drop_duplicates().values.tolist()
+    fig, axes = plt.subplots(1, max(1, len(panels)), squeeze=False,
+                             figsize=(settings["width"] * max(1, len(panels)), settings["height"]))
+    for ax, (dataset, backbone) in zip(axes[0], panels):
+        sub = data[(data.dataset == dataset) & (data.backbone == backbone)].sort_values("alpha")
+        sns.lineplot(sub, x="id", y="ood_mean", hue="method", marker="o", sort=False, ax=ax,
+                     palette=settings.get("palette"))
+        zs = sub[sub.alpha == 0.0].iloc[:1]
+        ax.scatter(zs.id, zs.ood_mean, marker="*", s=200, color="black", zorder=5, label="zero-shot")
+        for _, end in sub[sub.alpha == 1.0].iterrows():
+            ax.annotate(f"{end.method} (α=1)", (end.id, end.ood_mean), fontsize=7,
+                        xytext=(4, -8), textcoords="offset points")
+        ax.set(title=f"WiSE-FT: {backbone} on {dataset}", xlabel="ID accuracy (%)",
+               ylabel="mean OOD accuracy (%)")
+        ax.legend(fontsize=7)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no backbone with a zero-shot model", ha="center")
+    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    plt.close(fig)

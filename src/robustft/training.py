@@ -1,0 +1,176 @@
+"""The one training loop, shared by every fine-tuning method and by mini-backbone pretraining.
+
+What it owns: the optimiser (AdamW or SGD), the cosine schedule with linear warm-up (wise-ft's
+`cosine_lr`), gradient clipping, bf16 autocast on CUDA, per-step seeding, and resumable step
+checkpoints. A caller supplies `loss_fn(step) -> loss`; the loop calls it once per step.
+
+Resuming: every `checkpoint_every` steps the loop writes model, optimiser and history to
+`checkpoint_path` (an undeclared scratch file: Snakemake deletes declared outputs before rerunning a
+job). A rerun finds it and continues. Randomness inside a step is seeded from (seed, step), and
+batches come from `data.StepSampler` (a function of the step), so on CPU a resumed run ends bit for
+bit where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+
+@dataclass
+class OptimConfig:
+    steps: int
+    lr: float
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    optimizer: str = "adamw"  # adamw | sgd
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9  # sgd only (nesterov, as LP-FT / Core-tuning / calibration code)
+    checkpoint_every: int = 50
+
+    @classmethod
+    def from_hparams(cls, hp: dict) -> OptimConfig:
+        fields = cls.__dataclass_fields__
+        kwargs = {k: v for k, v in hp.items() if k in fields}
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(kwargs["betas"])
+        return cls(**kwargs)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]
+    steps_run: int  # steps run by this process (fewer than cfg.steps after a resume)
+    seconds: float  # wall time of those steps
+
+    def images_per_second(self, batch_size: int) -> float:
+        return self.steps_run * batch_size / self.seconds if self.seconds > 0 else float("nan")
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def setup_torch(threads: int, device: torch.device) -> None:
+    """Use the threads Snakemake gave the job; enable TF32 on CUDA."""
+    torch.set_num_threads(max(1, threads))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up to base_lr, then cosine decay to 0 (wise-ft `src/models/utils.py`)."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress)) * base_lr
+
+
+def make_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adamw, sgd")
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) % (2**63)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model: nn.Module,
+    loss_fn: Callable[[int], torch.Tensor],
+    cfg: OptimConfig,
+    *,
+    seed: int,
+    param_groups: list[dict] | None = None,
+    checkpoint_path: str | Path | None = None,
+    device: torch.device | None = None,
+    desc: str = "train",
+    train_mode: Callable[[nn.Module], None] | None = None,
+) -> TrainResult:
+    """Run `cfg.steps` optimiser steps of `loss_fn`; return the per-step history and timing.
+
+    `param_groups` may carry an `lr_scale` each (e.g. a 0.1x backbone learning rate); by default all
+    trainable parameters of `model` form one group. `train_mode` sets train/eval mode of submodules
+    (default: `model.train()`), for methods that keep BatchNorm statistics frozen.
+    """
+    device = device or pick_device()
+    if param_groups is None:
+        param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    for group in param_groups:
+        group.setdefault("lr_scale", 1.0)
+    optimizer = make_optimizer(param_groups, cfg)
+    trainable = [p for g in param_groups for p in g["params"]]
+
+    history: list[dict] = []
+    start = 0
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
+        print(f"resuming from step {start} ({ckpt})", flush=True)
+
+    (train_mode or nn.Module.train)(model)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    t0, seen = time.time(), 0
+    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=5)
+    for step in bar:
+        lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        torch.manual_seed(step_seed(seed, step))
+        with autocast:
+            loss = loss_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+        optimizer.step()
+        history.append({"step": step, "lr": lr, "loss": float(loss.detach())})
+        seen += 1
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
+        done = step + 1
+        if ckpt and (done % cfg.checkpoint_every == 0) and done < cfg.steps:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": done,
+                    "history": history,
+                },
+                ckpt,
+            )
+    elapsed = time.time() - t0
+    if seen:
+        print(f"{desc}: {seen} steps in {elapsed:.1f}s ({seen / elapsed:.2f} steps/s)", flush=True)
+    return TrainResult(history, steps_run=seen, seconds=elapsed)
+
+
+def remove_checkpoint(checkpoint_path: str | Path | None) -> None:
+    """Drop the scratch checkpoint once the final output is safely written."""
+    if checkpoint_path and Path(checkpoint_path).exists():
+        Path(checkpoint_path).unlink()

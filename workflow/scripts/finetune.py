@@ -1,0 +1,16 @@
+from robustft.jobs import finetune, logged
+
+with logged(snakemake.log[0]):
+    finetune(
+        snakemake.wildcards.backbone,
+        snakemake.params.spec,
+        snakemake.input.backbone,
+        snakemake.input.dataset,
+        snakemake.wildcards.method,
+        snakemake.params.hparams,
+        int(snakemake.wildcards.seed),
+        snakemake.output.model,
+        snakemake.params.scratch,
+        inputs={k: v for k, v in snakemake.input.items() if k not in ("backbone", "dataset")},
+        threads=snakemake.threads,
+    )
