@@ -7,12 +7,15 @@
 # sweep + evaluation on ID and shifted test sets -> tidy metrics -> tables and figures.
 # Keep this file's top level free of heavy imports: it is parsed again for every cluster job.
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.20")
 
 
-configfile: "config/config.yaml"
+# The embedded default; found from any working directory (--directory); --configfile overrides it.
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -12,7 +12,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TINY = {
-    "generator": {"seed": 0, "image_size": 32, "pool_mix": {"photo": 0.4, "sketch": 0.2, "rendition": 0.2, "hard": 0.2}},
+    "generator": {
+        "seed": 0,
+        "image_size": 32,
+        "pool_mix": {"photo": 0.4, "sketch": 0.2, "rendition": 0.2, "hard": 0.2},
+    },
     "splits": {
         "pool": {"domain": "pool", "n": 480},
         "train": {"domain": "photo", "n": 240},
@@ -20,16 +24,26 @@ TINY = {
         "test": {"domain": "photo", "n": 96},
         "sketch": {"domain": "sketch", "n": 48},
     },
-    "roles": {"pretrain": "pool", "train": "train", "val": "val", "test": "test", "shifts": ["sketch"]},
+    "roles": {
+        "pretrain": "pool",
+        "train": "train",
+        "val": "val",
+        "test": "test",
+        "shifts": ["sketch"],
+    },
 }
 
-ARCH = {"library": "open_clip", "name": "robustft-mini-rn"}
-VISUAL = {"library": "open_clip_visual", "name": "robustft-mini-rn"}
+ARCH = {"library": "open_clip", "name": "robustft-mini-cnn"}
+VISUAL = {"library": "open_clip_visual", "name": "robustft-mini-cnn"}
 PRETRAIN = {"steps": 3, "batch_size": 32, "lr": 1e-3, "checkpoint_every": 100}
 SPECS = {
     "clip": {"family": "clip", "arch": ARCH, "pretrain": PRETRAIN},
     "ssl": {"family": "ssl", "arch": VISUAL, "pretrain": {**PRETRAIN, "proj_dim": 16, "tau": 0.2}},
-    "supervised": {"family": "supervised", "arch": VISUAL, "pretrain": {**PRETRAIN, "source_domains": ["photo"]}},
+    "supervised": {
+        "family": "supervised",
+        "arch": VISUAL,
+        "pretrain": {**PRETRAIN, "source_domains": ["photo"]},
+    },
 }
 
 

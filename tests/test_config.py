@@ -25,21 +25,28 @@ def test_shipped_configs_are_valid(name):
 
 def test_unknown_top_level_key_names_it_and_the_valid_keys():
     config = {**default_config(), "wisefit": {}}
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['wisefit'\]; valid keys: \[.*'wiseft'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key\(s\) \['wisefit'\]; valid keys: \[.*'wiseft'"
+    ):
         check_config(config, SCHEMA)
 
 
 def test_unknown_nested_key_is_located():
     config = default_config()
     config["methods"]["ft"]["learning_rate"] = 0.1
-    with pytest.raises(ConfigError, match=r"config\['methods'\]\['ft'\]: unknown key\(s\) \['learning_rate'\].*'lr'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"config\['methods'\]\['ft'\]: unknown key\(s\) \['learning_rate'\].*'lr'",
+    ):
         check_config(config, SCHEMA)
 
 
 def test_unknown_method_lists_the_methods():
     config = default_config()
     config["experiments"][0]["methods"].append("fylp")
-    with pytest.raises(ConfigError, match=r"'fylp' is not valid; valid choices: \['zeroshot', 'lp', 'ft'"):
+    with pytest.raises(
+        ConfigError, match=r"'fylp' is not valid; valid choices: \['zeroshot', 'lp', 'ft'"
+    ):
         check_config(config, SCHEMA)
 
 
@@ -56,7 +63,9 @@ def test_unknown_dataset_and_backbone_list_the_defined_ones():
 def test_text_methods_on_a_backbone_without_text_are_refused():
     config = default_config()
     config["experiments"][1]["methods"] = ["flyp"]
-    with pytest.raises(ConfigError, match="'flyp' needs a text tower.*'mini-ssl'.*methods for it: \\['lp'"):
+    with pytest.raises(
+        ConfigError, match="'flyp' needs a text tower.*'mini-ssl'.*methods for it: \\['lp'"
+    ):
         check_config(config, SCHEMA)
 
 

@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from robustft.data import DatasetInfo, FolderSplit, PackedSplit, StepSampler, generate_mini, load_split
+from robustft.data import (
+    DatasetInfo,
+    FolderSplit,
+    PackedSplit,
+    StepSampler,
+    generate_mini,
+    load_split,
+)
 
 from .conftest import TINY
 
@@ -37,7 +44,9 @@ def test_packed_and_folder_splits_share_one_interface(tmp_path, tiny_dataset):
     for i in range(6):  # the same images written as an image folder
         label = int(packed.labels[i])
         (folder / info.classnames[label].replace(" ", "_")).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(packed.images[i].numpy()).save(folder / info.classnames[label].replace(" ", "_") / f"{i}.png")
+        Image.fromarray(packed.images[i].numpy()).save(
+            folder / info.classnames[label].replace(" ", "_") / f"{i}.png"
+        )
     (tmp_path / "meta.json").write_text((tiny_dataset / "meta.json").read_text())
     as_folder = load_split(tmp_path, "test")
     assert isinstance(as_folder, FolderSplit) and len(as_folder) == 6
@@ -58,7 +67,9 @@ def test_missing_split_is_a_clear_error(tiny_dataset):
 def test_step_sampler_is_a_function_of_the_step():
     a, b = StepSampler(10, 3, seed=1), StepSampler(10, 3, seed=1)
     seq = [a.indices(s).tolist() for s in range(6)]
-    assert [b.indices(s).tolist() for s in reversed(range(6))][::-1] == seq  # any order, same batches
+    assert [b.indices(s).tolist() for s in reversed(range(6))][
+        ::-1
+    ] == seq  # any order, same batches
     epoch0 = sum(seq[:3], [])
     assert len(set(epoch0)) == 9  # no repeats within an epoch (drop_last)
     assert StepSampler(10, 3, seed=2).indices(0).tolist() != seq[0]

@@ -21,11 +21,15 @@ def test_clip_loss_equals_symmetric_cross_entropy_by_hand():
     sims = (img @ txt.T).tolist()
 
     def ce_rows(matrix):
-        return sum(
-            -(10 * matrix[i][i]) + math.log(sum(math.exp(10 * v) for v in matrix[i])) for i in range(3)
-        ) / 3
+        return (
+            sum(
+                -(10 * matrix[i][i]) + math.log(sum(math.exp(10 * v) for v in matrix[i]))
+                for i in range(3)
+            )
+            / 3
+        )
 
-    transposed = [list(col) for col in zip(*sims)]
+    transposed = [list(col) for col in zip(*sims, strict=True)]
     expected = 0.5 * (ce_rows(sims) + ce_rows(transposed))
     assert clip_loss(img, txt, scale).item() == pytest.approx(expected, rel=1e-6)
 
@@ -36,7 +40,9 @@ def test_clip_loss_matches_open_clip():
     torch.manual_seed(0)
     img, txt = F.normalize(torch.randn(8, 5), dim=1), F.normalize(torch.randn(8, 5), dim=1)
     scale = torch.tensor(20.0)
-    assert clip_loss(img, txt, scale).item() == pytest.approx(open_clip.ClipLoss()(img, txt, scale).item(), rel=1e-6)
+    assert clip_loss(img, txt, scale).item() == pytest.approx(
+        open_clip.ClipLoss()(img, txt, scale).item(), rel=1e-6
+    )
 
 
 def test_same_class_pairs_are_negatives_in_flyp_loss():
@@ -68,7 +74,9 @@ def test_focal_supcon_gradients_are_finite_and_zero_without_positives():
     z = F.normalize(torch.randn(6, 4), dim=1).requires_grad_()
     none = torch.zeros(6, 6, dtype=torch.bool)
     assert focal_supcon(z, none).item() == 0.0
-    loss = focal_supcon(z, soft_label_positives(F.one_hot(torch.tensor([0, 0, 1, 1, 2, 2]), 3).float()))
+    loss = focal_supcon(
+        z, soft_label_positives(F.one_hot(torch.tensor([0, 0, 1, 1, 2, 2]), 3).float())
+    )
     loss.backward()
     assert torch.isfinite(z.grad).all()
 

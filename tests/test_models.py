@@ -8,17 +8,25 @@ from torch.nn import functional as F
 
 from robustft.data import DatasetInfo, load_split
 from robustft.heads import zeroshot_head, zeroshot_weights
-from robustft.models import CheckpointKeyError, load_backbone, load_checked, open_clip_module, read_state_dict
+from robustft.models import (
+    CheckpointKeyError,
+    load_backbone,
+    load_checked,
+    open_clip_module,
+    read_state_dict,
+)
 from robustft.world import fill_template
 
 
 def test_clip_checkpoint_loads_through_open_clip_exactly(backbone_files, tiny_dataset):
     spec, path = backbone_files["clip"]
     open_clip = open_clip_module()
-    model, _, preprocess = open_clip.create_model_and_transforms("robustft-mini-rn", pretrained=str(path))
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        "robustft-mini-cnn", pretrained=str(path)
+    )
     ours = load_backbone("mini-clip", spec, path)
     images, _ = load_split(tiny_dataset, "test").get_batch(range(8))
-    tokens = open_clip.get_tokenizer("robustft-mini-rn")(["a photo of a star.", "a circle."])
+    tokens = open_clip.get_tokenizer("robustft-mini-cnn")(["a photo of a star.", "a circle."])
     model.eval(), ours.clip.eval()
     with torch.no_grad():
         assert torch.equal(model.encode_image(images), ours.clip.encode_image(images))
@@ -48,7 +56,9 @@ def test_missing_and_unexpected_keys_are_errors_unless_listed():
     with pytest.raises(CheckpointKeyError, match="unexpected"):
         load_checked(layer, {**state, "extra": torch.zeros(1)})
     with pytest.raises(CheckpointKeyError, match="prefix"):
-        load_checked(layer, {"module.weight": state["weight"], "bias": state["bias"]}, prefix="module.")
+        load_checked(
+            layer, {"module.weight": state["weight"], "bias": state["bias"]}, prefix="module."
+        )
     skipped = load_checked(layer, {**state, "extra": torch.zeros(1)}, ignore=["extra"])
     assert skipped == ["extra"]
     load_checked(layer, {"weight": state["weight"]}, ignore=["bias"])
@@ -60,7 +70,9 @@ def test_supervised_checkpoint_carries_source_head(backbone_files):
     assert backbone.source_head.weight.shape == (24, backbone.feature_dim)
 
 
-def test_zeroshot_head_is_scaled_mean_of_normalised_template_embeddings(backbone_files, tiny_dataset):
+def test_zeroshot_head_is_scaled_mean_of_normalised_template_embeddings(
+    backbone_files, tiny_dataset
+):
     spec, path = backbone_files["clip"]
     backbone = load_backbone("mini-clip", spec, path)
     info = DatasetInfo.read(tiny_dataset)

@@ -14,17 +14,21 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     lrs = [cosine_lr(s, 1.0, 4, 20) for s in range(20)]
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert lrs[4] == 1.0 and lrs[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 15 / 16)))
-    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
 
 
 def _model_and_loss():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2)
+    )
     data = torch.randn(64, 4)
     target = torch.randint(0, 2, (64,))
 
     def loss_fn(step):
-        idx = torch.randint(0, 64, (16,))  # per-step randomness, seeded by the loop from (seed, step)
+        idx = torch.randint(
+            0, 64, (16,)
+        )  # per-step randomness, seeded by the loop from (seed, step)
         noisy = data[idx] + 0.1 * torch.randn(16, 4)
         return torch.nn.functional.cross_entropy(model(noisy), target[idx])
 

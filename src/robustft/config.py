@@ -55,7 +55,9 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
             extra = sorted(set(err.instance) - set(allowed))
             messages.append(f"{where}: unknown key(s) {extra}; valid keys: {allowed}")
         elif err.validator == "enum":
-            messages.append(f"{where}: {err.instance!r} is not valid; valid choices: {err.validator_value}")
+            messages.append(
+                f"{where}: {err.instance!r} is not valid; valid choices: {err.validator_value}"
+            )
         elif err.validator == "propertyNames":
             choices = _schema_at(schema, err.absolute_path).get("propertyNames", {}).get("enum")
             messages.append(f"{where}: {err.message}; valid names: {choices}")
@@ -80,30 +82,44 @@ def check_references(config: dict) -> list[str]:
         roles = ds["roles"]
         for role in ("train", "val", "test", "pretrain"):
             if roles.get(role) is not None and roles[role] not in splits:
-                errors.append(f"datasets[{name!r}].roles.{role}: split {roles[role]!r} not in splits {sorted(splits)}")
+                errors.append(
+                    f"datasets[{name!r}].roles.{role}: split {roles[role]!r} not in splits {sorted(splits)}"
+                )
         for split in roles["shifts"]:
             if split not in splits:
-                errors.append(f"datasets[{name!r}].roles.shifts: split {split!r} not in splits {sorted(splits)}")
+                errors.append(
+                    f"datasets[{name!r}].roles.shifts: split {split!r} not in splits {sorted(splits)}"
+                )
         if "generator" in ds:
             from .world import CLASSNAMES
 
             bad = [c for c in ds.get("absent_classes", []) if c not in CLASSNAMES]
             if bad:
-                errors.append(f"datasets[{name!r}].absent_classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
+                errors.append(
+                    f"datasets[{name!r}].absent_classes: unknown classes {bad}; valid: {list(CLASSNAMES)}"
+                )
     for name, bb in backbones.items():
         pre = bb.get("pretrain")
         if pre and pre["dataset"] not in datasets:
-            errors.append(f"backbones[{name!r}].pretrain.dataset: unknown dataset {pre['dataset']!r}; "
-                          f"valid: {sorted(datasets)}")
+            errors.append(
+                f"backbones[{name!r}].pretrain.dataset: unknown dataset {pre['dataset']!r}; "
+                f"valid: {sorted(datasets)}"
+            )
         elif pre and not datasets[pre["dataset"]]["roles"].get("pretrain"):
-            errors.append(f"backbones[{name!r}].pretrain: dataset {pre['dataset']!r} has no pretrain split")
+            errors.append(
+                f"backbones[{name!r}].pretrain: dataset {pre['dataset']!r} has no pretrain split"
+            )
     for i, exp in enumerate(config["experiments"]):
         where = f"experiments[{i}]"
         if exp["backbone"] not in backbones:
-            errors.append(f"{where}.backbone: unknown backbone {exp['backbone']!r}; valid: {sorted(backbones)}")
+            errors.append(
+                f"{where}.backbone: unknown backbone {exp['backbone']!r}; valid: {sorted(backbones)}"
+            )
             continue
         if exp["dataset"] not in datasets:
-            errors.append(f"{where}.dataset: unknown dataset {exp['dataset']!r}; valid: {sorted(datasets)}")
+            errors.append(
+                f"{where}.dataset: unknown dataset {exp['dataset']!r}; valid: {sorted(datasets)}"
+            )
         family = backbones[exp["backbone"]]["family"]
         for method in exp["methods"]:
             if method in METHODS and method not in FAMILY_METHODS[family]:

@@ -122,7 +122,9 @@ def load_split(dataset_dir: str | Path, split: str) -> PackedSplit | FolderSplit
     if (dataset_dir / split).is_dir():
         info = DatasetInfo.read(dataset_dir)
         return FolderSplit(dataset_dir / split, info.classnames, info.image_size)
-    raise FileNotFoundError(f"split {split!r} not found in {dataset_dir} (no {split}.npz, no folder)")
+    raise FileNotFoundError(
+        f"split {split!r} not found in {dataset_dir} (no {split}.npz, no folder)"
+    )
 
 
 class StepSampler:
@@ -175,7 +177,9 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
             arrays["captions"] = np.array(out["captions"])
             arrays["domains"] = out["domains"]
         _save_npz(out_dir / f"{split}.npz", arrays)
-        print(f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True)
+        print(
+            f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True
+        )
     roles = cfg["roles"]
     info = DatasetInfo(
         name=name,

@@ -35,13 +35,14 @@ def logged(log_path: str | Path | None):
             os.close(saved[0]), os.close(saved[1])
 
 
-def _device(threads: int):
-    from .training import pick_device, setup_torch
+def _device(threads: int, precision: str = "auto"):
+    from .training import pick_device, resolve_precision, setup_torch
 
     device = pick_device()
     setup_torch(threads, device)
-    print(f"device: {device}, threads: {threads}", flush=True)
-    return device
+    precision = resolve_precision(precision, device)
+    print(f"device: {device}, threads: {threads}, precision: {precision}", flush=True)
+    return device, precision
 
 
 def _write_json(path: str | Path, obj) -> None:
@@ -58,33 +59,77 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str, threads: int = 1) -> Non
     from .data import generate_mini
 
     if "generator" not in cfg:
-        raise ValueError(f"dataset {name!r} has no generator; fetching real datasets is not implemented yet")
+        raise ValueError(
+            f"dataset {name!r} has no generator; fetching real datasets is not implemented yet"
+        )
     t0 = time.time()
     generate_mini(name, cfg, out_dir, processes=threads)
     print(f"dataset {name!r} generated in {time.time() - t0:.1f}s", flush=True)
 
 
-def pretrain(name: str, spec: dict, dataset_dir: str, out: str, info_out: str, scratch: str,
-             threads: int = 1) -> None:
+def pretrain(
+    name: str,
+    spec: dict,
+    dataset_dir: str,
+    out: str,
+    info_out: str,
+    scratch: str,
+    threads: int = 1,
+    precision: str = "auto",
+) -> None:
     """Pretrain a mini backbone and report its zero-shot accuracy per domain where it has text."""
     from .data import DatasetInfo
     from .pretrain import pretrain_backbone
 
-    device = _device(threads)
+    device, precision = _device(threads, precision)
     info = DatasetInfo.read(dataset_dir)
-    stats = pretrain_backbone(spec, Path(dataset_dir) / f"{info.pretrain}.npz", out,
-                              seed=spec["pretrain"].get("seed", 0), device=device,
-                              checkpoint_path=Path(scratch) / "pretrain.ckpt")
-    stats["backbone"] = name
+    stats = pretrain_backbone(
+        spec,
+        Path(dataset_dir) / f"{info.pretrain}.npz",
+        out,
+        seed=spec["pretrain"].get("seed", 0),
+        device=device,
+        checkpoint_path=Path(scratch) / "pretrain.ckpt",
+        precision=precision,
+    )
+    stats.update(backbone=name, device=str(device), threads=threads, precision=precision)
+    if spec["family"] == "clip":  # the zero-shot model's accuracy on every split of its dataset
+        stats["zeroshot_top1"] = _zeroshot_accuracy(name, spec, out, dataset_dir, device, precision)
+        print(f"zero-shot top-1: {stats['zeroshot_top1']}", flush=True)
     _write_json(info_out, stats)
     from .training import remove_checkpoint
 
     remove_checkpoint(Path(scratch) / "pretrain.ckpt")
 
 
-def finetune(backbone_name: str, backbone_spec: dict, backbone_path: str, dataset_dir: str, method: str,
-             hparams: dict, seed: int, out: str, scratch: str, inputs: dict | None = None,
-             threads: int = 1) -> None:
+def _zeroshot_accuracy(name, spec, weights, dataset_dir, device, precision) -> dict:
+    from .data import DatasetInfo, load_split
+    from .methods.base import zeroshot_classifier
+    from .metrics import predict, top1
+    from .models import load_backbone
+
+    info = DatasetInfo.read(dataset_dir)
+    model = zeroshot_classifier(load_backbone(name, spec, weights), info).to(device)
+    return {
+        split: top1(*predict(model, load_split(dataset_dir, split), device, precision=precision))
+        for split in info.eval_splits
+    }
+
+
+def finetune(
+    backbone_name: str,
+    backbone_spec: dict,
+    backbone_path: str,
+    dataset_dir: str,
+    method: str,
+    hparams: dict,
+    seed: int,
+    out: str,
+    scratch: str,
+    inputs: dict | None = None,
+    threads: int = 1,
+    precision: str = "auto",
+) -> None:
     """Run one fine-tuning method; write its artifact (weights + metadata) to `out`."""
     import torch
 
@@ -94,7 +139,7 @@ def finetune(backbone_name: str, backbone_spec: dict, backbone_path: str, datase
     from .models import load_backbone
     from .training import remove_checkpoint
 
-    device = _device(threads)
+    device, precision = _device(threads, precision)
     torch.manual_seed(seed)
     info = DatasetInfo.read(dataset_dir)
     backbone = load_backbone(backbone_name, backbone_spec, backbone_path)
@@ -112,19 +157,37 @@ def finetune(backbone_name: str, backbone_spec: dict, backbone_path: str, datase
         device=device,
         checkpoint_path=ckpt,
         inputs={k: Path(v) for k, v in (inputs or {}).items()},
+        precision=precision,
     )
     t0 = time.time()
     artifact = get_method(method).run(ctx)
-    artifact.meta.update(method=method, backbone=backbone_name, dataset=info.name, seed=seed,
-                         hparams=hparams, device=str(device), threads=threads,
-                         job_seconds=time.time() - t0)
+    artifact.meta.update(
+        method=method,
+        backbone=backbone_name,
+        dataset=info.name,
+        seed=seed,
+        hparams=hparams,
+        device=str(device),
+        threads=threads,
+        precision=precision,
+        job_seconds=time.time() - t0,
+    )
     artifact.save(out)
     remove_checkpoint(ckpt)
     print(f"{method}: done in {time.time() - t0:.1f}s", flush=True)
 
 
-def evaluate(backbone_name: str, backbone_spec: dict, backbone_path: str, dataset_dir: str,
-             artifact_path: str, alphas: list[float], out: str, threads: int = 1) -> None:
+def evaluate(
+    backbone_name: str,
+    backbone_spec: dict,
+    backbone_path: str,
+    dataset_dir: str,
+    artifact_path: str,
+    alphas: list[float],
+    out: str,
+    threads: int = 1,
+    precision: str = "auto",
+) -> None:
     """Evaluate an artifact over the WiSE-FT alpha grid on val, ID test and every shift."""
     import pandas as pd
 
@@ -133,18 +196,30 @@ def evaluate(backbone_name: str, backbone_spec: dict, backbone_path: str, datase
     from .methods.base import Artifact
     from .models import load_backbone
 
-    device = _device(threads)
+    device, precision = _device(threads, precision)
     info = DatasetInfo.read(dataset_dir)
     backbone = load_backbone(backbone_name, backbone_spec, backbone_path)
     if backbone.clip is not None:
         backbone.clip.to(device)
     artifact = Artifact.load(artifact_path)
     splits = {split: load_split(dataset_dir, split) for split in info.eval_splits}
-    rows = evaluate_sweep(backbone, info, splits, artifact, alphas, device)
+    rows = evaluate_sweep(backbone, info, splits, artifact, alphas, device, precision)
     meta = artifact.meta
-    frame = pd.DataFrame(rows).assign(backbone=backbone_name, dataset=info.name, method=meta["method"],
-                                      seed=meta["seed"])
-    cols = ["backbone", "dataset", "method", "seed", "alpha", "split", "role", "metric", "value", "n"]
+    frame = pd.DataFrame(rows).assign(
+        backbone=backbone_name, dataset=info.name, method=meta["method"], seed=meta["seed"]
+    )
+    cols = [
+        "backbone",
+        "dataset",
+        "method",
+        "seed",
+        "alpha",
+        "split",
+        "role",
+        "metric",
+        "value",
+        "n",
+    ]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     frame[cols].to_csv(out, index=False)
     print(frame[frame.alpha == 1.0][["split", "value"]].to_string(index=False), flush=True)
@@ -159,12 +234,20 @@ def training_stats(artifact_paths: list[str], out: str) -> None:
     for path in artifact_paths:
         meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
         hp = meta.get("hparams", {})
-        rows.append({
-            "backbone": meta["backbone"], "dataset": meta["dataset"], "method": meta["method"],
-            "seed": meta["seed"], "device": meta.get("device"), "threads": meta.get("threads"),
-            "steps": hp.get("steps"), "batch_size": hp.get("batch_size"),
-            "train_images_per_second": meta.get("train_images_per_second"),
-            "job_seconds": meta.get("job_seconds"),
-        })
+        rows.append(
+            {
+                "backbone": meta["backbone"],
+                "dataset": meta["dataset"],
+                "method": meta["method"],
+                "seed": meta["seed"],
+                "device": meta.get("device"),
+                "threads": meta.get("threads"),
+                "precision": meta.get("precision"),
+                "steps": hp.get("steps"),
+                "batch_size": hp.get("batch_size"),
+                "train_images_per_second": meta.get("train_images_per_second"),
+                "job_seconds": meta.get("job_seconds"),
+            }
+        )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out, index=False)

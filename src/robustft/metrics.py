@@ -8,11 +8,15 @@ from torch import nn
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset, device: torch.device, batch_size: int = 1000) -> tuple:
+def predict(
+    model: nn.Module, dataset, device: torch.device, batch_size: int = 1000, precision: str = "fp32"
+) -> tuple:
     """Arg-max predictions and labels over a whole split."""
+    from .training import autocast as amp
+
     model.eval()
     preds, labels = [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = amp(device, precision)
     for start in range(0, len(dataset), batch_size):
         images, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
         with autocast:

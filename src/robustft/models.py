@@ -8,7 +8,8 @@ A backbone entry in config has a `family` (what was pretrained, and so which met
 * ``ssl``        - a contrastively self-supervised image encoder. Saved the way MoCo saves its
                    checkpoints (``{"state_dict": {"module.encoder_q.<key>": ...}}``, projection head
                    under ``fc.*``), so the mini stand-in takes the loading path of the real MoCo-v2 file.
-* ``supervised`` - an image encoder plus the source classifier over all classes (``head.*``).
+* ``supervised`` - an image encoder plus the source classifier over all classes under ``fc.*``, the
+                   layout of a torchvision ResNet checkpoint (the calibration paper's source model).
 
 Every load accounts for every key: a missing or unexpected key is an error unless the backbone's
 config lists it under ``checkpoint.ignore`` (fnmatch patterns).
@@ -36,7 +37,9 @@ def open_clip_module():
     """Import open_clip with this package's model configs registered (idempotent)."""
     import open_clip
 
-    if "robustft-mini-rn" not in open_clip.list_models():
+    from . import mini_cnn  # noqa: F401  (registers the mini trunk with timm)
+
+    if "robustft-mini-cnn" not in open_clip.list_models():
         open_clip.add_model_config(MODEL_CONFIG_DIR)
     return open_clip
 
@@ -49,7 +52,9 @@ class Backbone:
     family: str
     image_encoder: nn.Module  # images -> features (B, feature_dim)
     feature_dim: int
-    clip: nn.Module | None = None  # the whole open_clip model (clip family); image_encoder is .visual
+    clip: nn.Module | None = (
+        None  # the whole open_clip model (clip family); image_encoder is .visual
+    )
     tokenizer: object | None = None
     source_head: nn.Linear | None = None  # supervised family: classifier over all source classes
 
@@ -90,8 +95,7 @@ def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
     """The image tower named by `arch`, and its feature dimension."""
     library = arch["library"]
     if library in ("open_clip", "open_clip_visual"):
-        visual = build_clip(arch).visual
-        return visual, visual.output_dim
+        return build_clip(arch).visual, embed_dim(arch)
     if library == "torchvision":
         import torchvision
 
@@ -99,7 +103,14 @@ def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
         dim = net.fc.in_features
         net.fc = nn.Identity()  # features, not ImageNet logits
         return net, dim
-    raise ValueError(f"unknown arch library {library!r}; valid: open_clip, open_clip_visual, torchvision")
+    raise ValueError(
+        f"unknown arch library {library!r}; valid: open_clip, open_clip_visual, torchvision"
+    )
+
+
+def embed_dim(arch: dict) -> int:
+    """Feature dimension of an open_clip image tower (its joint embedding size)."""
+    return open_clip_module().get_model_config(arch["name"])["embed_dim"]
 
 
 def image_size(arch: dict) -> int:
@@ -170,9 +181,14 @@ def load_checked(
 # Saving and loading backbones
 # ----------------------------------------------------------------------------------------------
 SSL_PREFIX = "module.encoder_q."  # MoCo's key layout
+SOURCE_HEAD = (
+    "fc."  # torchvision's classifier key, where supervised checkpoints keep the source head
+)
 
 
-def save_backbone(path: str | Path, family: str, encoder_or_clip: nn.Module, extra: nn.Module | None = None):
+def save_backbone(
+    path: str | Path, family: str, encoder_or_clip: nn.Module, extra: nn.Module | None = None
+):
     """Write a backbone file in its family's on-disk format (see module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +202,7 @@ def save_backbone(path: str | Path, family: str, encoder_or_clip: nn.Module, ext
         payload = {"state_dict": sd}
     elif family == "supervised":
         sd = {k: v for k, v in encoder_or_clip.state_dict().items()}
-        sd.update({"head." + k: v for k, v in extra.state_dict().items()})
+        sd.update({SOURCE_HEAD + k: v for k, v in extra.state_dict().items()})
         payload = {"state_dict": sd}
     else:
         raise ValueError(f"unknown family {family!r}; valid: {FAMILIES}")
@@ -200,7 +216,9 @@ def default_checkpoint_spec(family: str) -> dict:
     return {"prefix": "", "ignore": []}
 
 
-def load_backbone(name: str, spec: dict, path: str | Path, num_classes: int | None = None) -> Backbone:
+def load_backbone(
+    name: str, spec: dict, path: str | Path, num_classes: int | None = None
+) -> Backbone:
     """Build the backbone `spec` describes and load its weights from `path`, strictly."""
     family, arch = spec["family"], spec["arch"]
     ckpt = {**default_checkpoint_spec(family), **spec.get("checkpoint", {})}
@@ -215,7 +233,7 @@ def load_backbone(name: str, spec: dict, path: str | Path, num_classes: int | No
             name,
             family,
             model.visual,
-            model.visual.output_dim,
+            embed_dim(arch),
             clip=model,
             tokenizer=open_clip.get_tokenizer(arch["name"]),
         )
@@ -224,12 +242,16 @@ def load_backbone(name: str, spec: dict, path: str | Path, num_classes: int | No
         load_checked(encoder, state_dict, prefix=ckpt["prefix"], ignore=ckpt["ignore"], what=what)
         return Backbone(name, family, encoder, dim)
     if family == "supervised":
-        head_sd = {k[5:]: v for k, v in state_dict.items() if k.startswith("head.")}
+        head_sd = {
+            k[len(SOURCE_HEAD) :]: v for k, v in state_dict.items() if k.startswith(SOURCE_HEAD)
+        }
         if not head_sd:
-            raise CheckpointKeyError(f"{what}: a supervised backbone needs its source head (head.*)")
+            raise CheckpointKeyError(
+                f"{what}: a supervised backbone needs its source head ({SOURCE_HEAD}*)"
+            )
         head = nn.Linear(dim, head_sd["weight"].shape[0])
         head.load_state_dict(head_sd)
-        body = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+        body = {k: v for k, v in state_dict.items() if not k.startswith(SOURCE_HEAD)}
         load_checked(encoder, body, prefix=ckpt["prefix"], ignore=ckpt["ignore"], what=what)
         return Backbone(name, family, encoder, dim, source_head=head)
     raise ValueError(f"unknown family {family!r}; valid: {FAMILIES}")

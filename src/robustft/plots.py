@@ -27,19 +27,41 @@ def wiseft_curve(table: pd.DataFrame, out_pdf: str, out_png: str, settings: dict
     swept = table.groupby(["dataset", "backbone"]).alpha.transform("nunique") > 1
     data = table[swept & (table.method.isin(methods) if methods else True)]
     panels = data[["dataset", "backbone"]].drop_duplicates().values.tolist()
-    fig, axes = plt.subplots(1, max(1, len(panels)), squeeze=False,
-                             figsize=(settings["width"] * max(1, len(panels)), settings["height"]))
-    for ax, (dataset, backbone) in zip(axes[0], panels):
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(panels)),
+        squeeze=False,
+        figsize=(settings["width"] * max(1, len(panels)), settings["height"]),
+    )
+    for ax, (dataset, backbone) in zip(axes[0], panels, strict=False):
         sub = data[(data.dataset == dataset) & (data.backbone == backbone)].sort_values("alpha")
-        sns.lineplot(sub, x="id", y="ood_mean", hue="method", marker="o", sort=False, ax=ax,
-                     palette=settings.get("palette"))
+        sns.lineplot(
+            sub,
+            x="id",
+            y="ood_mean",
+            hue="method",
+            marker="o",
+            sort=False,
+            ax=ax,
+            palette=settings.get("palette"),
+        )
         zs = sub[sub.alpha == 0.0].iloc[:1]
-        ax.scatter(zs.id, zs.ood_mean, marker="*", s=200, color="black", zorder=5, label="zero-shot")
+        ax.scatter(
+            zs.id, zs.ood_mean, marker="*", s=200, color="black", zorder=5, label="zero-shot"
+        )
         for _, end in sub[sub.alpha == 1.0].iterrows():
-            ax.annotate(f"{end.method} (α=1)", (end.id, end.ood_mean), fontsize=7,
-                        xytext=(4, -8), textcoords="offset points")
-        ax.set(title=f"WiSE-FT: {backbone} on {dataset}", xlabel="ID accuracy (%)",
-               ylabel="mean OOD accuracy (%)")
+            ax.annotate(
+                f"{end.method} (α=1)",
+                (end.id, end.ood_mean),
+                fontsize=7,
+                xytext=(4, -8),
+                textcoords="offset points",
+            )
+        ax.set(
+            title=f"WiSE-FT: {backbone} on {dataset}",
+            xlabel="ID accuracy (%)",
+            ylabel="mean OOD accuracy (%)",
+        )
         ax.legend(fontsize=7)
     if not panels:
         axes[0][0].text(0.5, 0.5, "no backbone with a zero-shot model", ha="center")

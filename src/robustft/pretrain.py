@@ -56,8 +56,16 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
-def pretrain_backbone(spec: dict, pool_path: str | Path, out: str | Path, *, seed: int,
-                      device: torch.device, checkpoint_path: str | Path | None = None) -> dict:
+def pretrain_backbone(
+    spec: dict,
+    pool_path: str | Path,
+    out: str | Path,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint_path: str | Path | None = None,
+    precision: str = "fp32",
+) -> dict:
     """Pretrain the backbone `spec` describes on the pool at `pool_path`; save it to `out`."""
     family, arch, hp = spec["family"], spec["arch"], spec["pretrain"]
     pool = PackedSplit(pool_path)
@@ -66,7 +74,9 @@ def pretrain_backbone(spec: dict, pool_path: str | Path, out: str | Path, *, see
 
     if family == "clip":
         if pool.captions is None:
-            raise ValueError(f"{pool_path} has no captions: CLIP pretraining needs a captioned pool")
+            raise ValueError(
+                f"{pool_path} has no captions: CLIP pretraining needs a captioned pool"
+            )
         from .models import open_clip_module
 
         model = build_clip(arch).to(device)
@@ -82,14 +92,24 @@ def pretrain_backbone(spec: dict, pool_path: str | Path, out: str | Path, *, see
             txt = model.encode_text(tokens[idx].to(device), normalize=True)
             return clip_loss(img, txt, model.logit_scale.exp())
 
-        result = train(model, loss_fn, cfg, seed=seed, checkpoint_path=checkpoint_path, device=device,
-                       desc="pretrain clip")
+        result = train(
+            model,
+            loss_fn,
+            cfg,
+            seed=seed,
+            checkpoint_path=checkpoint_path,
+            device=device,
+            precision=precision,
+            desc="pretrain clip",
+        )
         model.eval()
         save_backbone(out, family, model)
 
     elif family == "ssl":
         encoder, dim = build_image_encoder(arch)
-        projector = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, hp["proj_dim"]))
+        projector = nn.Sequential(
+            nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, hp["proj_dim"])
+        )
         model = nn.ModuleDict({"encoder": encoder, "projector": projector}).to(device)
         sampler = StepSampler(len(pool), batch_size, seed)
 
@@ -100,8 +120,16 @@ def pretrain_backbone(spec: dict, pool_path: str | Path, out: str | Path, *, see
             z1, z2 = (model["projector"](model["encoder"](v)) for v in views)
             return nt_xent(z1, z2, hp["tau"])
 
-        result = train(model, loss_fn, cfg, seed=seed, checkpoint_path=checkpoint_path, device=device,
-                       desc="pretrain ssl")
+        result = train(
+            model,
+            loss_fn,
+            cfg,
+            seed=seed,
+            checkpoint_path=checkpoint_path,
+            device=device,
+            precision=precision,
+            desc="pretrain ssl",
+        )
         model.eval()
         save_backbone(out, family, encoder, projector)
 
@@ -117,8 +145,16 @@ def pretrain_backbone(spec: dict, pool_path: str | Path, out: str | Path, *, see
             logits = model["head"](model["encoder"](images.to(device)))
             return F.cross_entropy(logits, labels.to(device))
 
-        result = train(model, loss_fn, cfg, seed=seed, checkpoint_path=checkpoint_path, device=device,
-                       desc="pretrain supervised")
+        result = train(
+            model,
+            loss_fn,
+            cfg,
+            seed=seed,
+            checkpoint_path=checkpoint_path,
+            device=device,
+            precision=precision,
+            desc="pretrain supervised",
+        )
         model.eval()
         save_backbone(out, family, encoder, model["head"])
     else:

@@ -21,15 +21,25 @@ def by_alpha(metrics: pd.DataFrame) -> pd.DataFrame:
     Means over seeds; `ood_mean` is the unweighted mean over shifts (FLYP's "Avg OOD").
     """
     top1 = metrics[metrics.metric == "top1"]
-    wide = (top1.pivot_table(index=[*KEYS, "alpha", "seed"], columns="split", values="value")
-            .groupby(level=[*KEYS, "alpha"]).mean() * 100)
+    wide = (
+        top1.pivot_table(index=[*KEYS, "alpha", "seed"], columns="split", values="value")
+        .groupby(level=[*KEYS, "alpha"])
+        .mean()
+        * 100
+    )
     roles = top1.drop_duplicates(["dataset", "split"]).set_index(["dataset", "split"])["role"]
     out = []
     for (backbone, dataset, method, alpha), row in wide.iterrows():
         splits = roles.loc[dataset]
         shifts = [s for s in splits.index if splits[s] == "ood"]
-        entry = {"backbone": backbone, "dataset": dataset, "method": method, "alpha": alpha,
-                 "val": row[splits.index[splits == "val"][0]], "id": row[splits.index[splits == "id"][0]]}
+        entry = {
+            "backbone": backbone,
+            "dataset": dataset,
+            "method": method,
+            "alpha": alpha,
+            "val": row[splits.index[splits == "val"][0]],
+            "id": row[splits.index[splits == "id"][0]],
+        }
         entry.update({s: row[s] for s in shifts})
         entry["ood_mean"] = row[shifts].mean()
         out.append(entry)
@@ -51,7 +61,9 @@ def methods_table(metrics: pd.DataFrame, method_order: list[str]) -> pd.DataFram
         rows.append(final)
     out = pd.DataFrame(rows).drop(columns=["alpha"])
     order = {m: i for i, m in enumerate(method_order)}
-    out = out.sort_values(["dataset", "backbone", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+    out = out.sort_values(
+        ["dataset", "backbone", "method"], key=lambda s: s.map(order) if s.name == "method" else s
+    )
     return out.reset_index(drop=True)
 
 

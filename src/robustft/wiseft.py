@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def interpolate(theta_0: dict[str, torch.Tensor], theta_1: dict[str, torch.Tensor], alpha: float) -> dict:
+def interpolate(
+    theta_0: dict[str, torch.Tensor], theta_1: dict[str, torch.Tensor], alpha: float
+) -> dict:
     if set(theta_0) != set(theta_1):
         diff = sorted(set(theta_0) ^ set(theta_1))
         raise KeyError(f"cannot interpolate: the state dicts differ in keys {diff[:8]}")
@@ -18,6 +20,8 @@ def interpolate(theta_0: dict[str, torch.Tensor], theta_1: dict[str, torch.Tenso
     for key, w1 in theta_1.items():
         w0 = theta_0[key]
         if w0.shape != w1.shape:
-            raise ValueError(f"cannot interpolate {key!r}: shapes {tuple(w0.shape)} vs {tuple(w1.shape)}")
+            raise ValueError(
+                f"cannot interpolate {key!r}: shapes {tuple(w0.shape)} vs {tuple(w1.shape)}"
+            )
         merged[key] = (1 - alpha) * w0 + alpha * w1 if w1.is_floating_point() else w1.clone()
     return merged

@@ -4,17 +4,18 @@ rule pretrain_backbone:
     output:
         weights=BACKBONE,
         info="results/backbones/{backbone}.json",
-    params:
-        spec=backbone_spec,
-        scratch=scratch_dir,
     log:
         "logs/pretrain_backbone/{backbone}.log",
     benchmark:
         "benchmarks/pretrain_backbone/{backbone}.tsv"
+    conda:
+        "../../envs/robustft.yaml"
     threads: 2
     resources:
         mem_mb=4000,
-    conda:
-        "../../envs/robustft.yaml"
+    params:
+        precision=config["precision"],
+        spec=backbone_spec,
+        scratch=scratch_dir,
     script:
         "../scripts/pretrain_backbone.py"

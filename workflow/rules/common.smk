@@ -41,7 +41,9 @@ def runs():
     for exp in config["experiments"]:
         for method in exp["methods"]:
             for seed in exp.get("seeds", [0]):
-                yield dict(dataset=exp["dataset"], backbone=exp["backbone"], method=method, seed=seed)
+                yield dict(
+                    dataset=exp["dataset"], backbone=exp["backbone"], method=method, seed=seed
+                )
 
 
 def all_models():

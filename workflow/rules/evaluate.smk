@@ -5,17 +5,18 @@ rule evaluate:
         dataset=DATASET_DIR,
     output:
         EVAL,
-    params:
-        spec=backbone_spec,
-        alphas=config["wiseft"]["alphas"],
     log:
         "logs/evaluate/{dataset}/{backbone}/{method}/seed{seed}.log",
     benchmark:
         "benchmarks/evaluate/{dataset}/{backbone}/{method}/seed{seed}.tsv"
+    conda:
+        "../../envs/robustft.yaml"
     threads: 2
     resources:
         mem_mb=4000,
-    conda:
-        "../../envs/robustft.yaml"
+    params:
+        precision=config["precision"],
+        spec=backbone_spec,
+        alphas=config["wiseft"]["alphas"],
     script:
         "../scripts/evaluate.py"

@@ -45,13 +45,13 @@ rule methods_table:
             category="Tables",
         ),
         md="results/tables/methods.md",
-    params:
-        order=method_order(),
     log:
         "logs/methods_table.log",
     localrule: True
     conda:
         "../../envs/robustft.yaml"
+    params:
+        order=method_order(),
     script:
         "../scripts/methods_table.py"
 
@@ -84,12 +84,12 @@ rule wiseft_figure:
             caption="../report/wiseft_curve.rst",
             category="Figures",
         ),
-    params:
-        settings=config["plots"]["wiseft_curve"],
     log:
         "logs/wiseft_figure.log",
     localrule: True
     conda:
         "../../envs/robustft.yaml"
+    params:
+        settings=config["plots"]["wiseft_curve"],
     script:
         "../scripts/wiseft_figure.py"

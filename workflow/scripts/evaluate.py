@@ -10,4 +10,5 @@ with logged(snakemake.log[0]):
         snakemake.params.alphas,
         snakemake.output[0],
         snakemake.threads,
+        snakemake.params.precision,
     )

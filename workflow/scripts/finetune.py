@@ -13,4 +13,5 @@ with logged(snakemake.log[0]):
         snakemake.params.scratch,
         inputs={k: v for k, v in snakemake.input.items() if k not in ("backbone", "dataset")},
         threads=snakemake.threads,
+        precision=snakemake.params.precision,
     )

@@ -9,4 +9,5 @@ with logged(snakemake.log[0]):
         snakemake.output.info,
         snakemake.params.scratch,
         snakemake.threads,
+        snakemake.params.precision,
     )

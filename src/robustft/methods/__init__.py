@@ -20,7 +20,9 @@ class MethodInfo:
 
 
 METHODS: dict[str, MethodInfo] = {
-    "zeroshot": MethodInfo("CLIP (Radford et al. 2021); WiSE-FT's template-ensemble head", True, False),
+    "zeroshot": MethodInfo(
+        "CLIP (Radford et al. 2021); WiSE-FT's template-ensemble head", True, False
+    ),
     "lp": MethodInfo("Linear probe (LP-FT, Kumar et al. ICLR 2022)", False, False),
     "ft": MethodInfo("End-to-end fine-tuning (WiSE-FT, Wortsman et al. CVPR 2022)", False, True),
     "lpft": MethodInfo("LP-FT (Kumar et al. ICLR 2022)", False, True, depends_on="lp"),

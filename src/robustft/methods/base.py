@@ -39,7 +39,12 @@ class Artifact:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         torch.save(
-            {"kind": self.kind, "state_dict": self.state_dict, "normalize": self.normalize, "meta": self.meta},
+            {
+                "kind": self.kind,
+                "state_dict": self.state_dict,
+                "normalize": self.normalize,
+                "meta": self.meta,
+            },
             tmp,
         )
         tmp.replace(path)
@@ -60,7 +65,10 @@ class FineTuneContext:
     seed: int
     device: torch.device
     checkpoint_path: Path | None = None
-    inputs: dict[str, Path] = field(default_factory=dict)  # artifacts of methods this one depends on
+    inputs: dict[str, Path] = field(
+        default_factory=dict
+    )  # artifacts of methods this one depends on
+    precision: str = "fp32"  # fp32 | bf16 (resolved from config's `precision`)
 
     @property
     def num_classes(self) -> int:
@@ -84,7 +92,9 @@ def initial_classifier(backbone: Backbone, info: DatasetInfo, seed: int) -> Imag
     encoder = copy.deepcopy(backbone.image_encoder)
     if backbone.family == "supervised":
         return ImageClassifier(encoder, copy.deepcopy(backbone.source_head), normalize=False)
-    return ImageClassifier(encoder, linear_head(backbone.feature_dim, len(info.classnames), seed), False)
+    return ImageClassifier(
+        encoder, linear_head(backbone.feature_dim, len(info.classnames), seed), False
+    )
 
 
 class Method:
@@ -144,6 +154,7 @@ class Method:
             device=ctx.device,
             desc=self.name,
             train_mode=self.train_mode(ctx),
+            precision=ctx.precision,
         )
         model.eval()
         artifact = self.export(model, ctx)

@@ -25,7 +25,9 @@ from torch.nn import functional as F
 from .base import Artifact, FineTuneContext, Method, _cpu
 
 
-def hardness_mixup(feats: torch.Tensor, onehot: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def hardness_mixup(
+    feats: torch.Tensor, onehot: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(3B, d) features and (3B, C) soft labels: originals, hard negatives, hard positives."""
     batch = len(feats)
     beta = torch.distributions.Beta(alpha, alpha)
@@ -45,7 +47,9 @@ def hardness_mixup(feats: torch.Tensor, onehot: torch.Tensor, alpha: float) -> t
         hardest_neg = torch.where(has_neg, hardest_neg, torch.arange(batch, device=feats.device))
         pos_mask = same & ~eye
         hardest_pos = sim.masked_fill(~pos_mask, float("inf")).argmin(1)
-        hardest_pos = torch.where(pos_mask.any(1), hardest_pos, torch.arange(batch, device=feats.device))
+        hardest_pos = torch.where(
+            pos_mask.any(1), hardest_pos, torch.arange(batch, device=feats.device)
+        )
     lam = beta.sample((batch, 1)).to(feats.device)
     pos_f = lam * feats[hardest_pos] + (1 - lam) * feats[hardest_neg]
     pos_y = lam * onehot[hardest_pos] + (1 - lam) * onehot[hardest_neg]
@@ -68,7 +72,9 @@ def focal_supcon(z: torch.Tensor, positives: torch.Tensor, tau: float = 0.07) ->
     n = len(z)
     eye = torch.eye(n, dtype=torch.bool, device=z.device)
     logits = (z @ z.T / tau).masked_fill(eye, float("-inf"))
-    log_p = F.log_softmax(logits, dim=1).masked_fill(eye, 0.0)  # 0 on the diagonal keeps grads finite
+    log_p = F.log_softmax(logits, dim=1).masked_fill(
+        eye, 0.0
+    )  # 0 on the diagonal keeps grads finite
     p = log_p.exp()
     terms = ((1 - p) * log_p).masked_fill(~positives, 0.0).sum(1)
     count = positives.sum(1)
@@ -85,7 +91,9 @@ class ContrastRegularised(nn.Module):
         super().__init__()
         self.classifier = classifier
         self.contrastor = nn.Sequential(
-            nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True), nn.Linear(feature_dim, proj_dim)
+            nn.Linear(feature_dim, feature_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(feature_dim, proj_dim),
         )
 
 
@@ -104,7 +112,9 @@ class CoreTuning(Method):
         mixed, soft = hardness_mixup(feats, onehot, hp["mixup_alpha"])
         smooth_ce = -(soft * F.log_softmax(model.classifier.head(mixed), dim=1)).sum(1).mean()
         z = F.normalize(model.contrastor(mixed), dim=-1)
-        return smooth_ce + hp["eta"] * focal_supcon(z.float(), soft_label_positives(soft), hp["tau"])
+        return smooth_ce + hp["eta"] * focal_supcon(
+            z.float(), soft_label_positives(soft), hp["tau"]
+        )
 
     def param_groups(self, model: nn.Module, ctx: FineTuneContext):
         groups = super().param_groups(model.classifier, ctx)  # None: one group of everything
@@ -112,7 +122,9 @@ class CoreTuning(Method):
 
     def export(self, model: nn.Module, ctx: FineTuneContext) -> Artifact:
         # The projection head only serves training; the artifact is the classifier.
-        return Artifact("classifier", _cpu(model.classifier.state_dict()), normalize=model.classifier.normalize)
+        return Artifact(
+            "classifier", _cpu(model.classifier.state_dict()), normalize=model.classifier.normalize
+        )
 
 
 METHOD = CoreTuning()

@@ -21,7 +21,9 @@ from ..world import fill_template
 from .base import Artifact, FineTuneContext, Method, _cpu
 
 
-def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def clip_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """0.5 * [CE(s I T^T, diag) + CE(s T I^T, diag)] for L2-normalised features, scale = exp(s)."""
     logits = scale * image_features @ text_features.T
     target = torch.arange(len(logits), device=logits.device)
@@ -38,7 +40,9 @@ class FLYP(Method):
         # Every (class, template) caption, tokenised once: a step only indexes into this table.
         templates = ctx.hparams.get("templates") or ctx.info.templates
         captions = [fill_template(t, c) for c in ctx.info.classnames for t in templates]
-        self.tokens = ctx.backbone.tokenizer(captions).view(len(ctx.info.classnames), len(templates), -1)
+        self.tokens = ctx.backbone.tokenizer(captions).view(
+            len(ctx.info.classnames), len(templates), -1
+        )
         return model
 
     def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:

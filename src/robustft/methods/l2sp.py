@@ -14,7 +14,9 @@ from .base import FineTuneContext, Method
 
 def l2sp_penalty(module: nn.Module, reference: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over trainable parameters of squared distance to their reference values."""
-    terms = [((p - reference[n]) ** 2).sum() for n, p in module.named_parameters() if p.requires_grad]
+    terms = [
+        ((p - reference[n]) ** 2).sum() for n, p in module.named_parameters() if p.requires_grad
+    ]
     return torch.stack(terms).sum()
 
 
@@ -23,7 +25,9 @@ class L2SP(Method):
 
     def build(self, ctx: FineTuneContext) -> nn.Module:
         model = super().build(ctx)
-        self.reference = {n: p.detach().clone().to(ctx.device) for n, p in model.encoder.named_parameters()}
+        self.reference = {
+            n: p.detach().clone().to(ctx.device) for n, p in model.encoder.named_parameters()
+        }
         return model
 
     def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:

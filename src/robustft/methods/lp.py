@@ -73,7 +73,10 @@ class LinearProbe(Method):
             head.bias.copy_(torch.from_numpy(intercept - coef.sum(axis=1) * mean / std).float())
         probe.head = head
         return Artifact(
-            "classifier", _cpu(probe.state_dict()), normalize=normalize, meta={"C": best_c, "sweep": sweep}
+            "classifier",
+            _cpu(probe.state_dict()),
+            normalize=normalize,
+            meta={"C": best_c, "sweep": sweep},
         )
 
 
