@@ -51,7 +51,8 @@ def main() -> None:
     import_seconds = time.time() - t0
     device = pick_device()
     setup_torch(args.threads, device)
-    precision = resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device, "train")
+    eval_precision = resolve_precision(args.precision, device, "eval")
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     dataset = config["datasets"]["mini"]
     small = {
@@ -135,9 +136,9 @@ def main() -> None:
                     }
                 )
             classifier = initial_classifier(backbone, info, 0).to(device)
-            predict(classifier, test, device, precision=precision)  # warm-up
+            predict(classifier, test, device, precision=eval_precision)  # warm-up
             start = time.time()
-            predict(classifier, test, device, precision=precision)
+            predict(classifier, test, device, precision=eval_precision)
             rows.append(
                 {
                     "backbone": name,
@@ -181,6 +182,7 @@ def main() -> None:
     frame = pd.DataFrame(rows).assign(
         device=str(device),
         precision=precision,
+        eval_precision=eval_precision,
         threads=args.threads,
         cpu=platform.processor() or platform.machine(),
         import_seconds=round(import_seconds, 2),

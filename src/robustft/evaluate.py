@@ -41,9 +41,8 @@ def classifier_from_state(
 
 def reference_state(backbone: Backbone, info: DatasetInfo, kind: str) -> dict:
     """theta_0 for WiSE-FT, in the same form as the artifact."""
-    if kind == "clip":
-        return backbone.clip.state_dict()
-    return zeroshot_classifier(backbone, info).state_dict()
+    state = (backbone.clip if kind == "clip" else zeroshot_classifier(backbone, info)).state_dict()
+    return {k: v.detach().cpu() for k, v in state.items()}  # artifacts live on the CPU
 
 
 def evaluate_sweep(

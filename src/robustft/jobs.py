@@ -35,13 +35,13 @@ def logged(log_path: str | Path | None):
             os.close(saved[0]), os.close(saved[1])
 
 
-def _device(threads: int, precision: str = "auto"):
+def _device(threads: int, precision: str = "auto", purpose: str = "train"):
     from .training import pick_device, resolve_precision, setup_torch
 
     device = pick_device()
     setup_torch(threads, device)
-    precision = resolve_precision(precision, device)
-    print(f"device: {device}, threads: {threads}, precision: {precision}", flush=True)
+    precision = resolve_precision(precision, device, purpose)
+    print(f"device: {device}, threads: {threads}, {purpose} precision: {precision}", flush=True)
     return device, precision
 
 
@@ -76,12 +76,13 @@ def pretrain(
     scratch: str,
     threads: int = 1,
     precision: str = "auto",
+    eval_precision: str = "auto",
 ) -> None:
     """Pretrain a mini backbone and report its zero-shot accuracy per domain where it has text."""
     from .data import DatasetInfo
     from .pretrain import pretrain_backbone
 
-    device, precision = _device(threads, precision)
+    device, precision = _device(threads, spec["pretrain"].get("precision", precision))
     info = DatasetInfo.read(dataset_dir)
     stats = pretrain_backbone(
         spec,
@@ -94,7 +95,10 @@ def pretrain(
     )
     stats.update(backbone=name, device=str(device), threads=threads, precision=precision)
     if spec["family"] == "clip":  # the zero-shot model's accuracy on every split of its dataset
-        stats["zeroshot_top1"] = _zeroshot_accuracy(name, spec, out, dataset_dir, device, precision)
+        _, eval_precision = _device(threads, eval_precision, "eval")
+        stats["zeroshot_top1"] = _zeroshot_accuracy(
+            name, spec, out, dataset_dir, device, eval_precision
+        )
         print(f"zero-shot top-1: {stats['zeroshot_top1']}", flush=True)
     _write_json(info_out, stats)
     from .training import remove_checkpoint
@@ -196,7 +200,7 @@ def evaluate(
     from .methods.base import Artifact
     from .models import load_backbone
 
-    device, precision = _device(threads, precision)
+    device, precision = _device(threads, precision, "eval")
     info = DatasetInfo.read(dataset_dir)
     backbone = load_backbone(backbone_name, backbone_spec, backbone_path)
     if backbone.clip is not None:

@@ -20,24 +20,30 @@ def _conv(cin: int, cout: int) -> list[nn.Module]:
 
 
 class MiniCNN(nn.Module):
-    """7 conv3x3 (c,c | 2c,2c | 4c,4c | 4c) with BatchNorm + GELU, 3 max-pools, global average pool."""
+    """Three stages of two conv3x3 (widths w1, w2, w3) with BatchNorm + GELU, max-pool between stages,
+    global average pool. `stem_stride` 2 makes the first conv strided (16x16 maps from 32x32 input)."""
 
-    def __init__(self, channels: int = 24, num_classes: int = 0, global_pool: str = "avg", **_):
+    def __init__(
+        self,
+        widths: tuple[int, int, int] = (32, 64, 128),
+        stem_stride: int = 2,
+        num_classes: int = 0,
+        global_pool: str = "avg",
+        **_,
+    ):
         super().__init__()
-        c = channels
+        w1, w2, w3 = widths
+        stem = [
+            nn.Conv2d(3, w1, 3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(w1),
+            nn.GELU(),
+        ]
         self.features = nn.Sequential(
-            *_conv(3, c),
-            *_conv(c, c),
-            nn.MaxPool2d(2),
-            *_conv(c, 2 * c),
-            *_conv(2 * c, 2 * c),
-            nn.MaxPool2d(2),
-            *_conv(2 * c, 4 * c),
-            *_conv(4 * c, 4 * c),
-            nn.MaxPool2d(2),
-            *_conv(4 * c, 4 * c),
-        )
-        self.num_features = 4 * c
+            *stem, *_conv(w1, w1), nn.MaxPool2d(2),
+            *_conv(w1, w2), *_conv(w2, w2), nn.MaxPool2d(2),
+            *_conv(w2, w3), *_conv(w3, w3),
+        )  # fmt: skip
+        self.num_features = w3
         self.default_cfg = {"pool_size": None}  # read by open_clip's TimmModel
         self.reset_classifier(num_classes, global_pool)
 
@@ -66,10 +72,11 @@ def _no_hub_weights(pretrained: bool) -> None:
 @register_model
 def robustft_mini_cnn(pretrained: bool = False, **kwargs) -> MiniCNN:
     _no_hub_weights(pretrained)
-    return MiniCNN(channels=24, **kwargs)
+    return MiniCNN(widths=(32, 64, 128), stem_stride=2, **kwargs)
 
 
 @register_model
-def robustft_mini_cnn16(pretrained: bool = False, **kwargs) -> MiniCNN:
+def robustft_mini_cnn_full(pretrained: bool = False, **kwargs) -> MiniCNN:
+    """Full-resolution variant (no strided stem): 2.3x the compute."""
     _no_hub_weights(pretrained)
-    return MiniCNN(channels=16, **kwargs)
+    return MiniCNN(widths=(24, 48, 96), stem_stride=1, **kwargs)

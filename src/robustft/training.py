@@ -60,15 +60,19 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 where the hardware computes it natively (CUDA; CPUs with AVX512-BF16 or AMX,
-    where it measured 1.5x faster training and 2.3x faster inference here), else fp32."""
+def resolve_precision(precision: str, device: torch.device, purpose: str = "train") -> str:
+    """Resolve 'auto': bf16 on CUDA; on a CPU, bf16 only for evaluation and only where the hardware
+    computes it natively (AVX512-BF16 or AMX: 2.3x faster inference here), fp32 otherwise.
+
+    CPU training stays fp32 because it measured worse: 600 steps of mini-CLIP pretraining reached
+    40.9 % zero-shot in bf16 against 81.3 % in fp32 (same seed).
+    """
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16"
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16" if native else "fp32"
+    return "bf16" if purpose == "eval" and native else "fp32"
 
 
 def autocast(device: torch.device, precision: str):

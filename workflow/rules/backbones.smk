@@ -15,6 +15,7 @@ rule pretrain_backbone:
         mem_mb=4000,
     params:
         precision=config["precision"],
+        eval_precision=config["eval_precision"],
         spec=backbone_spec,
         scratch=scratch_dir,
     script:

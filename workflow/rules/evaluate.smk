@@ -15,7 +15,7 @@ rule evaluate:
     resources:
         mem_mb=4000,
     params:
-        precision=config["precision"],
+        precision=config["eval_precision"],
         spec=backbone_spec,
         alphas=config["wiseft"]["alphas"],
     script:

@@ -10,4 +10,5 @@ with logged(snakemake.log[0]):
         snakemake.params.scratch,
         snakemake.threads,
         snakemake.params.precision,
+        snakemake.params.eval_precision,
     )
