@@ -145,16 +145,18 @@ def test_second_run_does_nothing_and_a_plot_setting_reruns_only_the_figure(smoke
     again = snakemake(smoke, "all", "--configfile", str(SMOKE))
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    settings = {**SMOKE_CONFIG["plots"]["wiseft_curve"], "dpi": 60}
-    override = ["--config", "plots=" + json.dumps({"wiseft_curve": settings})]
-    dry = snakemake(smoke, "all", "--configfile", str(SMOKE), "-n", *override)
+    # Nested overrides go through a config file: `--config` leaves nested numbers as strings.
+    plot_change = smoke / "plot-change.yaml"
+    plot_change.write_text(yaml.safe_dump({"plots": {"wiseft_curve": {"dpi": 60}}}))
+    override = ["--configfile", str(SMOKE), str(plot_change)]
+    dry = snakemake(smoke, "all", "-n", *override)
     assert job_counts(dry.stdout) == {"all": 1, "wiseft_figure": 1}
 
     tables = sorted((smoke / "results/tables").iterdir())
     before = {p: p.stat().st_mtime_ns for p in tables}
     png = smoke / "results/figures/wiseft_curve.png"
     png_before = png.stat().st_mtime_ns
-    snakemake(smoke, "all", "--configfile", str(SMOKE), *override)
+    snakemake(smoke, "all", *override)
     assert {p: p.stat().st_mtime_ns for p in tables} == before
     assert png.stat().st_mtime_ns != png_before
 
@@ -167,21 +169,14 @@ def _resume_workdir(smoke: Path, name: str, tmp_path: Path) -> Path:
 
 
 def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
-    steps = 160
-    override = [
-        "--config",
-        "methods="
-        + json.dumps(
-            {
-                **SMOKE_CONFIG["methods"],
-                "ft": {**SMOKE_CONFIG["methods"]["ft"], "steps": steps, "checkpoint_every": 20},
-            }
-        ),
-    ]
+    steps = 300
+    longer = tmp_path / "longer-ft.yaml"
+    longer.write_text(yaml.safe_dump({"methods": {"ft": {"steps": steps, "checkpoint_every": 20}}}))
+    configs = ["--configfile", str(SMOKE), str(longer)]
     target = "results/models/mini/mini-clip/ft/seed0/model.pt"
 
     reference = _resume_workdir(smoke, "uninterrupted", tmp_path)
-    snakemake(reference, target, "--configfile", str(SMOKE), *override)
+    snakemake(reference, target, *configs)
 
     workdir = _resume_workdir(smoke, "killed", tmp_path)
     cmd = [
@@ -193,9 +188,7 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
         "--cores",
         "2",
         target,
-        "--configfile",
-        str(SMOKE),
-        *override,
+        *configs,
     ]
     proc = subprocess.Popen(
         cmd,
@@ -223,8 +216,8 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
     killed_at = torch.load(ckpt, weights_only=False)["step"]
     assert killed_at < steps and not (workdir / target).exists()
 
-    snakemake(workdir, "--unlock", "--configfile", str(SMOKE), *override)
-    snakemake(workdir, target, "--configfile", str(SMOKE), "--rerun-incomplete", *override)
+    snakemake(workdir, "--unlock", *configs)
+    snakemake(workdir, target, "--rerun-incomplete", *configs)
     log = (workdir / "logs/finetune/mini/mini-clip/ft/seed0.log").read_text()
     assert "resuming from step" in log
     assert not ckpt.exists()  # scratch checkpoint removed once the model is written
