@@ -231,6 +231,12 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
     for key, value in uninterrupted["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
 
+    # Same seed, two independent runs (one of them killed and resumed): identical result files.
+    evaluation = "results/eval/mini/mini-clip/ft/seed0.csv"
+    for run in (reference, workdir):
+        snakemake(run, evaluation, *configs)
+    assert (workdir / evaluation).read_bytes() == (reference / evaluation).read_bytes()
+
 
 @pytest.mark.parametrize(
     ("override", "expected"),
