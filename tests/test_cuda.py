@@ -39,31 +39,18 @@ def test_every_method_runs_on_cuda(method, backbone_files, tiny_dataset, tmp_pat
     backbone = load_backbone("mini-clip", spec, path)
     backbone.clip.to(device)
     info = DatasetInfo.read(tiny_dataset)
+    train, val = load_split(tiny_dataset, "train"), load_split(tiny_dataset, "val")
+
+    def context(**inputs):
+        return FineTuneContext(
+            backbone, info, train, val, HP, 0, device, inputs=inputs, precision="bf16"
+        )
+
     inputs = {}
     if method == "lpft":
-        lp_ctx = FineTuneContext(
-            backbone,
-            info,
-            load_split(tiny_dataset, "train"),
-            load_split(tiny_dataset, "val"),
-            HP,
-            0,
-            device,
-            precision="bf16",
-        )
-        get_method("lp").run(lp_ctx).save(tmp_path / "lp.pt")
+        get_method("lp").run(context()).save(tmp_path / "lp.pt")
         inputs = {"lp": tmp_path / "lp.pt"}
-    ctx = FineTuneContext(
-        backbone,
-        info,
-        load_split(tiny_dataset, "train"),
-        load_split(tiny_dataset, "val"),
-        HP,
-        0,
-        device,
-        inputs=inputs,
-        precision="bf16",
-    )
+    ctx = context(**inputs)
     artifact = get_method(method).run(ctx)
     assert all(t.device.type == "cpu" for t in artifact.state_dict.values())
     if "history" in artifact.meta:

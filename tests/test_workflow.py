@@ -17,6 +17,8 @@ import pytest
 import torch
 import yaml
 
+from robustft.metrics import COLUMNS
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMOKE = ROOT / "config" / "smoke.yaml"
@@ -25,21 +27,18 @@ SMOKE_CONFIG = yaml.safe_load(SMOKE.read_text())
 pytestmark = pytest.mark.slow
 
 
-def snakemake(
-    workdir: Path, *args: str, check: bool = True, **popen
-) -> subprocess.CompletedProcess:
-    cmd = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, **popen)
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    return [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            "--cores", "2", *args]  # fmt: skip
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        snakemake_cmd(workdir, *args), cwd=workdir, env=ENV, capture_output=True, text=True
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
@@ -76,18 +75,7 @@ def expected_runs():
 
 def test_smoke_run_measures_every_method_alpha_and_split(smoke):
     metrics = pd.read_csv(smoke / "results" / "metrics.csv")
-    assert list(metrics.columns) == [
-        "backbone",
-        "dataset",
-        "method",
-        "seed",
-        "alpha",
-        "split",
-        "role",
-        "metric",
-        "value",
-        "n",
-    ]
+    assert list(metrics.columns) == COLUMNS
     splits = SMOKE_CONFIG["datasets"]["mini"]["splits"]
     for backbone, method in expected_runs():
         rows = metrics[(metrics.backbone == backbone) & (metrics.method == method)]
@@ -179,21 +167,11 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
     snakemake(reference, target, *configs)
 
     workdir = _resume_workdir(smoke, "killed", tmp_path)
-    cmd = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--cores",
-        "2",
-        target,
-        *configs,
-    ]
+    cmd = snakemake_cmd(workdir, target, *configs)
     proc = subprocess.Popen(
         cmd,
         cwd=workdir,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -288,7 +266,7 @@ def test_snakemake_lint():
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env=ENV,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

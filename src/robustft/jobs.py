@@ -198,6 +198,7 @@ def evaluate(
     from .data import DatasetInfo, load_split
     from .evaluate import evaluate_sweep
     from .methods.base import Artifact
+    from .metrics import COLUMNS
     from .models import load_backbone
 
     device, precision = _device(threads, precision, "eval")
@@ -212,20 +213,8 @@ def evaluate(
     frame = pd.DataFrame(rows).assign(
         backbone=backbone_name, dataset=info.name, method=meta["method"], seed=meta["seed"]
     )
-    cols = [
-        "backbone",
-        "dataset",
-        "method",
-        "seed",
-        "alpha",
-        "split",
-        "role",
-        "metric",
-        "value",
-        "n",
-    ]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    frame[cols].to_csv(out, index=False)
+    frame[COLUMNS].to_csv(out, index=False)
     print(frame[frame.alpha == 1.0][["split", "value"]].to_string(index=False), flush=True)
 
 

@@ -6,6 +6,20 @@ import numpy as np
 import torch
 from torch import nn
 
+# The tidy metrics table: one row per measurement.
+COLUMNS = [
+    "backbone",
+    "dataset",
+    "method",
+    "seed",
+    "alpha",
+    "split",
+    "role",
+    "metric",
+    "value",
+    "n",
+]
+
 
 @torch.no_grad()
 def predict(

@@ -56,6 +56,56 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
+def _clip_objective(arch, hp, pool, sampler, device, pool_path):
+    if pool.captions is None:
+        raise ValueError(f"{pool_path} has no captions: CLIP pretraining needs a captioned pool")
+    from .models import open_clip_module
+
+    model = build_clip(arch).to(device)
+    tokens = open_clip_module().get_tokenizer(arch["name"])(pool.captions)
+
+    def loss_fn(step):
+        idx = sampler.indices(step)
+        images, _ = pool.get_batch(idx)
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, np.log(100))  # CLIP's clamp
+        img = model.encode_image(images.to(device), normalize=True)
+        txt = model.encode_text(tokens[idx].to(device), normalize=True)
+        return clip_loss(img, txt, model.logit_scale.exp())
+
+    return model, loss_fn, lambda out: save_backbone(out, "clip", model)
+
+
+def _ssl_objective(arch, hp, pool, sampler, device, seed):
+    encoder, dim = build_image_encoder(arch)
+    projector = nn.Sequential(
+        nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, hp["proj_dim"])
+    )
+    model = nn.ModuleDict({"encoder": encoder, "projector": projector}).to(device)
+
+    def loss_fn(step):
+        images, _ = pool.get_batch(sampler.indices(step))
+        images = images.to(device)
+        views = [augment(images, seed * 7919 + step * 2 + k) for k in range(2)]
+        z1, z2 = (model["projector"](model["encoder"](v)) for v in views)
+        return nt_xent(z1, z2, hp["tau"])
+
+    return model, loss_fn, lambda out: save_backbone(out, "ssl", encoder, projector)
+
+
+def _supervised_objective(arch, pool, sampler, device, source):
+    encoder, dim = build_image_encoder(arch)
+    num_classes = int(pool.labels.max()) + 1
+    model = nn.ModuleDict({"encoder": encoder, "head": nn.Linear(dim, num_classes)}).to(device)
+
+    def loss_fn(step):
+        images, labels = pool.get_batch(source[sampler.indices(step)])
+        logits = model["head"](model["encoder"](images.to(device)))
+        return F.cross_entropy(logits, labels.to(device))
+
+    return model, loss_fn, lambda out: save_backbone(out, "supervised", encoder, model["head"])
+
+
 def pretrain_backbone(
     spec: dict,
     pool_path: str | Path,
@@ -71,95 +121,31 @@ def pretrain_backbone(
     pool = PackedSplit(pool_path)
     cfg = OptimConfig.from_hparams(hp)
     batch_size = hp["batch_size"]
-
     if family == "clip":
-        if pool.captions is None:
-            raise ValueError(
-                f"{pool_path} has no captions: CLIP pretraining needs a captioned pool"
-            )
-        from .models import open_clip_module
-
-        model = build_clip(arch).to(device)
-        tokens = open_clip_module().get_tokenizer(arch["name"])(pool.captions)
         sampler = StepSampler(len(pool), batch_size, seed)
-
-        def loss_fn(step):
-            idx = sampler.indices(step)
-            images, _ = pool.get_batch(idx)
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, np.log(100))  # CLIP's clamp
-            img = model.encode_image(images.to(device), normalize=True)
-            txt = model.encode_text(tokens[idx].to(device), normalize=True)
-            return clip_loss(img, txt, model.logit_scale.exp())
-
-        result = train(
-            model,
-            loss_fn,
-            cfg,
-            seed=seed,
-            checkpoint_path=checkpoint_path,
-            device=device,
-            precision=precision,
-            desc="pretrain clip",
-        )
-        model.eval()
-        save_backbone(out, family, model)
-
+        model, loss_fn, save = _clip_objective(arch, hp, pool, sampler, device, pool_path)
     elif family == "ssl":
-        encoder, dim = build_image_encoder(arch)
-        projector = nn.Sequential(
-            nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, hp["proj_dim"])
-        )
-        model = nn.ModuleDict({"encoder": encoder, "projector": projector}).to(device)
         sampler = StepSampler(len(pool), batch_size, seed)
-
-        def loss_fn(step):
-            images, _ = pool.get_batch(sampler.indices(step))
-            images = images.to(device)
-            views = [augment(images, seed * 7919 + step * 2 + k) for k in range(2)]
-            z1, z2 = (model["projector"](model["encoder"](v)) for v in views)
-            return nt_xent(z1, z2, hp["tau"])
-
-        result = train(
-            model,
-            loss_fn,
-            cfg,
-            seed=seed,
-            checkpoint_path=checkpoint_path,
-            device=device,
-            precision=precision,
-            desc="pretrain ssl",
-        )
-        model.eval()
-        save_backbone(out, family, encoder, projector)
-
+        model, loss_fn, save = _ssl_objective(arch, hp, pool, sampler, device, seed)
     elif family == "supervised":
-        encoder, dim = build_image_encoder(arch)
-        num_classes = int(pool.labels.max()) + 1
         source = _source_indices(pool_path, hp.get("source_domains"))
-        model = nn.ModuleDict({"encoder": encoder, "head": nn.Linear(dim, num_classes)}).to(device)
         sampler = StepSampler(len(source), batch_size, seed)
-
-        def loss_fn(step):
-            images, labels = pool.get_batch(source[sampler.indices(step)])
-            logits = model["head"](model["encoder"](images.to(device)))
-            return F.cross_entropy(logits, labels.to(device))
-
-        result = train(
-            model,
-            loss_fn,
-            cfg,
-            seed=seed,
-            checkpoint_path=checkpoint_path,
-            device=device,
-            precision=precision,
-            desc="pretrain supervised",
-        )
-        model.eval()
-        save_backbone(out, family, encoder, model["head"])
+        model, loss_fn, save = _supervised_objective(arch, pool, sampler, device, source)
     else:
         raise ValueError(f"unknown family {family!r}")
 
+    result = train(
+        model,
+        loss_fn,
+        cfg,
+        seed=seed,
+        checkpoint_path=checkpoint_path,
+        device=device,
+        precision=precision,
+        desc=f"pretrain {family}",
+    )
+    model.eval()
+    save(out)
     return {
         "family": family,
         "steps": cfg.steps,
