@@ -38,7 +38,12 @@ VISUAL = {"library": "open_clip_visual", "name": "robustft-mini-cnn"}
 PRETRAIN = {"steps": 3, "batch_size": 32, "lr": 1e-3, "checkpoint_every": 100}
 SPECS = {
     "clip": {"family": "clip", "arch": ARCH, "pretrain": PRETRAIN},
-    "ssl": {"family": "ssl", "arch": VISUAL, "pretrain": {**PRETRAIN, "proj_dim": 16, "tau": 0.2}},
+    "ssl": {
+        "family": "ssl",
+        "arch": VISUAL,
+        "pretrain": {**PRETRAIN, "proj_dim": 16, "tau": 0.2},
+        "checkpoint": {"prefix": "module.encoder_q.", "ignore": ["fc.*"]},
+    },
     "supervised": {
         "family": "supervised",
         "arch": VISUAL,

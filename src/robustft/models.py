@@ -210,18 +210,12 @@ def save_backbone(
     tmp.replace(path)  # atomic: a killed job never leaves a half-written backbone
 
 
-def default_checkpoint_spec(family: str) -> dict:
-    if family == "ssl":
-        return {"prefix": SSL_PREFIX, "ignore": ["fc.*"]}
-    return {"prefix": "", "ignore": []}
-
-
 def load_backbone(
     name: str, spec: dict, path: str | Path, num_classes: int | None = None
 ) -> Backbone:
     """Build the backbone `spec` describes and load its weights from `path`, strictly."""
     family, arch = spec["family"], spec["arch"]
-    ckpt = {**default_checkpoint_spec(family), **spec.get("checkpoint", {})}
+    ckpt = {"prefix": "", "ignore": [], **spec.get("checkpoint", {})}
     state_dict = read_state_dict(path)
     what = f"backbone {name!r} ({path})"
     if family == "clip":
