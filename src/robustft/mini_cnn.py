@@ -62,21 +62,10 @@ class MiniCNN(nn.Module):
         return self.fc(self.pool(self.features(x)))
 
 
-def _no_hub_weights(pretrained: bool) -> None:
-    if pretrained:
-        raise ValueError(
-            "the mini CNNs have no hub weights: they are pretrained inside the pipeline"
-        )
-
-
 @register_model
 def robustft_mini_cnn(pretrained: bool = False, **kwargs) -> MiniCNN:
-    _no_hub_weights(pretrained)
+    if pretrained:
+        raise ValueError(
+            "robustft_mini_cnn has no hub weights: it is pretrained inside the pipeline"
+        )
     return MiniCNN(widths=(32, 64, 128), stem_stride=2, **kwargs)
-
-
-@register_model
-def robustft_mini_cnn_full(pretrained: bool = False, **kwargs) -> MiniCNN:
-    """Full-resolution variant (no strided stem): 2.3x the compute."""
-    _no_hub_weights(pretrained)
-    return MiniCNN(widths=(24, 48, 96), stem_stride=1, **kwargs)
