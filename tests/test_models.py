@@ -88,3 +88,16 @@ def test_zeroshot_head_is_scaled_mean_of_normalised_template_embeddings(
     assert torch.all(head.bias == 0)
     norms = zeroshot_weights(backbone.clip, backbone.tokenizer, classnames, templates).norm(dim=1)
     assert torch.allclose(norms, torch.ones(3), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["clip", "ssl", "supervised"])
+def test_pretraining_is_deterministic(family, backbone_files, tiny_dataset, tmp_path):
+    from robustft.pretrain import pretrain_backbone
+
+    spec, path = backbone_files[family]
+    again = tmp_path / "again.pt"
+    pretrain_backbone(spec, tiny_dataset / "pool.npz", again, seed=0, device=torch.device("cpu"))
+    first, second = read_state_dict(path), read_state_dict(again)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key

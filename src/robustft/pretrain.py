@@ -118,6 +118,7 @@ def pretrain_backbone(
 ) -> dict:
     """Pretrain the backbone `spec` describes on the pool at `pool_path`; save it to `out`."""
     family, arch, hp = spec["family"], spec["arch"], spec["pretrain"]
+    torch.manual_seed(seed)  # the initial weights too: same seed, same backbone file
     pool = PackedSplit(pool_path)
     cfg = OptimConfig.from_hparams(hp)
     batch_size = hp["batch_size"]
