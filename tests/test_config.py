@@ -83,3 +83,25 @@ def test_hparams_merge_method_dataset_backbone():
     check_config(config, SCHEMA)
     hp = hparams_for(config, "ft", "mini-ssl", "mini")
     assert hp["lr"] == 1.0e-3 and hp["steps"] == 7 and hp["batch_size"] == 128
+
+
+def test_command_line_strings_become_the_numbers_the_schema_wants():
+    # What Snakemake's --config hands over for plots={"wiseft_curve": {"dpi": 60, ...}}
+    config = default_config()
+    config["plots"] = {"wiseft_curve": {"dpi": "60", "width": "3.5", "methods": ["ft"]}}
+    config["wiseft"] = {"alphas": ["0", "0.5", "1.0"]}
+    check_config(config, SCHEMA)
+    assert config["plots"]["wiseft_curve"] == {"dpi": 60, "width": 3.5, "methods": ["ft"]}
+    assert config["wiseft"]["alphas"] == [0, 0.5, 1.0]
+    config["wiseft"] = {"alphas": ["half"]}
+    with pytest.raises(ConfigError, match=r"\['alphas'\]\[0\]: 'half' is not of type 'number'"):
+        check_config(config, SCHEMA)
+
+
+def test_unknown_method_as_a_key_lists_the_methods():
+    config = default_config()
+    config["methods"]["fylp"] = {}
+    with pytest.raises(
+        ConfigError, match=r"config\['methods'\]: 'fylp' is not valid; valid choices: \['zeroshot'"
+    ):
+        check_config(config, SCHEMA)

@@ -133,10 +133,15 @@ def test_second_run_does_nothing_and_a_plot_setting_reruns_only_the_figure(smoke
     again = snakemake(smoke, "all", "--configfile", str(SMOKE))
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # Nested overrides go through a config file: `--config` leaves nested numbers as strings.
-    plot_change = smoke / "plot-change.yaml"
-    plot_change.write_text(yaml.safe_dump({"plots": {"wiseft_curve": {"dpi": 60}}}))
-    override = ["--configfile", str(SMOKE), str(plot_change)]
+    # A nested override on the command line: Snakemake passes the numbers as strings, which
+    # check_config coerces to the schema's types.
+    settings = {**SMOKE_CONFIG["plots"]["wiseft_curve"], "dpi": 60}
+    override = [
+        "--configfile",
+        str(SMOKE),
+        "--config",
+        "plots=" + json.dumps({"wiseft_curve": settings}),
+    ]
     dry = snakemake(smoke, "all", "-n", *override)
     assert job_counts(dry.stdout) == {"all": 1, "wiseft_figure": 1}
 

@@ -27,9 +27,19 @@ def _where(path) -> str:
     return "config" + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in path)
 
 
+def _resolve(schema: dict, node: dict) -> dict:
+    """Follow local `$ref`s ("#/$defs/...") to the schema they name."""
+    while "$ref" in node:
+        target = schema
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
 def _schema_at(schema: dict, path) -> dict:
-    """The sub-schema that governs `path` (follows properties/additionalProperties/items)."""
-    node = schema
+    """The sub-schema that governs `path` (follows properties/additionalProperties/items/$ref)."""
+    node = _resolve(schema, schema)
     for part in path:
         if isinstance(part, int):
             node = node.get("items", {})
@@ -39,7 +49,47 @@ def _schema_at(schema: dict, path) -> dict:
             node = node["additionalProperties"]
         else:
             return {}
+        node = _resolve(schema, node)
     return node
+
+
+def _matches(value, types) -> bool:
+    checks = {
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "null": lambda v: v is None,
+    }
+    return any(checks.get(t, lambda v: False)(value) for t in types)
+
+
+def coerce_command_line_values(config: dict, schema: dict) -> list[str]:
+    """Turn strings into the numbers/booleans the schema asks for, in place; return what changed.
+
+    Snakemake's `--config key={...}` keeps nested values as strings ("60", "0.5", "true"); without
+    this, `--config 'plots={"wiseft_curve": {"dpi": 60}}'` would fail with "'60' is not of type".
+    """
+    import jsonschema
+
+    changed = []
+    for err in jsonschema.Draft202012Validator(schema).iter_errors(config):
+        if err.validator != "type" or not isinstance(err.instance, str):
+            continue
+        types = (
+            err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        )
+        try:
+            value = yaml.safe_load(err.instance)
+        except yaml.YAMLError:
+            continue
+        if _matches(value, types):
+            *parents, last = err.absolute_path
+            container = config
+            for part in parents:
+                container = container[part]
+            container[last] = value
+            changed.append(_where(err.absolute_path))
+    return changed
 
 
 def schema_errors(config: dict, schema: dict) -> list[str]:
@@ -132,8 +182,9 @@ def check_references(config: dict) -> list[str]:
 
 
 def check_config(config: dict, schema_path: str | Path) -> dict:
-    """Raise ConfigError listing every problem; return the config otherwise."""
+    """Coerce command-line strings, then raise ConfigError listing every problem; return the config."""
     schema = yaml.safe_load(Path(schema_path).read_text())
+    coerce_command_line_values(config, schema)
     errors = schema_errors(config, schema)
     if not errors:
         errors = check_references(config)

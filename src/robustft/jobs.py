@@ -81,6 +81,7 @@ def pretrain(
     """Pretrain a mini backbone and report its zero-shot accuracy per domain where it has text."""
     from .data import DatasetInfo
     from .pretrain import pretrain_backbone
+    from .training import remove_checkpoint, resolve_precision
 
     device, precision = _device(threads, spec["pretrain"].get("precision", precision))
     info = DatasetInfo.read(dataset_dir)
@@ -95,14 +96,12 @@ def pretrain(
     )
     stats.update(backbone=name, device=str(device), threads=threads, precision=precision)
     if spec["family"] == "clip":  # the zero-shot model's accuracy on every split of its dataset
-        _, eval_precision = _device(threads, eval_precision, "eval")
+        eval_precision = resolve_precision(eval_precision, device, "eval")
         stats["zeroshot_top1"] = _zeroshot_accuracy(
             name, spec, out, dataset_dir, device, eval_precision
         )
         print(f"zero-shot top-1: {stats['zeroshot_top1']}", flush=True)
     _write_json(info_out, stats)
-    from .training import remove_checkpoint
-
     remove_checkpoint(Path(scratch) / "pretrain.ckpt")
 
 
