@@ -101,3 +101,13 @@ def test_pretraining_is_deterministic(family, backbone_files, tiny_dataset, tmp_
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
+
+
+def test_corrupt_checkpoint_is_a_clear_error(backbone_files, tmp_path):
+    spec, path = backbone_files["clip"]
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(path.read_bytes()[:1000])  # a truncated file, as a killed copy leaves
+    with pytest.raises(
+        CheckpointKeyError, match="cannot read checkpoint .*broken.pt.*delete it and rerun"
+    ):
+        load_backbone("mini-clip", spec, broken)

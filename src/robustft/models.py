@@ -126,11 +126,19 @@ def image_size(arch: dict) -> int:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file: a state dict, or a training checkpoint holding one under `state_dict`."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated or foreign file: say which, and how to recover
+        raise CheckpointKeyError(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err)[:200]}; "
+            "the file is corrupt or not a weights file: delete it and rerun to rebuild it"
+        ) from None
     if isinstance(ckpt, dict) and "state_dict" in ckpt and isinstance(ckpt["state_dict"], dict):
         ckpt = ckpt["state_dict"]
     return ckpt
