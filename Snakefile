@@ -36,3 +36,6 @@ rule all:
         rules.wiseft_table.output,
         rules.wiseft_figure.output,
         rules.throughput_table.output,
+        rules.calibration_table.output,
+        rules.ausuc_table.output,
+        rules.ncm_table.output,

@@ -56,7 +56,7 @@ def test_unknown_dataset_and_backbone_list_the_defined_ones():
     config["experiments"][1]["backbone"] = "moco"
     with pytest.raises(ConfigError) as err:
         check_config(config, SCHEMA)
-    assert "unknown dataset 'imagenet'; valid: ['mini']" in str(err.value)
+    assert f"unknown dataset 'imagenet'; valid: {sorted(config['datasets'])}" in str(err.value)
     assert "unknown backbone 'moco'; valid: ['mini-clip', 'mini-ssl', 'mini-sup']" in str(err.value)
 
 
@@ -105,3 +105,133 @@ def test_unknown_method_as_a_key_lists_the_methods():
         ConfigError, match=r"config\['methods'\]: 'fylp' is not valid; valid choices: \['zeroshot'"
     ):
         check_config(config, SCHEMA)
+
+
+# ---- each method's hyper-parameters -------------------------------------------------------------
+def test_a_key_the_method_does_not_read_is_refused_with_its_valid_keys():
+    config = default_config()
+    config["methods"]["flyp"]["l2sp_lambda"] = 0.1  # a valid key for l2sp, ignored by flyp
+    with pytest.raises(ConfigError) as err:
+        check_config(config, SCHEMA)
+    msg = str(err.value)
+    assert "methods['flyp']: unknown key(s) ['l2sp_lambda'] for method 'flyp'" in msg
+    assert "flyp's keys: required ['steps', 'batch_size', 'lr'], optional [" in msg
+    assert "'templates'" in msg and "'encoder_lr_scale'" not in msg
+
+
+@pytest.mark.parametrize(
+    "kind, name, method, key, where",
+    [
+        ("datasets", "mini", "lp", "lr", "datasets['mini'].hparams['lp']"),
+        ("backbones", "mini-ssl", "ft", "eta", "backbones['mini-ssl'].hparams['ft']"),
+    ],
+)
+def test_a_foreign_key_in_an_override_names_the_override(kind, name, method, key, where):
+    config = default_config()
+    config[kind][name]["hparams"] = {method: {key: 0.5}}
+    with pytest.raises(ConfigError) as err:
+        check_config(config, SCHEMA)
+    assert f"{where}: unknown key(s) [{key!r}] for method {method!r}" in str(err.value)
+    assert f"{method}'s keys: required" in str(err.value)
+
+
+def test_a_missing_required_key_names_the_method_the_run_and_the_key():
+    config = default_config()
+    del config["methods"]["l2sp"]["l2sp_lambda"]
+    with pytest.raises(ConfigError) as err:
+        check_config(config, SCHEMA)
+    msg = str(err.value)
+    for i, backbone in enumerate(["mini-clip", "mini-ssl", "mini-sup"]):
+        assert (
+            f"experiments[{i}] (backbone {backbone!r}, dataset 'mini'): method 'l2sp' lacks "
+            "required hyper-parameter(s) ['l2sp_lambda']"
+        ) in msg
+    assert "methods['ft']" not in msg
+
+
+def test_a_required_key_may_come_from_an_override_alone():
+    config = default_config()
+    del config["methods"]["l2sp"]["l2sp_lambda"]
+    config["experiments"] = [{"backbone": "mini-ssl", "dataset": "mini", "methods": ["l2sp"]}]
+    config["backbones"]["mini-ssl"]["hparams"] = {"l2sp": {"l2sp_lambda": 0.1}}
+    check_config(config, SCHEMA)
+    assert hparams_for(config, "l2sp", "mini-ssl", "mini")["l2sp_lambda"] == 0.1
+    # ... but only for the runs on that backbone
+    config["experiments"].append({"backbone": "mini-sup", "dataset": "mini", "methods": ["l2sp"]})
+    with pytest.raises(ConfigError, match=r"'mini-sup'.*'l2sp' lacks .*\['l2sp_lambda'\]"):
+        check_config(config, SCHEMA)
+
+
+def test_an_unused_method_entry_need_not_be_complete():
+    config = default_config()
+    config["experiments"] = [{"backbone": "mini-ssl", "dataset": "mini", "methods": ["ft"]}]
+    config["methods"]["coretuning"] = {"eta": 0.1}  # partial, but no experiment runs coretuning
+    check_config(config, SCHEMA)
+
+
+def test_a_dependency_needs_its_hyper_parameters_too():
+    config = default_config()
+    config["experiments"] = [{"backbone": "mini-ssl", "dataset": "mini", "methods": ["lpft"]}]
+    del config["methods"]["lp"]["max_iter"]
+    with pytest.raises(
+        ConfigError, match=r"method 'lp' \(needed by 'lpft'\) lacks .*\['max_iter'\]"
+    ):
+        check_config(config, SCHEMA)
+
+
+def test_merged_values_that_would_fail_the_job_are_refused():
+    config = default_config()
+    config["datasets"]["mini"]["hparams"] = {"lp": {"c_min_log10": 3}, "ft": {"batch_size": 9000}}
+    with pytest.raises(ConfigError) as err:
+        check_config(config, SCHEMA)
+    msg = str(err.value)
+    assert "method 'lp': c_min_log10 (3) > c_max_log10 (2)" in msg
+    assert "method 'ft': batch_size 9000 exceeds the 8000 examples" in msg
+
+
+def test_registry_keys_are_the_schema_keys():
+    """The schema types every key some method reads, and no other."""
+    from robustft.methods import METHODS
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    typed = set(schema["$defs"]["hparams"]["properties"])
+    read = {k for info in METHODS.values() for k in info.hparams}
+    assert typed == read
+    for name, info in METHODS.items():
+        assert not set(info.required) & set(info.optional), name
+        assert len(set(info.hparams)) == len(info.hparams), name
+
+
+# ---- the WiSE-FT grid --------------------------------------------------------------------------
+@pytest.mark.parametrize("alphas, lacks", [([0.25, 0.5], [0, 1]), ([0.0, 0.5], [1]), ([], [0, 1])])
+def test_the_alpha_grid_needs_both_endpoints(alphas, lacks):
+    config = default_config()
+    config["wiseft"] = {"alphas": alphas}
+    with pytest.raises(ConfigError) as err:
+        check_config(config, SCHEMA)
+    msg = str(err.value)
+    for end in lacks:
+        assert (
+            f"config['wiseft']['alphas']: {alphas!r} lacks alpha {end}; the WiSE-FT grid needs "
+            "both endpoints: 0 = the zero-shot/reference model (theta_0), 1 = the fine-tuned model"
+        ) in msg
+    assert msg.count("lacks alpha") == len(lacks)
+
+
+@pytest.mark.parametrize("alphas", [[0, 1], [1.0, 0.0], [0.0, 0.3, 1]])
+def test_an_alpha_grid_with_both_endpoints_passes(alphas):
+    config = default_config()
+    config["wiseft"] = {"alphas": alphas}
+    check_config(config, SCHEMA)
+
+
+def test_duplicate_alphas_are_refused():
+    config = default_config()
+    config["wiseft"] = {"alphas": [0, 0.0, 1]}
+    with pytest.raises(ConfigError, match=r"\['alphas'\]: .*non-unique"):
+        check_config(config, SCHEMA)
+
+
+def test_schema_default_grid_is_config_yaml_grid():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["properties"]["wiseft"]["default"] == default_config()["wiseft"]

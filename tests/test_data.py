@@ -73,3 +73,61 @@ def test_step_sampler_is_a_function_of_the_step():
     epoch0 = sum(seq[:3], [])
     assert len(set(epoch0)) == 9  # no repeats within an epoch (drop_last)
     assert StepSampler(10, 3, seed=2).indices(0).tolist() != seq[0]
+
+
+def test_split_kinds_for_every_scoring_protocol(tmp_path):
+    """A class subset, a many-to-one class map, a long tail, domain groups, and the holistic
+    training data without the absent classes; adding a pinned split changes no other split."""
+    absent = ["oval", "star"]
+    cfg = {
+        "generator": {"seed": 0, "image_size": 32},
+        "absent_classes": absent,
+        "splits": {
+            **{k: TINY["splits"][k] for k in ("train", "val", "test")},
+            "subset": {"domain": "rendition", "n": 48, "seed": 14, "restrict_logits": True,
+                       "classes": ["circle", "square", "star"]},
+            "objects": {"domain": "v2", "n": 60, "seed": 11,
+                        "class_map": {"round": ["circle", "oval", "ring"], "cross": ["cross", "x mark"]}},
+            "tail": {"domain": "photo", "n": 200, "seed": 12, "imbalance": 20, "metric": "macro_f1"},
+            "groups": {"domain": "mixed", "n": 100, "seed": 13, "mix": {"photo": 0.7, "sketch": 0.3},
+                       "metric": "worst_group"},
+            "finetune": {"domain": "sketch", "n": 96, "seed": 15, "classes": "finetuning"},
+        },
+        "roles": {"train": "train", "val": "val", "test": "test", "shifts": ["subset", "objects"],
+                  "extra": ["tail", "groups"], "oracle_train": "train"},
+    }  # fmt: skip
+    info = generate_mini("kinds", cfg, tmp_path / "kinds")
+    names = info.classnames
+    subset = load_split(tmp_path / "kinds", "subset")
+    assert set(subset.labels.tolist()) == {names.index(c) for c in ("circle", "square", "star")}
+    assert info.protocol("subset")["label_subset"] == sorted(
+        names.index(c) for c in ("circle", "square", "star")
+    )
+    objects = np.load(tmp_path / "kinds" / "objects.npz")
+    assert set(objects["labels"]) == {0, 1}
+    assert info.protocol("objects")["class_map"][1] == [names.index("cross"), names.index("x mark")]
+    for world_label, label in zip(objects["model_labels"], objects["labels"], strict=True):
+        assert world_label in info.protocol("objects")["class_map"][label]
+    counts = np.bincount(load_split(tmp_path / "kinds", "tail").labels.numpy(), minlength=24)
+    assert counts.max() >= 10 * max(1, counts.min()) and counts.sum() == 200
+    groups = load_split(tmp_path / "kinds", "groups").groups
+    assert set(groups) == {0, 1} and (groups == 0).mean() > 0.5
+    assert info.protocol("groups") == {"metric": "worst_group"}
+    finetune = set(load_split(tmp_path / "kinds", "finetune").labels.tolist())
+    assert finetune == {i for i, c in enumerate(names) if c not in absent}
+    assert [info.role(s) for s in info.logit_splits] == [
+        "val",
+        "id",
+        "ood",
+        "ood",
+        "extra",
+        "extra",
+        "train",
+    ]  # train doubles as oracle_train here, so it is listed once
+    # Pinned splits leave the others' images unchanged: the same three splits alone are identical.
+    alone = {**cfg, "splits": {k: cfg["splits"][k] for k in ("train", "val", "test")},
+             "roles": {**cfg["roles"], "shifts": [], "extra": []}}  # fmt: skip
+    generate_mini("alone", alone, tmp_path / "alone")
+    for split in ("train", "val", "test"):
+        a = np.load(tmp_path / "kinds" / f"{split}.npz")["images"]
+        assert np.array_equal(a, np.load(tmp_path / "alone" / f"{split}.npz")["images"])

@@ -67,36 +67,115 @@ def smoke(tmp_path_factory) -> Path:
     return workdir
 
 
-def expected_runs():
+def expected_runs(dataset="mini"):
     for exp in SMOKE_CONFIG["experiments"]:
-        for method in exp["methods"]:
-            yield exp["backbone"], method
+        if exp["dataset"] == dataset:
+            for method in exp["methods"]:
+                yield exp["backbone"], method
 
 
-def test_smoke_run_measures_every_method_alpha_and_split(smoke):
+def sweeps(backbone, method):
+    """Runs with a WiSE-FT curve: all but the zero-shot model and the LP that is theta_0 itself."""
+    return method != "zeroshot" and (backbone == "mini-clip" or method != "lp")
+
+
+SCORED = {"val", "test", "v2", "sketch", "rendition", "hard", "objects", "wild", "regions"}
+
+
+def test_smoke_run_scores_every_method_alpha_and_split_by_its_protocol(smoke):
     metrics = pd.read_csv(smoke / "results" / "metrics.csv")
     assert list(metrics.columns) == COLUMNS
     splits = SMOKE_CONFIG["datasets"]["mini"]["splits"]
+    mini = metrics[metrics.dataset == "mini"]
     for backbone, method in expected_runs():
-        rows = metrics[(metrics.backbone == backbone) & (metrics.method == method)]
-        swept = backbone == "mini-clip" and method != "zeroshot"
-        assert sorted(rows.alpha.unique()) == (SMOKE_CONFIG["wiseft"]["alphas"] if swept else [1.0])
-        assert set(rows.split) == {"val", "test", "v2", "sketch", "rendition", "hard"}
-        assert len(rows) == rows.alpha.nunique() * 6  # one row per measurement
+        rows = mini[(mini.backbone == backbone) & (mini.method == method)]
+        alphas = SMOKE_CONFIG["wiseft"]["alphas"] if sweeps(backbone, method) else [1.0]
+        assert sorted(rows.alpha.unique()) == alphas
+        assert set(rows.split) == SCORED
+        # top-1 everywhere, plus the headline metric of the iWildCam- and FMoW-like sets
+        assert len(rows) == len(alphas) * (len(SCORED) + 2)
         assert all(rows.n == rows.split.map(lambda s: splits[s]["n"]))
+        headline = rows[rows.headline].set_index("split").metric.groupby(level=0).first()
+        assert headline["wild"] == "macro_f1" and headline["regions"] == "worst_group"
+        assert (headline.drop(["wild", "regions"]) == "top1").all()
     assert metrics.value.between(0, 1).all()
-    assert set(metrics.role) == {"val", "id", "ood"}
+    assert set(metrics.role) == {"val", "id", "ood", "extra"}
+    worst = mini[(mini.split == "regions") & (mini.metric == "worst_group")].value.to_numpy()
+    top1 = mini[(mini.split == "regions") & (mini.metric == "top1")].value.to_numpy()
+    assert (worst <= top1 + 1e-12).all()  # the worst group is never better than the whole
 
 
-def test_wiseft_at_alpha_zero_is_exactly_the_zero_shot_model(smoke):
+def test_logits_files_hold_every_alpha_split_and_protocol(smoke):
+    from robustft.logits import Logits
+
+    logits = Logits(smoke / "results/logits/mini/mini-clip/ft/seed0.npz")
+    assert logits.alphas == SMOKE_CONFIG["wiseft"]["alphas"]
+    assert set(logits.splits) == SCORED
+    assert logits.logits("test").shape == (len(logits.alphas), 240, 24)
+    assert logits.protocol("rendition")["label_subset"] == sorted(
+        logits.meta["classnames"].index(c)
+        for c in SMOKE_CONFIG["datasets"]["mini"]["splits"]["rendition"]["classes"]
+    )
+    assert len(logits.protocol("objects")["class_map"]) == 5
+    assert logits.labels("objects").max() == 4  # labels in ObjectNet-like class space
+    assert set(logits.groups("regions")) == {0, 1, 2}
+    holistic = Logits(smoke / "results/logits/mini-ht/mini-sup/ft/seed0.npz")
+    assert {"train", "train_all"} <= set(holistic.splits)  # gamma_ALG and NCM inputs
+    assert holistic.features("train_all", 0.0) is not None
+    assert holistic.features("test", 1.0) is not None
+
+
+def test_wiseft_at_alpha_zero_is_exactly_theta_0(smoke):
     metrics = pd.read_csv(smoke / "results" / "metrics.csv")
-    clip = metrics[metrics.backbone == "mini-clip"]
-    zeroshot = clip[clip.method == "zeroshot"].set_index("split").value
-    for method in ["lp", "ft", "lpft", "l2sp", "flyp", "coretuning"]:
-        at_zero = clip[(clip.method == method) & (clip.alpha == 0.0)].set_index("split").value
-        pd.testing.assert_series_equal(
-            at_zero.sort_index(), zeroshot.sort_index(), check_names=False
-        )
+    mini = metrics[metrics.dataset == "mini"]
+    for backbone, reference in [("mini-clip", "zeroshot"), ("mini-ssl", "lp"), ("mini-sup", "lp")]:
+        runs = mini[mini.backbone == backbone]
+        theta_0 = runs[(runs.method == reference) & (runs.alpha == 1.0)]
+        theta_0 = theta_0.set_index(["split", "metric"]).value.sort_index()
+        for _, method in expected_runs():
+            if not sweeps(backbone, method) or method not in set(runs.method):
+                continue
+            at_zero = runs[(runs.method == method) & (runs.alpha == 0.0)]
+            at_zero = at_zero.set_index(["split", "metric"]).value.sort_index()
+            pd.testing.assert_series_equal(at_zero, theta_0, check_names=False)
+
+
+def test_holistic_transfer_trains_without_absent_classes_and_calibrates(smoke):
+    absent = SMOKE_CONFIG["datasets"]["mini-ht"]["absent_classes"]
+    for backbone, method in expected_runs("mini-ht"):
+        if method == "zeroshot":
+            continue
+        meta = torch.load(
+            smoke / f"results/models/mini-ht/{backbone}/{method}/seed0/model.pt", weights_only=True
+        )["meta"]
+        names = json.loads((smoke / "resources/datasets/mini-ht/meta.json").read_text())
+        read = {names["classnames"][c] for c in meta["train_classes"]}
+        assert read and not read & set(absent), (backbone, method, read & set(absent))
+        oracle = torch.load(
+            smoke / f"results/models/mini-ht/{backbone}/{method}/seed0/oracle/model.pt",
+            weights_only=True,
+        )["meta"]
+        assert len(oracle["train_classes"]) == 24  # the oracle sees every class
+        for k in range(SMOKE_CONFIG["calibration"]["pcv"]["splits"]):
+            pseudo = torch.load(
+                smoke / f"results/models/mini-ht/{backbone}/{method}/seed0/pcv{k}/model.pt",
+                weights_only=True,
+            )["meta"]
+            assert pseudo["hidden_classes"] and not set(pseudo["hidden_classes"]) & set(
+                pseudo["train_classes"]
+            )
+    table = pd.read_csv(smoke / "results/tables/calibration.csv")
+    for backbone in ("mini-clip", "mini-sup"):
+        models = set(table[table.backbone == backbone].model)
+        assert {"pretrained (θ₀)", "ft", "ft + γ_ALG", "ft + γ* (oracle γ)",
+                "oracle (ft on all classes)"} <= models  # fmt: skip
+    assert table[["acc_s_y", "acc_u_y", "acc_y"]].stack().between(0, 100).all()
+    ausuc = pd.read_csv(smoke / "results/tables/ausuc.csv")
+    assert ausuc.ausuc_finetuned.between(0, 1).all()
+    ncm = pd.read_csv(smoke / "results/tables/ncm.csv")
+    assert {"ncm_acc_s_y", "ncm_acc_u_y", "nn_acc_s_y", "nn_acc_u_y"} <= set(ncm.columns)
+    curves = pd.read_csv(smoke / "results/calibration/curves.csv")
+    assert (curves.gamma == 0).any() and set(curves.alpha) == {0.0, 1.0}
 
 
 def test_fine_tuning_changed_the_model(smoke):
@@ -112,7 +191,7 @@ def test_fine_tuning_changed_the_model(smoke):
 
 def test_tables_figure_logs_and_report(smoke):
     methods = pd.read_csv(smoke / "results/tables/methods.csv")
-    assert len(methods) == sum(1 for _ in expected_runs())
+    assert len(methods) == sum(1 for d in ("mini", "mini-ht") for _ in expected_runs(d))
     assert {"id", "ood_mean", "wise_alpha", "wise_id", "wise_ood_mean"} <= set(methods.columns)
     wiseft = pd.read_csv(smoke / "results/tables/wiseft.csv")
     assert set(wiseft.alpha) == set(SMOKE_CONFIG["wiseft"]["alphas"])
@@ -124,7 +203,7 @@ def test_tables_figure_logs_and_report(smoke):
         log = smoke / f"logs/finetune/mini/{backbone}/{method}/seed0.log"
         assert "device: cpu" in log.read_text()
     info = json.loads((smoke / "results/backbones/mini-clip.json").read_text())
-    assert set(info["zeroshot_top1"]) == {"val", "test", "v2", "sketch", "rendition", "hard"}
+    assert set(info["zeroshot_top1"]) == SCORED
     snakemake(smoke, "--configfile", str(SMOKE), "--report", "report.html")
     assert (smoke / "report.html").stat().st_size > 10_000
 
@@ -144,6 +223,14 @@ def test_second_run_does_nothing_and_a_plot_setting_reruns_only_the_figure(smoke
     ]
     dry = snakemake(smoke, "all", "-n", *override)
     assert job_counts(dry.stdout) == {"all": 1, "wiseft_figure": 1}
+
+    # A new alpha grid re-evaluates the runs with a curve, and nothing that has none (the zero-shot
+    # model, the LP that is theta_0, calibration's oracle and pseudo fine-tunes).
+    grid = ["--configfile", str(SMOKE), "--config", 'wiseft={"alphas": [0, 0.25, 1]}']
+    counts = job_counts(snakemake(smoke, "all", "-n", *grid).stdout)
+    swept = sum(sweeps(b, m) for d in ("mini", "mini-ht") for b, m in expected_runs(d))
+    assert counts["evaluate"] == swept
+    assert not {"finetune", "finetune_variant", "evaluate_variant"} & set(counts)
 
     tables = sorted((smoke / "results/tables").iterdir())
     before = {p: p.stat().st_mtime_ns for p in tables}
@@ -215,7 +302,7 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
         assert torch.equal(value, resumed["state_dict"][key]), key
 
     # Same seed, two independent runs (one of them killed and resumed): identical result files.
-    evaluation = "results/eval/mini/mini-clip/ft/seed0.csv"
+    evaluation = "results/logits/mini/mini-clip/ft/seed0.npz"
     for run in (reference, workdir):
         snakemake(run, evaluation, *configs)
     assert (workdir / evaluation).read_bytes() == (reference / evaluation).read_bytes()
@@ -234,7 +321,7 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
         ),
         (
             'experiments=[{"backbone": "mini-clip", "dataset": "imagenet", "methods": ["ft"]}]',
-            "unknown dataset 'imagenet'; valid: ['mini']",
+            "unknown dataset 'imagenet'; valid: ['mini', 'mini-ht']",
         ),
         (
             'wiseft={"alphas": [0.0, 1.0], "grid": 3}',

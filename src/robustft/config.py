@@ -1,6 +1,7 @@
 """Config checking that runs before any job: schema errors with the valid choices, then the
 cross-references a schema cannot express (an experiment's backbone exists, a method suits the
-backbone's family, ...). No torch here: the Snakefile imports this module at parse time.
+backbone's family, each method's hyper-parameters are the ones its code reads and every run has the
+required ones, ...). No torch here: the Snakefile imports this module at parse time.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
             messages.append(
                 f"{where}: {err.instance!r} is not valid; valid choices: {err.validator_value}"
             )
+        elif err.validator == "contains" and "description" in err.schema:
+            # the schema's own words, e.g. why the WiSE-FT grid needs both endpoints
+            messages.append(f"{where}: {err.instance!r} {err.schema['description']}")
         elif err.validator == "propertyNames":
             choices = _schema_at(schema, err.absolute_path).get("propertyNames", {}).get("enum")
             messages.append(f"{where}: {err.message}; valid names: {choices}")
@@ -124,6 +128,119 @@ def hparams_for(config: dict, method: str, backbone: str, dataset: str) -> dict:
     return hp
 
 
+def _hparam_keys(method: str) -> str:
+    info = METHODS[method]
+    return f"{method}'s keys: required {list(info.required)}, optional {list(info.optional)}"
+
+
+def _hparam_entries(config: dict):
+    """(where, method, entry) for every hyper-parameter entry: method defaults and overrides."""
+    for method, entry in config.get("methods", {}).items():
+        yield f"methods[{method!r}]", method, entry
+    for kind in ("datasets", "backbones"):
+        for name, spec in config.get(kind, {}).items():
+            for method, entry in (spec.get("hparams") or {}).items():
+                yield f"{kind}[{name!r}].hparams[{method!r}]", method, entry
+
+
+def _runs(config: dict):
+    """(where, method, backbone, dataset, needed_by) for every fine-tuning job the experiments ask
+    for, the methods they depend on (LP-FT's linear probe) included; each job once."""
+    seen = set()
+    for i, exp in enumerate(config["experiments"]):
+        backbone, dataset = exp["backbone"], exp["dataset"]
+        if backbone not in config["backbones"] or dataset not in config["datasets"]:
+            continue  # reported by check_references
+        family = config["backbones"][backbone]["family"]
+        where = f"experiments[{i}] (backbone {backbone!r}, dataset {dataset!r})"
+        for method in exp["methods"]:
+            if method not in FAMILY_METHODS[family]:
+                continue  # reported by check_references
+            needed_by = None
+            while method and (method, backbone, dataset) not in seen:
+                seen.add((method, backbone, dataset))
+                yield where, method, backbone, dataset, needed_by
+                method, needed_by = METHODS[method].depends_on, method
+
+
+def check_hparams(config: dict) -> list[str]:
+    """Each hyper-parameter entry only has keys its method reads; every run has the required ones.
+
+    Types and ranges are the schema's job; this checks what depends on the method (the registry in
+    `robustft.methods` lists the keys each method's code reads) and on the merged values of a run.
+    """
+    errors = []
+    for where, method, entry in _hparam_entries(config):
+        if method not in METHODS:
+            continue  # the schema names unknown methods
+        unknown = [k for k in entry if k not in METHODS[method].hparams]
+        if unknown:
+            errors.append(
+                f"{where}: unknown key(s) {unknown} for method {method!r}, which would ignore "
+                f"them; {_hparam_keys(method)}"
+            )
+    for where, method, backbone, dataset, needed_by in _runs(config):
+        hp = hparams_for(config, method, backbone, dataset)
+        what = f"method {method!r}" + (f" (needed by {needed_by!r})" if needed_by else "")
+        missing = [k for k in METHODS[method].required if k not in hp]
+        if missing:
+            errors.append(
+                f"{where}: {what} lacks required hyper-parameter(s) {missing}; set them in "
+                f"methods[{method!r}], datasets[{dataset!r}].hparams[{method!r}] or "
+                f"backbones[{backbone!r}].hparams[{method!r}] ({_hparam_keys(method)})"
+            )
+        errors.extend(
+            f"{where}: {what}: {problem}" for problem in _value_problems(config, hp, dataset)
+        )
+    return errors
+
+
+def _value_problems(config: dict, hp: dict, dataset: str) -> list[str]:
+    """Merged values that would make the job fail (or silently misbehave) when it runs."""
+    problems = []
+    if "c_min_log10" in hp and "c_max_log10" in hp and hp["c_min_log10"] > hp["c_max_log10"]:
+        problems.append(
+            f"c_min_log10 ({hp['c_min_log10']}) > c_max_log10 ({hp['c_max_log10']}); the linear "
+            "probe sweeps C from 10**c_min_log10 up to 10**c_max_log10"
+        )
+    ds = config["datasets"][dataset]
+    train = ds.get("roles", {}).get("train")
+    n = ds.get("splits", {}).get(train, {}).get("n")
+    if "batch_size" in hp and isinstance(n, int) and hp["batch_size"] > n:
+        problems.append(
+            f"batch_size {hp['batch_size']} exceeds the {n} examples of dataset {dataset!r}'s "
+            f"train split {train!r}"
+        )
+    return problems
+
+
+def _check_generated_splits(name: str, ds: dict) -> list[str]:
+    """Class names the mini world knows, and protocols the split can be scored by."""
+    from .world import CLASSNAMES
+
+    errors, where = [], f"datasets[{name!r}]"
+    bad = [c for c in ds.get("absent_classes", []) if c not in CLASSNAMES]
+    if bad:
+        errors.append(f"{where}.absent_classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
+    for split, spec in ds["splits"].items():
+        at = f"{where}.splits[{split!r}]"
+        named = spec.get("classes") if isinstance(spec.get("classes"), list) else []
+        for members in spec.get("class_map", {}).values():
+            named = [*named, *members]
+        bad = sorted({c for c in named if c not in CLASSNAMES})
+        if bad:
+            errors.append(f"{at}: unknown classes {bad}; valid: {list(CLASSNAMES)}")
+        if spec.get("metric") == "worst_group" and spec["domain"] != "mixed":
+            errors.append(f"{at}: metric worst_group needs groups: domain: mixed with a mix")
+        if (spec["domain"] == "mixed") != ("mix" in spec):
+            errors.append(f"{at}: a `mix` goes with domain: mixed, and only with it")
+        if spec.get("classes") == "finetuning" and not ds.get("absent_classes"):
+            errors.append(f"{at}: classes: finetuning needs the dataset's absent_classes")
+        if spec.get("class_map") and spec.get("classes") not in (None, "all"):
+            errors.append(f"{at}: give either classes or class_map, not both")
+    return errors
+
+
 def check_references(config: dict) -> list[str]:
     errors = []
     datasets, backbones = config["datasets"], config["backbones"]
@@ -135,19 +252,28 @@ def check_references(config: dict) -> list[str]:
                 errors.append(
                     f"datasets[{name!r}].roles.{role}: split {roles[role]!r} not in splits {sorted(splits)}"
                 )
-        for split in roles["shifts"]:
-            if split not in splits:
-                errors.append(
-                    f"datasets[{name!r}].roles.shifts: split {split!r} not in splits {sorted(splits)}"
-                )
+        if roles.get("oracle_train") is not None and roles["oracle_train"] not in splits:
+            errors.append(
+                f"datasets[{name!r}].roles.oracle_train: split {roles['oracle_train']!r} not in "
+                f"splits {sorted(splits)}"
+            )
+        for role in ("shifts", "extra"):
+            for split in roles.get(role, []):
+                if split not in splits:
+                    errors.append(
+                        f"datasets[{name!r}].roles.{role}: split {split!r} not in splits {sorted(splits)}"
+                    )
         if "generator" in ds:
-            from .world import CLASSNAMES
-
-            bad = [c for c in ds.get("absent_classes", []) if c not in CLASSNAMES]
-            if bad:
-                errors.append(
-                    f"datasets[{name!r}].absent_classes: unknown classes {bad}; valid: {list(CLASSNAMES)}"
-                )
+            errors += _check_generated_splits(name, ds)
+        if ds.get("source") is not None and ds["source"] not in datasets:
+            errors.append(
+                f"datasets[{name!r}].source: unknown dataset {ds['source']!r}; valid: {sorted(datasets)}"
+            )
+        if ds.get("absent_classes") and not roles.get("oracle_train"):
+            errors.append(
+                f"datasets[{name!r}]: absent_classes need roles.oracle_train, a split of every class "
+                "(the oracle's training data and NCM's class means)"
+            )
     for name, bb in backbones.items():
         pre = bb.get("pretrain")
         if pre and pre["dataset"] not in datasets:
@@ -171,14 +297,31 @@ def check_references(config: dict) -> list[str]:
                 f"{where}.dataset: unknown dataset {exp['dataset']!r}; valid: {sorted(datasets)}"
             )
         family = backbones[exp["backbone"]]["family"]
+        absent = datasets.get(exp["dataset"], {}).get("absent_classes")
         for method in exp["methods"]:
+            if absent and method in ("lp", "lpft"):
+                errors.append(
+                    f"{where}.methods: method {method!r} fits its head on the training classes "
+                    f"only, so on dataset {exp['dataset']!r} (absent classes) it has no absent-class "
+                    "logits to calibrate; use zeroshot, ft, l2sp, flyp or coretuning there"
+                )
+            if (
+                absent
+                and family != "clip"
+                and not datasets[exp["dataset"]].get("source")
+                and METHODS[method].trains
+            ):
+                errors.append(
+                    f"{where}: backbone {exp['backbone']!r} has no head over all classes; dataset "
+                    f"{exp['dataset']!r} needs a `source` dataset whose linear probe is the source model"
+                )
             if method in METHODS and method not in FAMILY_METHODS[family]:
                 errors.append(
                     f"{where}.methods: method {method!r} needs a text tower, but backbone "
                     f"{exp['backbone']!r} is a {family!r} backbone without one; methods for it: "
                     f"{FAMILY_METHODS[family]}"
                 )
-    return errors
+    return errors + check_hparams(config)
 
 
 def check_config(config: dict, schema_path: str | Path) -> dict:

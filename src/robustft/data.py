@@ -22,11 +22,20 @@ from . import world
 # open_clip's OPENAI_DATASET_MEAN/STD: the normalisation every CLIP preprocess applies.
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_POOL_MIX = {"photo": 0.4, "sketch": 0.2, "rendition": 0.2, "hard": 0.2}
 
 
 @dataclass
 class DatasetInfo:
-    """What `meta.json` holds: the class list and the role of each split."""
+    """What `meta.json` holds: the class list, the role of each split and how each is scored.
+
+    `splits[name]` describes one split: `classes` (model class indices it covers; all if absent),
+    `metric` (top1 | macro_f1 | worst_group), `restrict_logits` (score among the split's classes
+    only, as ImageNet-R/A keep 200 of 1000 logits), `class_map` (ObjectNet style: split class j
+    scores as the max over the model logits in class_map[j]) and `groups` (group names, for
+    worst-group accuracy). Calibration datasets also name the split holding every class
+    (`oracle_train`) and the `source` dataset whose linear probe is the source model.
+    """
 
     name: str
     classnames: list[str]
@@ -38,13 +47,45 @@ class DatasetInfo:
     pretrain: str | None = None
     absent_classes: list[str] = field(default_factory=list)
     image_size: int = 32
+    extra: list[str] = field(default_factory=list)
+    oracle_train: str | None = None
+    source: str | None = None
+    splits: dict[str, dict] = field(default_factory=dict)
 
     @property
     def eval_splits(self) -> list[str]:
-        return [self.val, self.test, *self.shifts]
+        """The splits every model is scored on (tables, metrics.csv)."""
+        return [self.val, self.test, *self.shifts, *self.extra]
+
+    @property
+    def logit_splits(self) -> list[str]:
+        """The splits whose logits evaluation saves: the scored ones, and for calibration the
+        fine-tuning training data (gamma_ALG) and the all-class training data (NCM means)."""
+        calibration = [self.train, self.oracle_train] if self.absent_classes else []
+        return list(dict.fromkeys([*self.eval_splits, *[s for s in calibration if s]]))
 
     def role(self, split: str) -> str:
-        return {self.val: "val", self.test: "id"}.get(split, "ood")
+        roles = {self.oracle_train: "oracle_train", self.train: "train", self.val: "val"}
+        roles.update({s: "extra" for s in self.extra})
+        roles.update({s: "ood" for s in self.shifts})
+        roles[self.test] = "id"
+        return roles.get(split, "other")
+
+    def protocol(self, split: str) -> dict:
+        """The split's scoring protocol, in the form `robustft.scoring` takes."""
+        spec = self.splits.get(split, {})
+        protocol = {"metric": spec.get("metric", "top1")}
+        if spec.get("class_map"):
+            protocol["class_map"] = spec["class_map"]
+        elif spec.get("restrict_logits") and spec.get("classes") is not None:
+            protocol["label_subset"] = spec["classes"]
+        return protocol
+
+    @property
+    def seen_mask(self) -> list[bool]:
+        """Per model class: is it a fine-tuning class (True) or absent from fine-tuning data."""
+        absent = set(self.absent_classes)
+        return [name not in absent for name in self.classnames]
 
     @classmethod
     def read(cls, dataset_dir: str | Path) -> DatasetInfo:
@@ -66,6 +107,7 @@ class PackedSplit(torch.utils.data.Dataset):
         with np.load(path) as data:
             self.images = torch.from_numpy(data["images"])
             self.labels = torch.from_numpy(data["labels"]).long()
+            self.groups = data["groups"] if "groups" in data else None
             self.captions = list(data["captions"]) if "captions" in data else None
 
     def __len__(self) -> int:
@@ -101,6 +143,7 @@ class FolderSplit(torch.utils.data.Dataset):
             raise ValueError(f"{root}: folders {unknown[:5]} are not classes of this dataset")
         self.labels = torch.tensor([order[self.folder.classes[t]] for _, t in self.folder.samples])
         self.captions = None
+        self.groups = None
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -112,6 +155,33 @@ class FolderSplit(torch.utils.data.Dataset):
     def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self[int(i)] for i in indices]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+class ClassSubset(torch.utils.data.Dataset):
+    """The examples of `split` whose label is in `classes` (gamma_PCV's pseudo fine-tuning data)."""
+
+    def __init__(self, split, classes):
+        keep = np.isin(split.labels.numpy(), np.asarray(sorted(classes)))
+        self.split, self.index = split, np.flatnonzero(keep)
+        self.labels = split.labels[torch.from_numpy(self.index)]
+        self.captions = None
+        self.groups = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        return self.split[int(self.index[i])]
+
+    def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split.get_batch(self.index[np.asarray(indices)])
+
+
+def pcv_hidden_classes(info: DatasetInfo, k: int, hold_out: float) -> list[int]:
+    """The fine-tuning classes pseudo split k hides (seeded by k, as the paper's seeds 0, 1, 2)."""
+    seen = [i for i, keep in enumerate(info.seen_mask) if keep]
+    count = min(len(seen) - 1, max(1, round(hold_out * len(seen))))
+    return sorted(int(c) for c in np.random.default_rng([k, 9]).choice(seen, count, replace=False))
 
 
 def load_split(dataset_dir: str | Path, split: str) -> PackedSplit | FolderSplit:
@@ -158,40 +228,116 @@ def _save_npz(path: Path, arrays: dict) -> None:
     tmp.replace(path)
 
 
+def _class_index(names, classnames, where: str) -> list[int]:
+    unknown = [c for c in names if c not in classnames]
+    if unknown:
+        raise ValueError(f"{where}: unknown classes {unknown}; valid: {list(classnames)}")
+    return [classnames.index(c) for c in names]
+
+
+def _split_classes(spec: dict, classnames, absent: list[str], where: str) -> list[int]:
+    """Model class indices a split draws from: all, a listed subset, or the fine-tuning classes."""
+    classes = spec.get("classes", "all")
+    if classes == "all":
+        return list(range(len(classnames)))
+    if classes == "finetuning":  # the holistic-transfer training data: no absent class
+        return [i for i, c in enumerate(classnames) if c not in set(absent)]
+    return _class_index(classes, classnames, where)
+
+
+def _imbalanced_counts(n: int, k: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-class counts summing to n, geometric from the most to the least frequent class, whose
+    frequencies differ by `ratio` (a long tail, like iWildCam's); class order is seeded."""
+    weights = ratio ** (-np.arange(k) / max(1, k - 1))
+    want = weights / weights.sum() * n
+    counts = np.floor(want).astype(np.int64)
+    counts[np.argsort(-(want - counts), kind="stable")[: n - counts.sum()]] += 1
+    return counts[rng.permutation(k).argsort()]
+
+
+def _generate_split(split_seed: int, spec: dict, info: DatasetInfo, gen: dict, processes: int):
+    """Arrays of one split, and what meta.json records about it."""
+    size, where = gen["image_size"], f"datasets[{info.name!r}].splits"
+    if spec["domain"] == "pool":
+        out = world.generate_pool(spec["n"], split_seed, gen["pool_mix"], processes, size)
+        arrays = {"images": out["images"], "labels": out["labels"]}
+        arrays.update(captions=np.array(out["captions"]), domains=out["domains"])
+        return arrays, {"n": spec["n"]}
+
+    class_map = spec.get("class_map")
+    if class_map:  # ObjectNet style: images of the mapped classes, labelled by their group
+        groups = list(class_map)
+        mapped = [_class_index(class_map[g], info.classnames, where) for g in groups]
+        classes = sorted({c for members in mapped for c in members})
+    else:
+        classes = _split_classes(spec, info.classnames, info.absent_classes, where)
+    rng = np.random.default_rng([split_seed, 17])
+    explicit = spec["domain"] == "mixed" or spec.get("imbalance", 1) != 1
+    if not explicit:
+        out = world.generate_split(spec["domain"], spec["n"], split_seed, classes, processes, size)
+        labels, domains = out["labels"], None
+    else:
+        counts = _imbalanced_counts(spec["n"], len(classes), spec.get("imbalance", 1.0), rng)
+        labels = rng.permutation(np.repeat(np.asarray(classes, dtype=np.int64), counts))
+        if spec["domain"] == "mixed":  # groups are domains, mixed in the given proportions
+            mix = spec["mix"]
+            names = list(mix)
+            share = np.array([mix[d] for d in names], dtype=float)
+            domains_of = rng.choice(len(names), size=spec["n"], p=share / share.sum())
+            domains = np.array([world.DOMAINS.index(names[g]) for g in domains_of])
+        else:
+            domains = np.full(spec["n"], world.DOMAINS.index(spec["domain"]))
+        out = world.generate_labelled(domains, labels, split_seed, processes, size)
+    record = {"n": spec["n"], "metric": spec.get("metric", "top1")}
+    if len(classes) < len(info.classnames):
+        record["classes"] = classes
+    record["restrict_logits"] = bool(spec.get("restrict_logits", False))
+    arrays = {"images": out["images"], "labels": labels}
+    if class_map:
+        to_group = {c: g for g, members in enumerate(mapped) for c in members}
+        arrays["labels"] = np.array([to_group[int(c)] for c in labels], dtype=np.int64)
+        arrays["model_labels"] = labels
+        record.update(class_map=mapped, class_map_names=groups)
+    if spec["domain"] == "mixed":
+        arrays["groups"] = domains_of
+        record["groups"] = names
+    return arrays, record
+
+
 def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1) -> DatasetInfo:
     """Render every split of a procedurally generated dataset into `out_dir` (npz + meta.json)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    gen = cfg["generator"]
-    seed, size = gen["seed"], gen["image_size"]
-    classnames = list(world.CLASSNAMES)
-    for i, (split, spec) in enumerate(sorted(cfg["splits"].items())):
-        t0 = time.time()
-        split_seed = seed * 1000 + i  # distinct, stable seed per split (sorted order)
-        if spec["domain"] == "pool":
-            out = world.generate_pool(spec["n"], split_seed, gen["pool_mix"], processes, size)
-        else:
-            out = world.generate_split(spec["domain"], spec["n"], split_seed, None, processes, size)
-        arrays = {"images": out["images"], "labels": out["labels"]}
-        if spec["domain"] == "pool":
-            arrays["captions"] = np.array(out["captions"])
-            arrays["domains"] = out["domains"]
-        _save_npz(out_dir / f"{split}.npz", arrays)
-        print(
-            f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True
-        )
+    gen = {"image_size": 32, "pool_mix": DEFAULT_POOL_MIX, **cfg["generator"]}
     roles = cfg["roles"]
     info = DatasetInfo(
         name=name,
-        classnames=classnames,
+        classnames=list(world.CLASSNAMES),
         templates=list(cfg.get("templates") or world.TEMPLATES),
         train=roles["train"],
         val=roles["val"],
         test=roles["test"],
-        shifts=list(roles["shifts"]),
+        shifts=list(roles.get("shifts", [])),
         pretrain=roles.get("pretrain"),
         absent_classes=list(cfg.get("absent_classes", [])),
-        image_size=size,
+        image_size=gen["image_size"],
+        extra=list(roles.get("extra", [])),
+        oracle_train=roles.get("oracle_train"),
+        source=cfg.get("source"),
     )
+    # Distinct, stable seed per split: by sorted order among the splits without a pinned `seed`,
+    # so adding a pinned split leaves every other split's images unchanged.
+    unpinned = sorted(s for s, spec in cfg["splits"].items() if "seed" not in spec)
+    for split, spec in sorted(cfg["splits"].items()):
+        t0 = time.time()
+        if "seed" in spec:
+            split_seed = spec["seed"]
+        else:
+            split_seed = gen["seed"] * 1000 + unpinned.index(split)
+        arrays, info.splits[split] = _generate_split(split_seed, spec, info, gen, processes)
+        _save_npz(out_dir / f"{split}.npz", arrays)
+        print(
+            f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True
+        )
     (out_dir / "meta.json").write_text(json.dumps(info.__dict__, indent=2))
     return info

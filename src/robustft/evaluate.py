@@ -1,14 +1,23 @@
-"""Evaluate a fine-tuned artifact, and its WiSE-FT interpolations with theta_0, on every split.
+"""Logits of a fine-tuned artifact and its WiSE-FT interpolations with theta_0, on every split.
 
-theta_0 is the zero-shot model in the artifact's own form: the zero-shot classifier (image tower +
-template head) for a `classifier` artifact, the pretrained CLIP for a `clip` artifact (FLYP). Linear-
-head families have no zero-shot model, so only alpha = 1 (the fine-tuned model) is evaluated.
+theta_0, the model alpha = 0 stands for:
+* CLIP family: the zero-shot model, in the artifact's own form: the zero-shot classifier (image
+  tower + template head) for a `classifier` artifact, the pretrained CLIP for a `clip` artifact
+  (FLYP), whose head is rebuilt from the interpolated text tower.
+* families without a text tower (this pipeline's extension of WiSE-FT): the linear probe, i.e. the
+  pretrained encoder with the LP head (on a holistic-transfer dataset, the LP fitted on the source
+  dataset: the source model).
+
+The sweep loads and preprocesses each batch of images once and passes it through all alpha models
+(`sweep_logits`), so K alphas cost K forward passes, not K data passes. Scoring happens later, on the
+saved logits (`robustft.logits`, `robustft.analysis`).
 """
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -16,7 +25,6 @@ from tqdm import tqdm
 from .data import DatasetInfo
 from .heads import zeroshot_head
 from .methods.base import Artifact, zeroshot_classifier
-from .metrics import predict, top1
 from .models import Backbone, ImageClassifier
 from .wiseft import interpolate
 
@@ -39,45 +47,82 @@ def classifier_from_state(
     return model
 
 
-def reference_state(backbone: Backbone, info: DatasetInfo, kind: str) -> dict:
+def reference_state(
+    backbone: Backbone, info: DatasetInfo, artifact: Artifact, reference: Artifact | None
+) -> dict:
     """theta_0 for WiSE-FT, in the same form as the artifact."""
-    state = (backbone.clip if kind == "clip" else zeroshot_classifier(backbone, info)).state_dict()
+    if backbone.has_text:
+        model = backbone.clip if artifact.kind == "clip" else zeroshot_classifier(backbone, info)
+        state = model.state_dict()
+    elif reference is not None:
+        if reference.kind != artifact.kind or reference.normalize != artifact.normalize:
+            raise ValueError(
+                f"theta_0 ({reference.meta.get('method')}, {reference.kind}, normalize="
+                f"{reference.normalize}) and the fine-tuned model ({artifact.kind}, normalize="
+                f"{artifact.normalize}) are not the same kind of model"
+            )
+        state = reference.state_dict
+    else:
+        raise ValueError(f"backbone {backbone.name!r} has no zero-shot model: pass a reference")
     return {k: v.detach().cpu() for k, v in state.items()}  # artifacts live on the CPU
 
 
-def evaluate_sweep(
+def sweep_models(
     backbone: Backbone,
     info: DatasetInfo,
-    splits: dict,
     artifact: Artifact,
     alphas: list[float],
+    reference: Artifact | None,
     device: torch.device,
-    precision: str = "fp32",
-) -> list[dict]:
-    """One row per (alpha, split): top-1 accuracy of theta(alpha)."""
-    if not backbone.has_text or artifact.meta.get("method") == "zeroshot":
-        alphas = [1.0]  # no zero-shot model to interpolate with, or nothing to interpolate
-    theta_0 = reference_state(backbone, info, artifact.kind) if alphas != [1.0] else None
-    rows = []
-    for alpha in tqdm(alphas, desc="alpha", mininterval=5):
+) -> list[ImageClassifier]:
+    """One classifier per alpha: theta(alpha) = (1 - alpha) theta_0 + alpha theta_1."""
+    theta_0 = reference_state(backbone, info, artifact, reference) if alphas != [1.0] else None
+    models = []
+    for alpha in alphas:
         state = (
             artifact.state_dict
             if alpha == 1.0
             else interpolate(theta_0, artifact.state_dict, alpha)
         )
-        model = classifier_from_state(backbone, info, artifact.kind, state, artifact.normalize).to(
-            device
-        )
-        for split, dataset in splits.items():
-            preds, labels = predict(model, dataset, device, precision=precision)
-            rows.append(
-                {
-                    "alpha": alpha,
-                    "split": split,
-                    "role": info.role(split),
-                    "metric": "top1",
-                    "value": top1(preds, labels),
-                    "n": len(labels),
-                }
-            )
-    return rows
+        model = classifier_from_state(backbone, info, artifact.kind, state, artifact.normalize)
+        models.append(model.to(device).eval())
+    return models
+
+
+@torch.no_grad()
+def sweep_logits(
+    models: list[ImageClassifier],
+    dataset,
+    device: torch.device,
+    precision: str = "fp32",
+    feature_models: tuple[int, ...] = (),
+    batch_size: int = 1000,
+    desc: str = "",
+) -> dict:
+    """Logits of every model on `dataset`, each batch loaded once for all models.
+
+    Returns {"logits": K x N x C float32, "labels": N, "features": {model index: N x D}} with
+    features kept only for `feature_models`.
+    """
+    from .training import autocast as amp
+
+    autocast = amp(device, precision)
+    logits = [[] for _ in models]
+    feats = {i: [] for i in feature_models}
+    labels = []
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(starts, desc=desc, mininterval=5, disable=len(starts) < 2):
+        images, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
+        images = images.to(device, non_blocking=True)
+        with autocast:
+            for i, model in enumerate(models):
+                f = model.features(images)
+                logits[i].append(model.head(f).float().cpu())
+                if i in feats:
+                    feats[i].append(f.float().cpu())
+        labels.append(y)
+    return {
+        "logits": torch.stack([torch.cat(chunks) for chunks in logits]).numpy(),
+        "labels": torch.cat(labels).numpy(),
+        "features": {i: torch.cat(chunks).numpy() for i, chunks in feats.items()},
+    }

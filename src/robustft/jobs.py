@@ -132,11 +132,19 @@ def finetune(
     inputs: dict | None = None,
     threads: int = 1,
     precision: str = "auto",
+    variant: str = "main",
+    hold_out: float = 0.5,
 ) -> None:
-    """Run one fine-tuning method; write its artifact (weights + metadata) to `out`."""
+    """Run one fine-tuning method; write its artifact (weights + metadata) to `out`.
+
+    `variant` picks the training data: `main` the dataset's training split; on a calibration
+    dataset, `oracle` the split holding every class and `pcv<k>` the training split without the
+    fine-tuning classes pseudo split k hides (gamma_PCV).
+    """
+    import numpy as np
     import torch
 
-    from .data import DatasetInfo, load_split
+    from .data import ClassSubset, DatasetInfo, load_split, pcv_hidden_classes
     from .methods import get_method
     from .methods.base import FineTuneContext
     from .models import load_backbone
@@ -145,6 +153,18 @@ def finetune(
     device, precision = _device(threads, precision)
     torch.manual_seed(seed)
     info = DatasetInfo.read(dataset_dir)
+    train_split = info.oracle_train if variant == "oracle" else info.train
+    train, hidden = load_split(dataset_dir, train_split), []
+    if variant.startswith("pcv"):
+        hidden = pcv_hidden_classes(info, int(variant[3:]), hold_out)
+        train = ClassSubset(train, set(np.unique(train.labels.numpy())) - set(hidden))
+        print(f"{variant}: hiding fine-tuning classes {[info.classnames[c] for c in hidden]}")
+    train_classes = sorted(int(c) for c in np.unique(train.labels.numpy()))
+    absent_read = [info.classnames[c] for c in train_classes if not info.seen_mask[c]]
+    if absent_read and variant != "oracle":  # the holistic-transfer promise, on the data read
+        raise ValueError(
+            f"training data {dataset_dir}/{train_split} holds absent classes {absent_read}"
+        )
     backbone = load_backbone(backbone_name, backbone_spec, backbone_path)
     backbone.image_encoder.to(device)
     if backbone.clip is not None:
@@ -153,7 +173,7 @@ def finetune(
     ctx = FineTuneContext(
         backbone=backbone,
         info=info,
-        train=load_split(dataset_dir, info.train),
+        train=train,
         val=load_split(dataset_dir, info.val),
         hparams=hparams,
         seed=seed,
@@ -170,6 +190,10 @@ def finetune(
         dataset=info.name,
         seed=seed,
         hparams=hparams,
+        variant=variant,
+        train_split=train_split,
+        train_classes=train_classes,
+        hidden_classes=hidden,
         device=str(device),
         threads=threads,
         precision=precision,
@@ -190,15 +214,21 @@ def evaluate(
     out: str,
     threads: int = 1,
     precision: str = "auto",
+    reference_path: str | None = None,
+    splits: list[str] | None = None,
 ) -> None:
-    """Evaluate an artifact over the WiSE-FT alpha grid on val, ID test and every shift."""
-    import pandas as pd
+    """Save the logits of the artifact's WiSE-FT alpha models on every split (one file).
 
+    theta_0 is the zero-shot model where the backbone has a text tower, else the `reference_path`
+    artifact (the linear probe). Features of the alpha = 0 and 1 models are kept on the splits
+    the calibration analysis needs them (NCM: the all-class training data and the test set).
+    """
     from .data import DatasetInfo, load_split
-    from .evaluate import evaluate_sweep
+    from .evaluate import sweep_logits, sweep_models
+    from .logits import save_logits
     from .methods.base import Artifact
-    from .metrics import COLUMNS
     from .models import load_backbone
+    from .scoring import score
 
     device, precision = _device(threads, precision, "eval")
     info = DatasetInfo.read(dataset_dir)
@@ -206,15 +236,94 @@ def evaluate(
     if backbone.clip is not None:
         backbone.clip.to(device)
     artifact = Artifact.load(artifact_path)
-    splits = {split: load_split(dataset_dir, split) for split in info.eval_splits}
-    rows = evaluate_sweep(backbone, info, splits, artifact, alphas, device, precision)
+    reference = Artifact.load(reference_path) if reference_path else None
+    alphas = sorted(float(a) for a in alphas)
+    t0 = time.time()
+    models = sweep_models(backbone, info, artifact, alphas, reference, device)
+    ncm_splits = {info.test, info.oracle_train} if info.absent_classes else set()
+    keep_features = tuple(i for i, a in enumerate(alphas) if a in (0.0, 1.0))
+    results = {}
+    for split in splits or info.logit_splits:
+        data = load_split(dataset_dir, split)
+        swept = sweep_logits(
+            models,
+            data,
+            device,
+            precision,
+            keep_features if split in ncm_splits else (),
+            desc=split,
+        )
+        swept["features"] = {alphas[i]: f for i, f in swept["features"].items()}
+        swept["groups"] = data.groups
+        results[split] = swept
+        at_one = score(swept["logits"][-1], swept["labels"], info.protocol(split), data.groups)
+        print(f"{split}: alpha=1 " + ", ".join(f"{k}={v:.4f}" for k, v in at_one.items()))
     meta = artifact.meta
-    frame = pd.DataFrame(rows).assign(
-        backbone=backbone_name, dataset=info.name, method=meta["method"], seed=meta["seed"]
+    save_logits(
+        out,
+        alphas,
+        results,
+        {
+            "backbone": backbone_name,
+            "dataset": info.name,
+            "method": meta["method"],
+            "seed": meta["seed"],
+            "variant": meta.get("variant", "main"),
+            "theta_0": ("zeroshot" if backbone.has_text else "lp") if alphas != [1.0] else None,
+            "classnames": info.classnames,
+            "seen": info.seen_mask,
+            "hidden_classes": meta.get("hidden_classes", []),
+            "roles": {s: info.role(s) for s in results},
+            "protocols": {s: info.protocol(s) for s in results},
+            "groups": {s: info.splits.get(s, {}).get("groups") for s in results},
+        },
     )
+    images = sum(len(r["labels"]) for r in results.values())
+    print(
+        f"{len(alphas)} alpha models x {images} images in {time.time() - t0:.1f}s "
+        f"(each batch loaded once for all alphas)",
+        flush=True,
+    )
+
+
+def metrics(logits_paths: list[str], out: str) -> None:
+    """Tidy scores of every model at every alpha on every scored split, from the saved logits."""
+    import pandas as pd
+
+    from .analysis import METRIC_COLUMNS, metric_rows
+    from .logits import Logits
+
+    rows = [row for path in logits_paths for row in metric_rows(Logits(path))]
+    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    frame = frame.sort_values(["backbone", "dataset", "method", "seed", "alpha", "split", "metric"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    frame[COLUMNS].to_csv(out, index=False)
-    print(frame[frame.alpha == 1.0][["split", "value"]].to_string(index=False), flush=True)
+    frame.to_csv(out, index=False)
+    print(f"{len(frame)} measurements from {len(logits_paths)} logits files", flush=True)
+
+
+def calibrate(groups: list[dict], out: str, curves_out: str) -> None:
+    """Calibration of absent classes for every run of a calibration dataset (tidy rows), and the
+    seen-unseen curves of the pretrained and fine-tuned models (the figures' data)."""
+    import pandas as pd
+
+    from .analysis import CALIBRATION_COLUMNS, CURVE_COLUMNS, calibration_rows
+    from .logits import Logits
+
+    rows, curves = [], []
+    for group in groups:
+        main = Logits(group["main"])
+        pseudo = [Logits(p) for p in group["pseudo"]]
+        oracle = Logits(group["oracle"]) if group["oracle"] else None
+        r, c = calibration_rows(main, pseudo, oracle)
+        rows += r
+        curves += c
+        print(f"{group['main']}: {len(r)} rows, {len(pseudo)} pseudo runs", flush=True)
+    for frame, path, columns in (
+        (rows, out, CALIBRATION_COLUMNS),
+        (curves, curves_out, CURVE_COLUMNS),
+    ):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(frame, columns=columns).to_csv(path, index=False)
 
 
 def training_stats(artifact_paths: list[str], out: str) -> None:

@@ -1,4 +1,4 @@
-"""Accuracy of a classifier on every evaluation split, as tidy rows."""
+"""Arg-max predictions of a classifier over a split (pretraining's zero-shot check)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-# The tidy metrics table: one row per measurement.
-COLUMNS = [
-    "backbone",
-    "dataset",
-    "method",
-    "seed",
-    "alpha",
-    "split",
-    "role",
-    "metric",
-    "value",
-    "n",
-]
+from .analysis import METRIC_COLUMNS as COLUMNS  # noqa: F401  (the tidy metrics table)
 
 
 @torch.no_grad()

@@ -13,9 +13,13 @@ def _save(fig, out_pdf: str, out_png: str, dpi: int) -> None:
     fig.savefig(out_png, dpi=dpi, bbox_inches="tight")
 
 
-def wiseft_curve(table: pd.DataFrame, out_pdf: str, out_png: str, settings: dict) -> None:
-    """ID vs mean OOD accuracy as alpha goes from zero-shot (0) to fine-tuned (1), one curve per
-    method, one panel per (dataset, backbone) that has a zero-shot model (WiSE-FT Fig. 1)."""
+def wiseft_curve(
+    table: pd.DataFrame, out_pdf: str, out_png: str, settings: dict, families: dict | None = None
+) -> None:
+    """ID vs mean OOD accuracy as alpha goes from theta_0 (0) to fine-tuned (1), one curve per
+    method, one panel per (dataset, backbone) (WiSE-FT Fig. 1). theta_0 is the zero-shot model for
+    CLIP backbones (`families[backbone] == "clip"`), the linear probe for the others."""
+    families = families or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,6 +29,7 @@ def wiseft_curve(table: pd.DataFrame, out_pdf: str, out_png: str, settings: dict
     sns.set_theme(style=settings.get("style", "whitegrid"), context="paper")
     methods = settings.get("methods")
     swept = table.groupby(["dataset", "backbone"]).alpha.transform("nunique") > 1
+    swept &= table.ood_mean.notna()  # datasets without shifts (calibration) have no OOD axis
     data = table[swept & (table.method.isin(methods) if methods else True)]
     panels = data[["dataset", "backbone"]].drop_duplicates().values.tolist()
     fig, axes = plt.subplots(
@@ -46,8 +51,9 @@ def wiseft_curve(table: pd.DataFrame, out_pdf: str, out_png: str, settings: dict
             palette=settings.get("palette"),
         )
         zs = sub[sub.alpha == 0.0].iloc[:1]
+        theta_0 = "zero-shot" if families.get(backbone) == "clip" else "linear probe"
         ax.scatter(
-            zs.id, zs.ood_mean, marker="*", s=200, color="black", zorder=5, label="zero-shot"
+            zs.id, zs.ood_mean, marker="*", s=200, color="black", zorder=5, label=f"θ₀ ({theta_0})"
         )
         for _, end in sub[sub.alpha == 1.0].iterrows():
             ax.annotate(
@@ -57,13 +63,16 @@ def wiseft_curve(table: pd.DataFrame, out_pdf: str, out_png: str, settings: dict
                 xytext=(4, -8),
                 textcoords="offset points",
             )
+        extension = (
+            "" if families.get(backbone) == "clip" else "\n(θ₀ = LP: this pipeline's extension)"
+        )
         ax.set(
-            title=f"WiSE-FT: {backbone} on {dataset}",
+            title=f"WiSE-FT: {backbone} on {dataset}{extension}",
             xlabel="ID accuracy (%)",
             ylabel="mean OOD accuracy (%)",
         )
         ax.legend(fontsize=7)
     if not panels:
-        axes[0][0].text(0.5, 0.5, "no backbone with a zero-shot model", ha="center")
+        axes[0][0].text(0.5, 0.5, "no alpha sweep with OOD test sets", ha="center")
     _save(fig, out_pdf, out_png, settings.get("dpi", 150))
     plt.close(fig)

@@ -9,29 +9,24 @@ import pandas as pd
 KEYS = ["backbone", "dataset", "method"]
 
 
-def collect(csv_paths: list[str]) -> pd.DataFrame:
-    """Concatenate per-job evaluation CSVs into one tidy frame (one row per measurement)."""
-    frame = pd.concat([pd.read_csv(p) for p in csv_paths], ignore_index=True)
-    return frame.sort_values([*KEYS, "seed", "alpha", "split"]).reset_index(drop=True)
-
-
 def by_alpha(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per (backbone, dataset, method, alpha): val, ID, each shift and mean OOD top-1 (%).
+    """One row per (backbone, dataset, method, alpha): val, ID, each shift, mean OOD and each extra
+    test set, in % of each split's headline metric (top-1, macro-F1 or worst-group accuracy).
 
     Means over seeds; `ood_mean` is the unweighted mean over shifts (FLYP's "Avg OOD").
     """
-    top1 = metrics[metrics.metric == "top1"]
+    headline = metrics[metrics.headline.astype(bool)]
     wide = (
-        top1.pivot_table(index=[*KEYS, "alpha", "seed"], columns="split", values="value")
+        headline.pivot_table(index=[*KEYS, "alpha", "seed"], columns="split", values="value")
         .groupby(level=[*KEYS, "alpha"])
         .mean()
         * 100
     )
-    roles = top1.drop_duplicates(["dataset", "split"]).set_index(["dataset", "split"])["role"]
+    roles = headline.drop_duplicates(["dataset", "split"]).set_index(["dataset", "split"])["role"]
     out = []
     for (backbone, dataset, method, alpha), row in wide.iterrows():
         splits = roles.loc[dataset]
-        shifts = [s for s in splits.index if splits[s] == "ood"]
+        of = {role: [s for s in splits.index if splits[s] == role] for role in ("ood", "extra")}
         entry = {
             "backbone": backbone,
             "dataset": dataset,
@@ -40,8 +35,9 @@ def by_alpha(metrics: pd.DataFrame) -> pd.DataFrame:
             "val": row[splits.index[splits == "val"][0]],
             "id": row[splits.index[splits == "id"][0]],
         }
-        entry.update({s: row[s] for s in shifts})
-        entry["ood_mean"] = row[shifts].mean()
+        entry.update({s: row[s] for s in of["ood"]})
+        entry["ood_mean"] = row[of["ood"]].mean() if of["ood"] else float("nan")
+        entry.update({s: row[s] for s in of["extra"]})
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -67,7 +63,91 @@ def methods_table(metrics: pd.DataFrame, method_order: list[str]) -> pd.DataFram
     return out.reset_index(drop=True)
 
 
-def write(frame: pd.DataFrame, csv_path: str, md_path: str | None = None, digits: int = 1) -> None:
+CALIBRATION_LABELS = {
+    "none": "{m}",
+    "alg": "{m} + γ_ALG",
+    "pcv": "{m} + γ_PCV",
+    "oracle_gamma": "{m} + γ* (oracle γ)",
+}
+CALIBRATION_METRICS = ["acc_s_y", "acc_u_y", "acc_y", "acc_s_s", "acc_u_u"]
+
+
+def _calibration_wide(cal: pd.DataFrame) -> pd.DataFrame:
+    """Seed means, one column per metric (accuracies in %), plus gamma."""
+    nn = cal[cal.classifier == "nn"]
+    index = ["dataset", "backbone", "method", "variant", "alpha", "calibration"]
+    wide = nn.pivot_table(index=index, columns="metric", values="value", aggfunc="mean")
+    wide[CALIBRATION_METRICS] *= 100
+    wide["gamma"] = nn.groupby(index).gamma.mean()
+    ausuc = wide["ausuc"].groupby(level=index[:5]).max()  # gamma-independent: one per model
+    wide = wide.drop(columns="ausuc").dropna(subset=["acc_y"])
+    wide["ausuc"] = [ausuc.get(key[:5]) for key in wide.index]
+    return wide.reset_index()
+
+
+def calibration_table(cal: pd.DataFrame, method_order: list[str]) -> pd.DataFrame:
+    """The calibration paper's Table 1 on each (dataset, backbone): the pretrained model (alpha = 0,
+    i.e. theta_0), every fine-tuned model without and with gamma_ALG / gamma_PCV / gamma* (oracle),
+    and the oracle fine-tuned on all classes. Accuracies in %, AUSUC as a fraction."""
+    wide = _calibration_wide(cal)
+    order = {m: i for i, m in enumerate(method_order)}
+    rows = []
+    for _, group in wide.groupby(["dataset", "backbone"], sort=False):
+        pre = group[(group.alpha == 0.0) & (group.calibration == "none")]
+        if len(pre):
+            rows.append({**pre.iloc[0].to_dict(), "model": "pretrained (θ₀)"})
+        main = group[(group.variant == "main") & (group.alpha == 1.0)]
+        main = main[main.method != "zeroshot"]
+        steps = {c: i for i, c in enumerate(CALIBRATION_LABELS)}
+        main = main.assign(_m=main.method.map(order), _c=main.calibration.map(steps))
+        main = main.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"])
+        for _, row in main.iterrows():
+            label = CALIBRATION_LABELS[row.calibration].format(m=row.method)
+            rows.append({**row.to_dict(), "model": label})
+        for _, row in group[group.variant == "oracle"].iterrows():
+            rows.append({**row.to_dict(), "model": f"oracle ({row.method} on all classes)"})
+    columns = ["dataset", "backbone", "model", *CALIBRATION_METRICS, "ausuc", "gamma"]
+    return pd.DataFrame(rows)[columns]
+
+
+def ausuc_table(cal: pd.DataFrame) -> pd.DataFrame:
+    """The calibration paper's Table 2: AUSUC of the pretrained model (alpha = 0) and each
+    fine-tuned model (alpha = 1), with the best WiSE-FT alpha's beside it."""
+    wide = _calibration_wide(cal)
+    wide = wide[(wide.variant == "main") & (wide.calibration == "none")]
+    rows = []
+    for (dataset, backbone, method), g in wide.groupby(["dataset", "backbone", "method"]):
+        best = g.sort_values(["ausuc", "alpha"], ascending=[False, True]).iloc[0]
+        at = g.set_index("alpha").ausuc
+        rows.append({"dataset": dataset, "backbone": backbone, "method": method,
+                     "ausuc_pretrained": at.get(0.0), "ausuc_finetuned": at.get(1.0),
+                     "best_alpha": best.alpha, "ausuc_best_alpha": best.ausuc})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def ncm_table(cal: pd.DataFrame) -> pd.DataFrame:
+    """NN (the model's own head) vs NCM (class means of its features) on fine-tuning and absent
+    classes, before (alpha = 0) and after (alpha = 1) fine-tuning: do absent-class features survive?"""
+    sub = cal[(cal.variant == "main") & (cal.calibration == "none")]
+    sub = sub[sub.alpha.isin([0.0, 1.0]) & sub.metric.isin(["acc_s_y", "acc_u_y"])]
+    wide = sub.pivot_table(
+        index=["dataset", "backbone", "method", "alpha"],
+        columns=["classifier", "metric"],
+        values="value",
+        aggfunc="mean",
+    )
+    wide.columns = [f"{c}_{m}" for c, m in wide.columns]
+    wide = (wide * 100).reset_index()
+    wide.insert(3, "model", wide.alpha.map({0.0: "pretrained (θ₀)", 1.0: "fine-tuned"}))
+    return wide.drop(columns="alpha")
+
+
+def write(
+    frame: pd.DataFrame, csv_path: str, md_path: str | None = None, digits: int | dict = 1
+) -> None:
+    """CSV (full precision) and a rounded markdown copy; AUSUC (a fraction) keeps 3 digits."""
+    if isinstance(digits, int):
+        digits = {c: (3 if "ausuc" in c else digits) for c in frame.columns}
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(csv_path, index=False)
     if md_path:

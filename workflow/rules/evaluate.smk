@@ -1,10 +1,9 @@
+# Evaluation writes logits (every alpha model, every split); scores and tables are computed from them.
 rule evaluate:
     input:
-        model=MODEL,
-        backbone=BACKBONE,
-        dataset=DATASET_DIR,
+        unpack(evaluate_inputs),
     output:
-        EVAL,
+        LOGITS,
     log:
         "logs/evaluate/{dataset}/{backbone}/{method}/seed{seed}.log",
     benchmark:
@@ -17,6 +16,27 @@ rule evaluate:
     params:
         precision=config["eval_precision"],
         spec=backbone_spec,
-        alphas=config["wiseft"]["alphas"],
+        alphas=evaluate_alphas,
+        splits=None,  # the dataset's scored splits, plus what calibration needs
     script:
         "../scripts/evaluate.py"
+
+
+# The oracle is scored on the test set; gamma_PCV's pseudo models on the fine-tuning classes'
+# validation data. Both at alpha = 1 only.
+use rule evaluate as evaluate_variant with:
+    input:
+        model=VARIANT_MODEL,
+        backbone=BACKBONE,
+        dataset=DATASET_DIR,
+    output:
+        VARIANT_LOGITS,
+    log:
+        "logs/evaluate/{dataset}/{backbone}/{method}/seed{seed}-{variant}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/{backbone}/{method}/seed{seed}-{variant}.tsv"
+    params:
+        precision=config["eval_precision"],
+        spec=backbone_spec,
+        alphas=[1.0],
+        splits=variant_splits,

@@ -1,6 +1,6 @@
 rule metrics:
     input:
-        all_evals(),
+        all_logits(),
     output:
         report(
             "results/metrics.csv",
@@ -91,5 +91,80 @@ rule wiseft_figure:
         "../../envs/robustft.yaml"
     params:
         settings=config["plots"]["wiseft_curve"],
+        families={name: spec["family"] for name, spec in config["backbones"].items()},
     script:
         "../scripts/wiseft_figure.py"
+
+
+# ---- calibration of absent classes ("Fine-Tuning is Fine, if Calibrated") ---------------------
+rule calibration:
+    input:
+        calibration_inputs(),
+    output:
+        rows=report(
+            "results/calibration/calibration.csv",
+            caption="../report/calibration.rst",
+            category="Calibration",
+        ),
+        curves="results/calibration/curves.csv",
+    log:
+        "logs/calibration.log",
+    localrule: True
+    conda:
+        "../../envs/robustft.yaml"
+    params:
+        groups=calibration_groups(),
+    script:
+        "../scripts/calibrate.py"
+
+
+rule calibration_table:
+    input:
+        rules.calibration.output.rows,
+    output:
+        csv=report(
+            "results/tables/calibration.csv",
+            caption="../report/calibration_table.rst",
+            category="Calibration",
+        ),
+        md="results/tables/calibration.md",
+    log:
+        "logs/calibration_table.log",
+    localrule: True
+    conda:
+        "../../envs/robustft.yaml"
+    params:
+        table="calibration",
+        order=method_order(),
+    script:
+        "../scripts/calibration_tables.py"
+
+
+use rule calibration_table as ausuc_table with:
+    output:
+        csv=report(
+            "results/tables/ausuc.csv",
+            caption="../report/ausuc_table.rst",
+            category="Calibration",
+        ),
+        md="results/tables/ausuc.md",
+    log:
+        "logs/ausuc_table.log",
+    params:
+        table="ausuc",
+        order=method_order(),
+
+
+use rule calibration_table as ncm_table with:
+    output:
+        csv=report(
+            "results/tables/ncm.csv",
+            caption="../report/ncm_table.rst",
+            category="Calibration",
+        ),
+        md="results/tables/ncm.md",
+    log:
+        "logs/ncm_table.log",
+    params:
+        table="ncm",
+        order=method_order(),

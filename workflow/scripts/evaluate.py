@@ -11,4 +11,6 @@ with logged(snakemake.log[0]):
         snakemake.output[0],
         snakemake.threads,
         snakemake.params.precision,
+        reference_path=snakemake.input.get("reference"),
+        splits=snakemake.params.splits,
     )

@@ -14,4 +14,6 @@ with logged(snakemake.log[0]):
         inputs={k: v for k, v in snakemake.input.items() if k not in ("backbone", "dataset")},
         threads=snakemake.threads,
         precision=snakemake.params.precision,
+        variant=snakemake.params.variant,
+        hold_out=snakemake.params.hold_out,
     )

@@ -1,5 +1,4 @@
-from robustft.jobs import logged
-from robustft.tables import collect
+from robustft.jobs import logged, metrics
 
 with logged(snakemake.log[0]):
-    collect(list(snakemake.input)).to_csv(snakemake.output[0], index=False)
+    metrics(list(snakemake.input), snakemake.output[0])

@@ -1,8 +1,10 @@
 """Fine-tuning methods: one module each, all behind `base.Method`.
 
 This registry is plain data so that the Snakefile can validate a config (method names, which methods
-need a text tower) without importing torch. Adding a method = a module in this package, one line
-here, and its hyper-parameters in config (and the schema's method list).
+need a text tower, which hyper-parameters each method reads) without importing torch. Adding a
+method = a module in this package, one entry here (with the hyper-parameter keys its code reads),
+its hyper-parameters in config, and the schema's method list (plus the types of any new keys in the
+schema's `$defs.hparams`).
 """
 
 from __future__ import annotations
@@ -17,18 +19,80 @@ class MethodInfo:
     needs_text: bool  # needs a text tower (CLIP family only)
     trains: bool  # runs the training loop
     depends_on: str | None = None  # another method whose artifact this one starts from
+    # Hyper-parameter keys the method's code reads: `required` ones must be present once method
+    # defaults and dataset/backbone overrides are merged; any other key is refused (config.py).
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+    @property
+    def hparams(self) -> tuple[str, ...]:
+        """Every key the method accepts, required first."""
+        return self.required + self.optional
+
+
+# The shared training loop: `training.OptimConfig` (steps, lr and the optional optimiser keys) and
+# `base.Method.batch` (batch_size).
+TRAIN_REQUIRED = ("steps", "batch_size", "lr")
+OPTIM_OPTIONAL = (
+    "weight_decay",
+    "warmup_steps",
+    "grad_clip",
+    "optimizer",
+    "betas",
+    "momentum",
+    "checkpoint_every",
+)
+# `base.Method.param_groups` (encoder_lr_scale; only for an `ImageClassifier`, so not FLYP's CLIP)
+# and `base.Method.train_mode` (freeze_bn; every trained model).
+CLASSIFIER_OPTIONAL = (*OPTIM_OPTIONAL, "encoder_lr_scale", "freeze_bn")
 
 
 METHODS: dict[str, MethodInfo] = {
     "zeroshot": MethodInfo(
         "CLIP (Radford et al. 2021); WiSE-FT's template-ensemble head", True, False
     ),
-    "lp": MethodInfo("Linear probe (LP-FT, Kumar et al. ICLR 2022)", False, False),
-    "ft": MethodInfo("End-to-end fine-tuning (WiSE-FT, Wortsman et al. CVPR 2022)", False, True),
-    "lpft": MethodInfo("LP-FT (Kumar et al. ICLR 2022)", False, True, depends_on="lp"),
-    "l2sp": MethodInfo("L2-SP (Li et al. 2018), as run in FLYP and LP-FT", False, True),
-    "flyp": MethodInfo("FLYP (Goyal et al. CVPR 2023)", True, True),
-    "coretuning": MethodInfo("Core-tuning (Zhang et al. NeurIPS 2021)", False, True),
+    "lp": MethodInfo(
+        "Linear probe (LP-FT, Kumar et al. ICLR 2022)",
+        False,
+        False,
+        required=("c_min_log10", "c_max_log10", "c_steps", "max_iter"),
+    ),
+    "ft": MethodInfo(
+        "End-to-end fine-tuning (WiSE-FT, Wortsman et al. CVPR 2022)",
+        False,
+        True,
+        required=TRAIN_REQUIRED,
+        optional=CLASSIFIER_OPTIONAL,
+    ),
+    "lpft": MethodInfo(
+        "LP-FT (Kumar et al. ICLR 2022)",
+        False,
+        True,
+        depends_on="lp",
+        required=TRAIN_REQUIRED,
+        optional=CLASSIFIER_OPTIONAL,
+    ),
+    "l2sp": MethodInfo(
+        "L2-SP (Li et al. 2018), as run in FLYP and LP-FT",
+        False,
+        True,
+        required=(*TRAIN_REQUIRED, "l2sp_lambda"),
+        optional=CLASSIFIER_OPTIONAL,
+    ),
+    "flyp": MethodInfo(
+        "FLYP (Goyal et al. CVPR 2023)",
+        True,
+        True,
+        required=TRAIN_REQUIRED,
+        optional=(*OPTIM_OPTIONAL, "freeze_bn", "templates"),
+    ),
+    "coretuning": MethodInfo(
+        "Core-tuning (Zhang et al. NeurIPS 2021)",
+        False,
+        True,
+        required=(*TRAIN_REQUIRED, "eta", "mixup_alpha", "tau", "proj_dim"),
+        optional=CLASSIFIER_OPTIONAL,
+    ),
 }
 
 

@@ -97,11 +97,28 @@ def initial_classifier(backbone: Backbone, info: DatasetInfo, seed: int) -> Imag
     )
 
 
+def classifier_from_artifact(backbone: Backbone, artifact: Artifact) -> ImageClassifier:
+    """A `classifier` artifact (e.g. the linear probe) as a trainable ImageClassifier."""
+    weight = artifact.state_dict["head.weight"]
+    model = ImageClassifier(
+        copy.deepcopy(backbone.image_encoder),
+        nn.Linear(weight.shape[1], weight.shape[0]),
+        normalize=artifact.normalize,
+    )
+    model.load_state_dict(artifact.state_dict)  # strict: the encoder must match the pretrained one
+    return model
+
+
 class Method:
     name = "base"
 
     # -- hooks -----------------------------------------------------------------------------
     def build(self, ctx: FineTuneContext) -> nn.Module:
+        """The family's starting classifier; on a holistic-transfer dataset, families without a
+        zero-shot head start from the source model (`inputs["reference"]`: the source-data LP),
+        so the absent classes have a head to keep."""
+        if "reference" in ctx.inputs:
+            return classifier_from_artifact(ctx.backbone, Artifact.load(ctx.inputs["reference"]))
         return initial_classifier(ctx.backbone, ctx.info, ctx.seed)
 
     def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:

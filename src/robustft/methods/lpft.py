@@ -7,12 +7,9 @@ code keeps the network in eval mode (`use_net_val_mode`), i.e. BatchNorm statist
 
 from __future__ import annotations
 
-import copy
-
 from torch import nn
 
-from ..models import ImageClassifier
-from .base import Artifact, FineTuneContext, Method
+from .base import Artifact, FineTuneContext, Method, classifier_from_artifact
 
 
 class LPFT(Method):
@@ -21,15 +18,7 @@ class LPFT(Method):
     def build(self, ctx: FineTuneContext) -> nn.Module:
         if "lp" not in ctx.inputs:
             raise ValueError("lpft needs the lp artifact (inputs['lp'])")
-        lp = Artifact.load(ctx.inputs["lp"])
-        head_weight = lp.state_dict["head.weight"]
-        model = ImageClassifier(
-            copy.deepcopy(ctx.backbone.image_encoder),
-            nn.Linear(head_weight.shape[1], head_weight.shape[0]),
-            normalize=lp.normalize,
-        )
-        model.load_state_dict(lp.state_dict)  # strict: encoder must match the pretrained one
-        return model
+        return classifier_from_artifact(ctx.backbone, Artifact.load(ctx.inputs["lp"]))
 
 
 METHOD = LPFT()

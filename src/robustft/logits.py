@@ -1,0 +1,100 @@
+"""The evaluation artifact: the logits of every alpha model on every split, in one file per model.
+
+Evaluation is the only step that runs images through models. It writes, per fine-tuned model, a
+`.npz` holding for each split the logits of every WiSE-FT alpha model (float16, alpha x N x C over
+the model's classes), the labels in the split's own label space, any group ids, and, where the
+calibration analysis needs them, the penultimate features of the alpha = 0 and alpha = 1 models.
+Accuracy, macro-F1, worst-group accuracy, calibration and every table are post-processing of these
+files: numpy only, no torch, no model.
+
+Keys: `alphas`; `logits/<split>`, `labels/<split>`, `groups/<split>`; `features/<split>/<alpha>`;
+`meta` (JSON: backbone, dataset, method, seed, variant, splits' roles and scoring protocols).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def save_logits(
+    path: str | Path,
+    alphas: list[float],
+    splits: dict[str, dict],
+    meta: dict,
+) -> None:
+    """Write one model's logits file atomically.
+
+    `splits[name]` holds `logits` (K x N x C), `labels` (N), optionally `groups` (N) and
+    `features` ({alpha: N x D}).
+    """
+    arrays = {"alphas": np.asarray(alphas, dtype=np.float64), "meta": np.array(json.dumps(meta))}
+    for name, split in splits.items():
+        arrays[f"logits/{name}"] = np.asarray(split["logits"], dtype=np.float16)
+        arrays[f"labels/{name}"] = np.asarray(split["labels"], dtype=np.int64)
+        if split.get("groups") is not None:
+            arrays[f"groups/{name}"] = np.asarray(split["groups"], dtype=np.int64)
+        for alpha, feats in split.get("features", {}).items():
+            arrays[f"features/{name}/{float(alpha)}"] = np.asarray(feats, dtype=np.float16)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # np.savez stamps each member with the current time; a fixed stamp makes the same logits the
+    # same bytes, so two runs of one seed give identical files.
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key, array in arrays.items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
+    tmp.replace(path)
+
+
+class Logits:
+    """Read access to one logits file (loaded eagerly: a mini file is a few MB)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                self._arrays = {key: data[key] for key in data.files}
+        except Exception as err:  # truncated or foreign file: name it and the way to rebuild it
+            raise ValueError(
+                f"cannot read logits file {self.path}: {type(err).__name__}: {str(err)[:200]}; "
+                f"rebuild it with: snakemake {self.path} --forcerun"
+            ) from None
+        self.meta = json.loads(str(self._arrays["meta"]))
+        self.alphas = [float(a) for a in self._arrays["alphas"]]
+
+    @property
+    def splits(self) -> list[str]:
+        return [k.split("/", 1)[1] for k in self._arrays if k.startswith("logits/")]
+
+    def alpha_index(self, alpha: float) -> int:
+        for i, a in enumerate(self.alphas):
+            if abs(a - alpha) < 1e-9:
+                return i
+        raise KeyError(f"{self.path}: alpha {alpha} not evaluated; alphas: {self.alphas}")
+
+    def logits(self, split: str, alpha: float | None = None) -> np.ndarray:
+        """float32 logits: K x N x C, or N x C for one alpha."""
+        all_alphas = self._arrays[f"logits/{split}"].astype(np.float32)
+        return all_alphas if alpha is None else all_alphas[self.alpha_index(alpha)]
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._arrays[f"labels/{split}"]
+
+    def groups(self, split: str) -> np.ndarray | None:
+        return self._arrays.get(f"groups/{split}")
+
+    def features(self, split: str, alpha: float) -> np.ndarray | None:
+        feats = self._arrays.get(f"features/{split}/{float(alpha)}")
+        return None if feats is None else feats.astype(np.float32)
+
+    def role(self, split: str) -> str:
+        return self.meta["roles"][split]
+
+    def protocol(self, split: str) -> dict:
+        return self.meta["protocols"][split]

@@ -1,0 +1,98 @@
+"""The alpha sweep: one data pass for every alpha model, endpoints equal to theta_0 and the
+fine-tuned model, and the holistic-transfer guard on the data a fine-tuning job reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from robustft.data import ClassSubset, DatasetInfo, load_split, pcv_hidden_classes
+from robustft.evaluate import sweep_logits, sweep_models
+from robustft.methods import get_method
+from robustft.methods.base import FineTuneContext, classifier_from_artifact, zeroshot_classifier
+from robustft.models import load_backbone
+
+CPU = torch.device("cpu")
+ALPHAS = [0.0, 0.5, 1.0]
+
+
+def _fine_tune(backbone, info, dataset_dir, method="ft", inputs=None):
+    hparams = {"steps": 3, "batch_size": 32, "lr": 1e-3}
+    if method == "lp":
+        hparams = {"c_min_log10": -1, "c_max_log10": 1, "c_steps": 2, "max_iter": 50}
+    ctx = FineTuneContext(
+        backbone=backbone,
+        info=info,
+        train=load_split(dataset_dir, info.train),
+        val=load_split(dataset_dir, info.val),
+        hparams=hparams,
+        seed=0,
+        device=CPU,
+        inputs=inputs or {},
+    )
+    return get_method(method).run(ctx)
+
+
+@torch.no_grad()
+def _logits(model, images):
+    return model.eval()(images).numpy()
+
+
+@pytest.mark.parametrize("family", ["clip", "ssl"])
+def test_single_load_sweep_equals_separate_evaluations_and_its_endpoints(
+    family, backbone_files, tiny_dataset, tmp_path
+):
+    spec, path = backbone_files[family]
+    backbone = load_backbone(family, spec, path)
+    info = DatasetInfo.read(tiny_dataset)
+    artifact = _fine_tune(backbone, info, tiny_dataset)
+    reference = None
+    if family != "clip":  # theta_0 is the linear probe
+        reference = _fine_tune(backbone, info, tiny_dataset, "lp")
+    models = sweep_models(backbone, info, artifact, ALPHAS, reference, CPU)
+    data = load_split(tiny_dataset, info.test)
+    swept = sweep_logits(models, data, CPU, feature_models=(0, 2), batch_size=40)  # 3 batches
+    images, labels = data.get_batch(np.arange(len(data)))
+    assert (swept["labels"] == labels.numpy()).all()
+    for i, model in enumerate(models):  # one data pass == K separate evaluations
+        np.testing.assert_allclose(swept["logits"][i], _logits(model, images), rtol=1e-5, atol=1e-5)
+    theta_0 = zeroshot_classifier(backbone, info) if family == "clip" else None
+    if reference is not None:
+        theta_0 = classifier_from_artifact(backbone, reference)
+    np.testing.assert_allclose(swept["logits"][0], _logits(theta_0, images), rtol=1e-5, atol=1e-5)
+    fine_tuned = classifier_from_artifact(backbone, artifact)
+    np.testing.assert_allclose(
+        swept["logits"][2], _logits(fine_tuned, images), rtol=1e-5, atol=1e-5
+    )
+    assert not np.allclose(swept["logits"][0], swept["logits"][2])  # fine-tuning moved it
+    assert set(swept["features"]) == {0, 2}
+    assert swept["features"][0].shape == (len(data), backbone.feature_dim)
+
+
+def test_finetune_job_refuses_training_data_holding_absent_classes(tiny_dataset, tmp_path):
+    from robustft.jobs import finetune
+
+    data = tmp_path / "holistic"
+    shutil.copytree(tiny_dataset, data)
+    meta = json.loads((data / "meta.json").read_text())
+    meta.update(absent_classes=["oval", "star"], oracle_train="train")
+    (data / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"holds absent classes \['oval', 'star'\]"):
+        finetune("x", {}, "unused.pt", str(data), "ft", {}, 0, str(tmp_path / "m.pt"), "s")
+
+
+def test_pcv_hides_a_seeded_share_of_the_fine_tuning_classes(tiny_dataset):
+    info = DatasetInfo.read(tiny_dataset)
+    info.absent_classes = info.classnames[:12]
+    seen = [i for i, keep in enumerate(info.seen_mask) if keep]
+    hidden = [pcv_hidden_classes(info, k, 0.5) for k in range(3)]
+    assert all(len(h) == 6 and set(h) <= set(seen) for h in hidden)
+    assert hidden[0] != hidden[1] and hidden[0] == pcv_hidden_classes(info, 0, 0.5)
+    train = load_split(tiny_dataset, info.train)
+    subset = ClassSubset(train, set(seen) - set(hidden[0]))
+    _, labels = subset.get_batch(np.arange(len(subset)))
+    assert set(labels.tolist()) == set(seen) - set(hidden[0])
