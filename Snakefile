@@ -7,15 +7,37 @@
 # sweep + evaluation on ID and shifted test sets -> tidy metrics -> tables and figures.
 # Keep this file's top level free of heavy imports: it is parsed again for every cluster job.
 
+import os
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
+
+from robustft.config import ConfigError, read_config_file
+from robustft.errors import REBUILD_ARGS_ENV, rebuild_args
 
 min_version("9.20")
 
+DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
+# Snakemake's message for malformed YAML names neither the file nor the line: read it first.
+# (`--configfile` files are parsed by Snakemake's command line before this file runs.)
+if DEFAULT_CONFIG.exists():
+    try:
+        read_config_file(DEFAULT_CONFIG)
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
+
+# What a job's "rebuild it with: snakemake <file> --force ..." hint must repeat of this run.
+os.environ[REBUILD_ARGS_ENV] = rebuild_args(
+    configfiles=workflow.overwrite_configfiles or (),
+    config=workflow.config_settings.config,
+    snakefile=workflow.main_snakefile,
+    directory=Path.cwd() if Path.cwd().resolve() != Path(workflow.basedir).resolve() else None,
+)
+
 
 # The embedded default; found from any working directory (--directory); --configfile overrides it.
-configfile: Path(workflow.basedir) / "config" / "config.yaml"
+configfile: DEFAULT_CONFIG
 
 
 report: "workflow/report/workflow.rst"
@@ -39,3 +61,4 @@ rule all:
         rules.calibration_table.output,
         rules.ausuc_table.output,
         rules.ncm_table.output,
+        rules.calibration_figure.output,

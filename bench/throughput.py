@@ -120,7 +120,7 @@ def main() -> None:
                 seconds = time.time() - start
                 if method == "lp":
                     artifact.save(lp_path)
-                ips = artifact.meta.get("train_images_per_second")
+                ips = artifact.timing.get("train_images_per_second")
                 if not METHODS[
                     method
                 ].trains:  # lp: feature extraction + C sweep over the train set

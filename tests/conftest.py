@@ -76,3 +76,14 @@ def backbone_files(tiny_dataset, tmp_path_factory):
         pretrain_backbone(spec, tiny_dataset / "pool.npz", path, seed=0, device=torch.device("cpu"))
         files[family] = (spec, path)
     return files
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One full Snakemake run of the smoke config (every method, every family, calibration), shared
+    by the workflow and reliability tests; a test that changes something works on a copy of it."""
+    from tests.test_workflow import SMOKE, snakemake
+
+    workdir = tmp_path_factory.mktemp("smoke-run")
+    snakemake(workdir, "all", "--configfile", str(SMOKE))
+    return workdir

@@ -96,6 +96,7 @@ def test_pretraining_is_deterministic(family, backbone_files, tiny_dataset, tmp_
 
     spec, path = backbone_files[family]
     again = tmp_path / "again.pt"
+    torch.set_num_threads(2)  # as the fixture: other tests' jobs set their own thread counts
     pretrain_backbone(spec, tiny_dataset / "pool.npz", again, seed=0, device=torch.device("cpu"))
     first, second = read_state_dict(path), read_state_dict(again)
     assert first.keys() == second.keys()
@@ -108,6 +109,7 @@ def test_corrupt_checkpoint_is_a_clear_error(backbone_files, tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(path.read_bytes()[:1000])  # a truncated file, as a killed copy leaves
     with pytest.raises(
-        CheckpointKeyError, match="cannot read checkpoint .*broken.pt.*delete it and rerun"
+        CheckpointKeyError,
+        match=r"cannot read checkpoint .*broken.pt.*rebuild it with: snakemake .*broken.pt --force",
     ):
         load_backbone("mini-clip", spec, broken)

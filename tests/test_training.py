@@ -62,3 +62,112 @@ def test_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path):
     assert [h["loss"] for h in result.history] == [h["loss"] for h in history_a]
     for key, value in model_a.state_dict().items():
         assert torch.equal(value, model_c.state_dict()[key]), key
+
+
+def _crash_after_checkpoint(cfg, ckpt, seed=3, at=12, fingerprint=None):
+    """Train until step `at`, dying there like a SIGKILLed job (after the step-10 checkpoint)."""
+    model, loss = _model_and_loss()
+
+    def crashing(step):
+        if step == at:
+            raise Crash
+        return loss(step)
+
+    with pytest.raises(Crash):
+        train(model, crashing, cfg, seed=seed, checkpoint_path=ckpt, fingerprint=fingerprint)
+    assert torch.load(ckpt, weights_only=False)["step"] == 10
+
+
+def _uninterrupted(cfg, seed=3):
+    model, loss = _model_and_loss()
+    return model, train(model, loss, cfg, seed=seed)
+
+
+def _assert_same_model(a, b):
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_a_changed_learning_rate_starts_fresh_and_says_why(tmp_path, capsys):
+    cfg = OptimConfig(steps=20, lr=0.05, warmup_steps=3, grad_clip=1.0, checkpoint_every=5)
+    ckpt = tmp_path / "train.ckpt"
+    _crash_after_checkpoint(cfg, ckpt)
+    capsys.readouterr()
+
+    changed = OptimConfig(steps=20, lr=0.02, warmup_steps=3, grad_clip=1.0, checkpoint_every=5)
+    model, loss = _model_and_loss()
+    result = train(model, loss, changed, seed=3, checkpoint_path=ckpt)
+    log = capsys.readouterr().out
+    assert result.steps_run == 20  # all of them at the new learning rate
+    assert "resuming from step" not in log
+    line = next(line for line in log.splitlines() if line.startswith("not resuming"))
+    assert "starting fresh" in line and "optim.lr: 0.05 -> 0.02" in line
+    assert "steps" not in line.split("differs in")[1]  # only the fields that differ
+    reference, expected = _uninterrupted(changed)
+    assert [h["loss"] for h in result.history] == [h["loss"] for h in expected.history]
+    _assert_same_model(reference, model)
+
+
+def test_fewer_steps_than_the_checkpoint_start_fresh_not_a_silent_empty_run(tmp_path, capsys):
+    cfg = OptimConfig(steps=20, lr=0.05, warmup_steps=3, checkpoint_every=5)
+    ckpt = tmp_path / "train.ckpt"
+    _crash_after_checkpoint(cfg, ckpt)
+    capsys.readouterr()
+
+    shorter = OptimConfig(steps=8, lr=0.05, warmup_steps=3, checkpoint_every=5)  # ckpt at step 10
+    model, loss = _model_and_loss()
+    result = train(model, loss, shorter, seed=3, checkpoint_path=ckpt)
+    log = capsys.readouterr().out
+    assert result.steps_run == 8 and len(result.history) == 8
+    assert "optim.steps: 20 -> 8" in log and "starting fresh" in log
+    reference, _ = _uninterrupted(shorter)
+    _assert_same_model(reference, model)
+
+
+def test_a_different_job_fingerprint_or_seed_starts_fresh(tmp_path, capsys):
+    cfg = OptimConfig(steps=20, lr=0.05, warmup_steps=3, checkpoint_every=5)
+    ckpt = tmp_path / "train.ckpt"
+    job = {"method": "ft", "inputs": {"backbone": "aa11"}, "code": "c0de"}
+    _crash_after_checkpoint(cfg, ckpt, fingerprint=job)
+    capsys.readouterr()
+
+    other = {**job, "inputs": {"backbone": "bb22"}}
+    model, loss = _model_and_loss()
+    assert train(model, loss, cfg, seed=3, checkpoint_path=ckpt, fingerprint=other).steps_run == 20
+    assert "inputs.backbone: 'aa11' -> 'bb22'" in capsys.readouterr().out
+
+    _crash_after_checkpoint(cfg, ckpt, fingerprint=job)
+    model, loss = _model_and_loss()
+    assert train(model, loss, cfg, seed=4, checkpoint_path=ckpt, fingerprint=job).steps_run == 20
+    assert "seed: 3 -> 4" in capsys.readouterr().out
+
+
+def test_the_same_job_resumes_even_with_another_checkpoint_interval(tmp_path, capsys):
+    cfg = OptimConfig(steps=20, lr=0.05, warmup_steps=3, grad_clip=1.0, checkpoint_every=5)
+    ckpt = tmp_path / "train.ckpt"
+    job = {"method": "ft", "hparams": {"lr": 0.05, "betas": [0.9, 0.999]}, "code": "c0de"}
+    _crash_after_checkpoint(cfg, ckpt, fingerprint=job)
+    capsys.readouterr()
+
+    model, loss = _model_and_loss()
+    same = OptimConfig(steps=20, lr=0.05, warmup_steps=3, grad_clip=1.0, checkpoint_every=7)
+    result = train(model, loss, same, seed=3, checkpoint_path=ckpt, fingerprint=dict(job))
+    assert result.steps_run == 10
+    assert "resuming from step 10" in capsys.readouterr().out
+    reference, _ = _uninterrupted(cfg)
+    _assert_same_model(reference, model)
+
+
+def test_an_unreadable_or_unfingerprinted_checkpoint_starts_fresh(tmp_path, capsys):
+    cfg = OptimConfig(steps=12, lr=0.05, checkpoint_every=5)
+    ckpt = tmp_path / "train.ckpt"
+    ckpt.write_bytes(b"not a checkpoint")
+    model, loss = _model_and_loss()
+    assert train(model, loss, cfg, seed=3, checkpoint_path=ckpt).steps_run == 12
+    assert "unreadable" in capsys.readouterr().out
+
+    model, _ = _model_and_loss()  # a checkpoint from before fingerprints existed
+    torch.save({"model": model.state_dict(), "optimizer": {}, "step": 5, "history": []}, ckpt)
+    model, loss = _model_and_loss()
+    assert train(model, loss, cfg, seed=3, checkpoint_path=ckpt).steps_run == 12
+    assert "no fingerprint" in capsys.readouterr().out

@@ -64,11 +64,62 @@ def _matches(value, types) -> bool:
     return any(checks.get(t, lambda v: False)(value) for t in types)
 
 
-def coerce_command_line_values(config: dict, schema: dict) -> list[str]:
+def read_config_file(path: str | Path) -> dict:
+    """A YAML (or JSON) config file as a dict; a malformed one raises one ConfigError line naming
+    the file and the line (Snakemake's own message names neither)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark, started = err.problem_mark or err.context_mark, err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = err.problem or "invalid YAML"
+        if err.context:  # e.g. "while parsing a flow mapping", which may have begun lines earlier
+            since = (
+                f" (from line {started.line + 1})" if started and started.line != mark.line else ""
+            )
+            what = f"{err.context}{since}: {what}"
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and "\t" in lines[mark.line]:
+            what += " (YAML indents with spaces, not tabs)"
+        raise ConfigError(f"invalid YAML in config file {path}{where}: {what}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"invalid YAML in config file {path}: {err}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"config file {path}: the top level must be a mapping of keys (datasets:, "
+            f"backbones:, ...), not a {type(config).__name__}"
+        )
+    return config
+
+
+def _get(tree, path):
+    """The value at `path` in nested dicts/lists, or KeyError."""
+    for part in path:
+        if isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        elif isinstance(tree, list) and isinstance(part, int) and -len(tree) <= part < len(tree):
+            tree = tree[part]
+        else:
+            raise KeyError(part)
+    return tree
+
+
+def coerce_command_line_values(config: dict, schema: dict, command_line=None) -> list[str]:
     """Turn strings into the numbers/booleans the schema asks for, in place; return what changed.
 
     Snakemake's `--config key={...}` keeps nested values as strings ("60", "0.5", "true"); without
     this, `--config 'plots={"wiseft_curve": {"dpi": 60}}'` would fail with "'60' is not of type".
+    With `command_line` (the `--config` values as Snakemake parsed them) only values that came
+    from there are coerced: a quoted number in a YAML file (`steps: "8"`) stays a schema error.
     """
     import jsonschema
 
@@ -76,6 +127,13 @@ def coerce_command_line_values(config: dict, schema: dict) -> list[str]:
     for err in jsonschema.Draft202012Validator(schema).iter_errors(config):
         if err.validator != "type" or not isinstance(err.instance, str):
             continue
+        if command_line is not None:
+            try:
+                given = _get(command_line, list(err.absolute_path))
+            except KeyError:
+                continue  # set by a config file: its author wrote a string
+            if given != err.instance:
+                continue
         types = (
             err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         )
@@ -324,13 +382,53 @@ def check_references(config: dict) -> list[str]:
     return errors + check_hparams(config)
 
 
-def check_config(config: dict, schema_path: str | Path) -> dict:
-    """Coerce command-line strings, then raise ConfigError listing every problem; return the config."""
+def check_config(config: dict, schema_path: str | Path, command_line=None) -> dict:
+    """Coerce command-line strings, then raise ConfigError listing every problem; return the config.
+
+    `command_line`: the values given with Snakemake's `--config` (the Snakefile passes them); only
+    those are coerced. Without it every string the schema wants as a number is coerced.
+    """
     schema = yaml.safe_load(Path(schema_path).read_text())
-    coerce_command_line_values(config, schema)
+    coerce_command_line_values(config, schema, command_line)
     errors = schema_errors(config, schema)
     if not errors:
         errors = check_references(config)
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
     return config
+
+
+def _merge(base: dict, extra: dict) -> None:
+    """Snakemake's merge of config files: nested mappings merge, anything else is replaced."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m robustft.config my-changes.yaml ...`: check config files the way a run with
+    `--configfile <files>` would use them (merged, in order, onto config/config.yaml), naming the
+    file and line of a YAML error: Snakemake parses `--configfile` files before the workflow runs,
+    and its message for a malformed one ("Config file is not valid JSON or YAML") names neither."""
+    import sys
+
+    files = list(sys.argv[1:] if argv is None else argv)
+    root = Path(__file__).resolve().parents[2]
+    default, schema = root / "config" / "config.yaml", root / "workflow/schemas/config.schema.yaml"
+    try:
+        config = read_config_file(default) if default.exists() else {}
+        for path in files:
+            _merge(config, read_config_file(path))
+        if schema.exists():
+            check_config(config, schema, command_line={})
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"config ok: {', '.join(map(str, [default, *files]))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

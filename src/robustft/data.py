@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import world
+from .errors import CorruptFileError, corrupt_message
 
 # open_clip's OPENAI_DATASET_MEAN/STD: the normalisation every CLIP preprocess applies.
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -89,7 +90,15 @@ class DatasetInfo:
 
     @classmethod
     def read(cls, dataset_dir: str | Path) -> DatasetInfo:
-        return cls(**json.loads((Path(dataset_dir) / "meta.json").read_text()))
+        path = Path(dataset_dir) / "meta.json"
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise
+        except (ValueError, TypeError) as err:  # truncated JSON, or not our meta.json
+            raise CorruptFileError(
+                corrupt_message("dataset description", path, err, target=path.parent)
+            ) from None
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -100,15 +109,31 @@ def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def read_npz(path: str | Path, keys=None) -> dict[str, np.ndarray]:
+    """Every array (or those in `keys`) of a packed split, read eagerly; a truncated or corrupt
+    file (or one missing `keys`) raises one CorruptFileError naming it and the command that
+    rebuilds its dataset (the split lives inside the dataset's directory output)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in (data.files if keys is None else keys)}
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise CorruptFileError(
+            corrupt_message("dataset split", path, err, target=path.parent)
+        ) from None
+
+
 class PackedSplit(torch.utils.data.Dataset):
     """A split stored as one .npz of uint8 images (N, H, W, 3), int labels and optional captions."""
 
     def __init__(self, path: str | Path):
-        with np.load(path) as data:
-            self.images = torch.from_numpy(data["images"])
-            self.labels = torch.from_numpy(data["labels"]).long()
-            self.groups = data["groups"] if "groups" in data else None
-            self.captions = list(data["captions"]) if "captions" in data else None
+        data = read_npz(path)
+        self.images = torch.from_numpy(data["images"])
+        self.labels = torch.from_numpy(data["labels"]).long()
+        self.groups = data.get("groups")
+        self.captions = list(data["captions"]) if "captions" in data else None
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -11,12 +11,24 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
+
+
+def error_summary(err: BaseException) -> str:
+    """One line: the exception's type and message (its lines joined)."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 @contextlib.contextmanager
 def logged(log_path: str | Path | None):
-    """Redirect this process's stdout and stderr (file descriptors too) into `log_path`."""
+    """Redirect this process's stdout and stderr (file descriptors too) into `log_path`.
+
+    An exception that stops the job is written to the log before the streams are restored: the
+    log ends with the traceback, then one line `job failed: <type>: <message>`. The exception
+    still propagates, so Snakemake reports the job as failed (and prints it too).
+    """
     if not log_path:
         yield
         return
@@ -29,6 +41,12 @@ def logged(log_path: str | Path | None):
         sys.stdout = sys.stderr = log
         try:
             yield
+        except BaseException as err:
+            if not (isinstance(err, SystemExit) and err.code in (0, None)):
+                log.write("\n" + traceback.format_exc())
+                log.write(f"job failed: {error_summary(err)}\n")
+                log.flush()
+            raise
         finally:
             sys.stdout, sys.stderr = old_streams
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)
@@ -53,10 +71,56 @@ def _write_json(path: str | Path, obj) -> None:
     tmp.replace(path)
 
 
+class OutputNotWritableError(OSError):
+    """An output location a job cannot write: raised before the job computes anything."""
+
+
+def ensure_writable(*paths: str | Path) -> None:
+    """Fail now, naming the path, if a file cannot be written at each of `paths` (its directory is
+    created; a probe file is created and removed there: tried, not guessed from permission bits,
+    which root ignores)."""
+    import tempfile
+
+    for path in map(Path, paths):
+        try:
+            if path.is_dir():
+                raise IsADirectoryError(f"{path} is a directory")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe."):
+                pass
+        except OSError as err:
+            raise OutputNotWritableError(
+                f"cannot write {path}: {err.strerror or err}"
+                + (f" ({err.filename})" if getattr(err, "filename", None) else "")
+                + "; nothing was computed"
+            ) from None
+
+
+def scratch_dir(root: str | Path, wildcards) -> str:
+    """A job's scratch directory (resumable checkpoints): `root/<wildcard>-<value>/...`. Not a rule
+    param, so changing `scratch:` in config reruns nothing; scripts read it from the config."""
+    return str(Path(root).joinpath(*[f"{k}-{v}" for k, v in dict(wildcards).items()]))
+
+
+def _timed_fingerprint(fingerprint: dict, hashed: int, seconds: float) -> dict:
+    print(
+        f"fingerprint: {hashed / 1e6:.1f} MB of inputs hashed in {seconds:.2f}s, "
+        f"code {fingerprint['code'][:12]}",
+        flush=True,
+    )
+    return fingerprint
+
+
 # ------------------------------------------------------------------------------------------------
-def prepare_dataset(name: str, cfg: dict, out_dir: str, threads: int = 1) -> None:
-    """Materialise a dataset (the mini world is generated; real datasets come in a later stage)."""
+def prepare_dataset(
+    name: str, cfg: dict, out_dir: str, threads: int = 1, version: str | None = None
+) -> None:
+    """Materialise a dataset (the mini world is generated; real datasets come in a later stage).
+
+    `version` (the Snakefile's `dataset_version`: config entry and generator code) is recorded in
+    the directory, so that the Snakefile knows the dataset is current without comparing mtimes."""
     from .data import generate_mini
+    from .provenance import DATASET_VERSION_FILE
 
     if "generator" not in cfg:
         raise ValueError(
@@ -64,6 +128,8 @@ def prepare_dataset(name: str, cfg: dict, out_dir: str, threads: int = 1) -> Non
         )
     t0 = time.time()
     generate_mini(name, cfg, out_dir, processes=threads)
+    if version:
+        (Path(out_dir) / DATASET_VERSION_FILE).write_text(version + "\n")
     print(f"dataset {name!r} generated in {time.time() - t0:.1f}s", flush=True)
 
 
@@ -77,23 +143,46 @@ def pretrain(
     threads: int = 1,
     precision: str = "auto",
     eval_precision: str = "auto",
+    timing_out: str | None = None,
 ) -> None:
-    """Pretrain a mini backbone and report its zero-shot accuracy per domain where it has text."""
+    """Pretrain a mini backbone and report its zero-shot accuracy per domain where it has text.
+
+    Writes `info_out` (losses, zero-shot accuracy: the same for the same seed) and `timing_out`
+    (images/s; default: beside `info_out`, `<name>.timing.json`)."""
     from .data import DatasetInfo
     from .pretrain import pretrain_backbone
+    from .provenance import code_version, sha256_file
     from .training import remove_checkpoint, resolve_precision
 
+    ckpt = Path(scratch) / "pretrain.ckpt"
+    timing_out = timing_out or Path(info_out).with_suffix(".timing.json")
+    ensure_writable(out, info_out, timing_out, ckpt)
     device, precision = _device(threads, spec["pretrain"].get("precision", precision))
     info = DatasetInfo.read(dataset_dir)
+    pool = Path(dataset_dir) / f"{info.pretrain}.npz"
+    seed = spec["pretrain"].get("seed", 0)
+    t0 = time.time()
+    fingerprint = {
+        "job": "pretrain",
+        "family": spec["family"],
+        "arch": spec["arch"],
+        "pretrain": {k: v for k, v in spec["pretrain"].items() if k != "checkpoint_every"},
+        "precision": precision,
+        "inputs": {"pool": sha256_file(pool)},
+        "code": code_version(),
+    }
+    _timed_fingerprint(fingerprint, pool.stat().st_size, time.time() - t0)
     stats = pretrain_backbone(
         spec,
-        Path(dataset_dir) / f"{info.pretrain}.npz",
+        pool,
         out,
-        seed=spec["pretrain"].get("seed", 0),
+        seed=seed,
         device=device,
-        checkpoint_path=Path(scratch) / "pretrain.ckpt",
+        checkpoint_path=ckpt,
         precision=precision,
+        fingerprint=fingerprint,
     )
+    timing = {k: stats.pop(k) for k in ("train_images_per_second", "steps_timed") if k in stats}
     stats.update(backbone=name, device=str(device), threads=threads, precision=precision)
     if spec["family"] == "clip":  # the zero-shot model's accuracy on every split of its dataset
         eval_precision = resolve_precision(eval_precision, device, "eval")
@@ -102,21 +191,27 @@ def pretrain(
         )
         print(f"zero-shot top-1: {stats['zeroshot_top1']}", flush=True)
     _write_json(info_out, stats)
-    remove_checkpoint(Path(scratch) / "pretrain.ckpt")
+    _write_json(timing_out, {"backbone": name, "device": str(device), "threads": threads, **timing})
+    remove_checkpoint(ckpt)
 
 
 def _zeroshot_accuracy(name, spec, weights, dataset_dir, device, precision) -> dict:
+    """Top-1 of the zero-shot model per split, under each split's scoring protocol."""
     from .data import DatasetInfo, load_split
+    from .evaluate import sweep_logits
     from .methods.base import zeroshot_classifier
-    from .metrics import predict, top1
     from .models import load_backbone
+    from .scoring import score
 
     info = DatasetInfo.read(dataset_dir)
     model = zeroshot_classifier(load_backbone(name, spec, weights), info).to(device)
-    return {
-        split: top1(*predict(model, load_split(dataset_dir, split), device, precision=precision))
-        for split in info.eval_splits
-    }
+    accuracy = {}
+    for split in info.eval_splits:
+        data = load_split(dataset_dir, split)
+        swept = sweep_logits([model], data, device, precision)
+        scores = score(swept["logits"][0], swept["labels"], info.protocol(split), data.groups)
+        accuracy[split] = scores["top1"]
+    return accuracy
 
 
 def finetune(
@@ -134,8 +229,11 @@ def finetune(
     precision: str = "auto",
     variant: str = "main",
     hold_out: float = 0.5,
+    timing_out: str | None = None,
 ) -> None:
-    """Run one fine-tuning method; write its artifact (weights + metadata) to `out`.
+    """Run one fine-tuning method; write its artifact (weights + metadata) to `out`, and how long
+    it took to `timing_out` (default: `timing.json` beside `out`), so that `out` is the same file
+    for the same seed.
 
     `variant` picks the training data: `main` the dataset's training split; on a calibration
     dataset, `oracle` the split holding every class and `pcv<k>` the training split without the
@@ -148,8 +246,12 @@ def finetune(
     from .methods import get_method
     from .methods.base import FineTuneContext
     from .models import load_backbone
+    from .provenance import code_version, dataset_digest, sha256_file
     from .training import remove_checkpoint
 
+    ckpt = Path(scratch) / "train.ckpt"
+    timing_out = timing_out or Path(out).with_name("timing.json")
+    ensure_writable(out, timing_out, ckpt)
     device, precision = _device(threads, precision)
     torch.manual_seed(seed)
     info = DatasetInfo.read(dataset_dir)
@@ -165,11 +267,31 @@ def finetune(
         raise ValueError(
             f"training data {dataset_dir}/{train_split} holds absent classes {absent_read}"
         )
+    t0 = time.time()
+    files = {"backbone": backbone_path, **(inputs or {})}
+    fingerprint = {  # everything that decides the result: a checkpoint resumes only this job
+        "job": "finetune",
+        "method": method,
+        "variant": variant,
+        "hold_out": hold_out if variant.startswith("pcv") else None,
+        "seed": seed,
+        "hparams": {k: v for k, v in hparams.items() if k != "checkpoint_every"},
+        "precision": precision,
+        "backbone": {k: backbone_spec.get(k) for k in ("family", "arch", "checkpoint")},
+        "inputs": {k: sha256_file(v) for k, v in sorted(files.items())},
+        "dataset": dataset_digest(dataset_dir, [train_split, info.val]),
+        "code": code_version(),
+    }
+    hashed = sum(Path(v).stat().st_size for v in files.values()) + sum(
+        p.stat().st_size
+        for p in Path(dataset_dir).iterdir()
+        if p.name in ("meta.json", f"{train_split}.npz", f"{info.val}.npz")
+    )
+    _timed_fingerprint(fingerprint, hashed, time.time() - t0)
     backbone = load_backbone(backbone_name, backbone_spec, backbone_path)
     backbone.image_encoder.to(device)
     if backbone.clip is not None:
         backbone.clip.to(device)
-    ckpt = Path(scratch) / "train.ckpt"
     ctx = FineTuneContext(
         backbone=backbone,
         info=info,
@@ -181,6 +303,7 @@ def finetune(
         checkpoint_path=ckpt,
         inputs={k: Path(v) for k, v in (inputs or {}).items()},
         precision=precision,
+        fingerprint=fingerprint,
     )
     t0 = time.time()
     artifact = get_method(method).run(ctx)
@@ -197,9 +320,23 @@ def finetune(
         device=str(device),
         threads=threads,
         precision=precision,
-        job_seconds=time.time() - t0,
     )
     artifact.save(out)
+    timing = {
+        "backbone": backbone_name,
+        "dataset": info.name,
+        "method": method,
+        "seed": seed,
+        "variant": variant,
+        "device": str(device),
+        "threads": threads,
+        "precision": precision,
+        "steps": hparams.get("steps"),
+        "batch_size": hparams.get("batch_size"),
+        **artifact.timing,
+        "job_seconds": time.time() - t0,
+    }
+    _write_json(timing_out, timing)
     remove_checkpoint(ckpt)
     print(f"{method}: done in {time.time() - t0:.1f}s", flush=True)
 
@@ -326,29 +463,21 @@ def calibrate(groups: list[dict], out: str, curves_out: str) -> None:
         pd.DataFrame(frame, columns=columns).to_csv(path, index=False)
 
 
-def training_stats(artifact_paths: list[str], out: str) -> None:
-    """One row per trained artifact: method, steps, measured training throughput (images/s)."""
+def training_stats(timing_paths: list[str], out: str) -> None:
+    """One row per trained artifact: method, steps, measured training throughput (images/s), read
+    from the `timing.json` each fine-tuning job writes beside its model."""
     import pandas as pd
-    import torch
 
+    from .errors import CorruptFileError, corrupt_message
+
+    columns = ["backbone", "dataset", "method", "seed", "device", "threads", "precision", "steps",
+               "batch_size", "train_images_per_second", "job_seconds"]  # fmt: skip
     rows = []
-    for path in artifact_paths:
-        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-        hp = meta.get("hparams", {})
-        rows.append(
-            {
-                "backbone": meta["backbone"],
-                "dataset": meta["dataset"],
-                "method": meta["method"],
-                "seed": meta["seed"],
-                "device": meta.get("device"),
-                "threads": meta.get("threads"),
-                "precision": meta.get("precision"),
-                "steps": hp.get("steps"),
-                "batch_size": hp.get("batch_size"),
-                "train_images_per_second": meta.get("train_images_per_second"),
-                "job_seconds": meta.get("job_seconds"),
-            }
-        )
+    for path in timing_paths:
+        try:
+            timing = json.loads(Path(path).read_text())
+        except ValueError as err:  # a corrupt file: one message naming it and the fix
+            raise CorruptFileError(corrupt_message("timing file", path, err)) from None
+        rows.append({k: timing.get(k) for k in columns})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out, index=False)
+    pd.DataFrame(rows, columns=columns).to_csv(out, index=False)

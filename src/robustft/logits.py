@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CorruptFileError, corrupt_message
+
 
 def save_logits(
     path: str | Path,
@@ -60,13 +62,12 @@ class Logits:
         try:
             with np.load(self.path, allow_pickle=False) as data:
                 self._arrays = {key: data[key] for key in data.files}
+            self.meta = json.loads(str(self._arrays["meta"]))
+            self.alphas = [float(a) for a in self._arrays["alphas"]]
+        except FileNotFoundError:
+            raise
         except Exception as err:  # truncated or foreign file: name it and the way to rebuild it
-            raise ValueError(
-                f"cannot read logits file {self.path}: {type(err).__name__}: {str(err)[:200]}; "
-                f"rebuild it with: snakemake {self.path} --forcerun"
-            ) from None
-        self.meta = json.loads(str(self._arrays["meta"]))
-        self.alphas = [float(a) for a in self._arrays["alphas"]]
+            raise CorruptFileError(corrupt_message("logits file", self.path, err)) from None
 
     @property
     def splits(self) -> list[str]:

@@ -17,7 +17,9 @@ config lists it under ``checkpoint.ignore`` (fnmatch patterns).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +27,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import CorruptFileError, corrupt_message
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 FAMILIES = ("clip", "ssl", "supervised")
 
 
 class CheckpointKeyError(RuntimeError):
     """A checkpoint's keys do not match the model it is loaded into."""
+
+
+class CorruptCheckpointError(CheckpointKeyError, CorruptFileError):
+    """A checkpoint file cannot be read at all (truncated, overwritten, not a weights file)."""
 
 
 def open_clip_module():
@@ -87,8 +95,36 @@ class ImageClassifier(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # Building architectures
 # ----------------------------------------------------------------------------------------------
+class _DropRandomInitNotice(logging.Filter):
+    """open_clip warns 'No pretrained weights loaded for model ...' whenever `create_model` is
+    called without `pretrained`; here weights are always loaded right after (or the model is
+    being pretrained), so the notice is noise in every job log. Only that message is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded for model")
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    # open_clip 3.3 logs through the root logger (logging.warning); a named module logger would
+    # be "open_clip.factory". The filter sits on both, for the duration of model building only.
+    loggers, notice = (
+        (logging.getLogger(), logging.getLogger("open_clip.factory")),
+        _DropRandomInitNotice(),
+    )
+    for logger in loggers:
+        logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notice)
+
+
 def build_clip(arch: dict) -> nn.Module:
-    return open_clip_module().create_model(arch["name"])
+    open_clip = open_clip_module()
+    with _quiet_random_init():
+        return open_clip.create_model(arch["name"])
 
 
 def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
@@ -134,11 +170,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as err:  # truncated or foreign file: say which, and how to recover
-        raise CheckpointKeyError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err)[:200]}; "
-            "the file is corrupt or not a weights file: delete it and rerun to rebuild it"
-        ) from None
+    except Exception as err:  # truncated or foreign file: say which, and how to rebuild it
+        raise CorruptCheckpointError(corrupt_message("checkpoint", path, err)) from None
     if isinstance(ckpt, dict) and "state_dict" in ckpt and isinstance(ckpt["state_dict"], dict):
         ckpt = ckpt["state_dict"]
     return ckpt

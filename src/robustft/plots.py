@@ -9,7 +9,8 @@ import pandas as pd
 
 def _save(fig, out_pdf: str, out_png: str, dpi: int) -> None:
     Path(out_pdf).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_pdf, bbox_inches="tight")
+    # No creation date: the same data gives a byte-identical PDF (the PNG holds no date).
+    fig.savefig(out_pdf, bbox_inches="tight", metadata={"CreationDate": None})
     fig.savefig(out_png, dpi=dpi, bbox_inches="tight")
 
 
@@ -74,5 +75,58 @@ def wiseft_curve(
         ax.legend(fontsize=7)
     if not panels:
         axes[0][0].text(0.5, 0.5, "no alpha sweep with OOD test sets", ha="center")
+    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    plt.close(fig)
+
+
+def calibration_curves(
+    curves: pd.DataFrame, rows: pd.DataFrame, out_pdf: str, out_png: str, settings: dict
+) -> None:
+    """Acc_U/Y vs Acc_S/Y as gamma sweeps the absent classes' logits (the calibration paper's
+    Figs. 4/5), one panel per (dataset, backbone): the pretrained model (alpha = 0) and each
+    fine-tuned model (alpha = 1), with its uncalibrated, gamma_ALG and gamma_PCV points marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style=settings.get("style", "whitegrid"), context="paper")
+    panels = curves[["dataset", "backbone"]].drop_duplicates().values.tolist()
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(panels)),
+        squeeze=False,
+        figsize=(settings["width"] * max(1, len(panels)), settings["height"]),
+    )
+    palette = sns.color_palette(settings.get("palette"), 10)
+    markers = {"none": "o", "alg": "s", "pcv": "D"}
+    for ax, (dataset, backbone) in zip(axes[0], panels, strict=False):
+        sub = curves[(curves.dataset == dataset) & (curves.backbone == backbone)]
+        pre = sub[(sub.alpha == 0.0)]
+        pre = pre[pre.method == pre.method.iloc[0]] if len(pre) else pre
+        ax.plot(
+            100 * pre.acc_s_y, 100 * pre.acc_u_y, color="black", ls="--", label="pretrained (θ₀)"
+        )
+        fine = sub[(sub.alpha == 1.0) & (sub.method != "zeroshot")]
+        for colour, (method, curve) in zip(palette, fine.groupby("method"), strict=False):
+            ax.plot(100 * curve.acc_s_y, 100 * curve.acc_u_y, color=colour, label=method)
+            points = rows[(rows.dataset == dataset) & (rows.backbone == backbone)
+                          & (rows.method == method) & (rows.alpha == 1.0)
+                          & (rows.variant == "main") & (rows.classifier == "nn")]  # fmt: skip
+            for calibration, marker in markers.items():
+                at = points[points.calibration == calibration].set_index("metric").value
+                if len(at):
+                    ax.scatter(100 * at["acc_s_y"], 100 * at["acc_u_y"], color=colour,
+                               marker=marker, s=40, zorder=5, edgecolor="black")  # fmt: skip
+        for calibration, marker in markers.items():
+            label = {"none": "γ = 0", "alg": "γ_ALG", "pcv": "γ_PCV"}[calibration]
+            ax.scatter([], [], marker=marker, color="gray", edgecolor="black", label=label)
+        ax.set(
+            title=f"{backbone} on {dataset}",
+            xlabel="Acc_S/Y: fine-tuning classes (%)",
+            ylabel="Acc_U/Y: absent classes (%)",
+        )
+        ax.legend(fontsize=7)
     _save(fig, out_pdf, out_png, settings.get("dpi", 150))
     plt.close(fig)

@@ -1,6 +1,6 @@
 """Pretraining the mini backbones inside the pipeline, one objective per family.
 
-* clip:       image-text contrastive loss (`flyp.clip_loss`, i.e. CLIP's) on the captioned pool;
+* clip:       image-text contrastive loss (`contrastive.clip_loss`, i.e. CLIP's) on the captioned pool;
               AdamW, beta2 0.98, warm-up + cosine, learned logit scale (clamped at 100 as CLIP does).
 * ssl:        image-image contrastive loss (SimCLR's NT-Xent over two augmented views) with a
               projection MLP, on the pool's images without labels or captions.
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .contrastive import clip_loss
 from .data import PackedSplit, StepSampler
-from .methods.flyp import clip_loss
 from .models import build_clip, build_image_encoder, save_backbone
 from .training import OptimConfig, train
 
@@ -115,8 +115,11 @@ def pretrain_backbone(
     device: torch.device,
     checkpoint_path: str | Path | None = None,
     precision: str = "fp32",
+    fingerprint: dict | None = None,
 ) -> dict:
-    """Pretrain the backbone `spec` describes on the pool at `pool_path`; save it to `out`."""
+    """Pretrain the backbone `spec` describes on the pool at `pool_path`; save it to `out`.
+
+    `fingerprint` (see `jobs.pretrain`) keys the step checkpoint: only the same job resumes it."""
     family, arch, hp = spec["family"], spec["arch"], spec["pretrain"]
     torch.manual_seed(seed)  # the initial weights too: same seed, same backbone file
     pool = PackedSplit(pool_path)
@@ -144,6 +147,7 @@ def pretrain_backbone(
         device=device,
         precision=precision,
         desc=f"pretrain {family}",
+        fingerprint=fingerprint,
     )
     model.eval()
     save(out)
@@ -153,6 +157,7 @@ def pretrain_backbone(
         "batch_size": batch_size,
         "final_loss": result.history[-1]["loss"] if result.history else float("nan"),
         "train_images_per_second": result.images_per_second(batch_size),
+        "steps_timed": result.steps_run,
         "history": result.history,
     }
 

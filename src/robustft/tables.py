@@ -114,7 +114,10 @@ def ausuc_table(cal: pd.DataFrame) -> pd.DataFrame:
     """The calibration paper's Table 2: AUSUC of the pretrained model (alpha = 0) and each
     fine-tuned model (alpha = 1), with the best WiSE-FT alpha's beside it."""
     wide = _calibration_wide(cal)
-    wide = wide[(wide.variant == "main") & (wide.calibration == "none")]
+    # The zero-shot run is theta_0 itself: it is every other run's alpha = 0.
+    wide = wide[
+        (wide.variant == "main") & (wide.calibration == "none") & (wide.method != "zeroshot")
+    ]
     rows = []
     for (dataset, backbone, method), g in wide.groupby(["dataset", "backbone", "method"]):
         best = g.sort_values(["ausuc", "alpha"], ascending=[False, True]).iloc[0]
@@ -128,7 +131,7 @@ def ausuc_table(cal: pd.DataFrame) -> pd.DataFrame:
 def ncm_table(cal: pd.DataFrame) -> pd.DataFrame:
     """NN (the model's own head) vs NCM (class means of its features) on fine-tuning and absent
     classes, before (alpha = 0) and after (alpha = 1) fine-tuning: do absent-class features survive?"""
-    sub = cal[(cal.variant == "main") & (cal.calibration == "none")]
+    sub = cal[(cal.variant == "main") & (cal.calibration == "none") & (cal.method != "zeroshot")]
     sub = sub[sub.alpha.isin([0.0, 1.0]) & sub.metric.isin(["acc_s_y", "acc_u_y"])]
     wide = sub.pivot_table(
         index=["dataset", "backbone", "method", "alpha"],

@@ -4,11 +4,12 @@ What it owns: the optimiser (AdamW or SGD), the cosine schedule with linear warm
 `cosine_lr`), gradient clipping, bf16 autocast (`precision`), per-step seeding, and resumable step
 checkpoints. A caller supplies `loss_fn(step) -> loss`; the loop calls it once per step.
 
-Resuming: every `checkpoint_every` steps the loop writes model, optimiser and history to
-`checkpoint_path` (an undeclared scratch file: Snakemake deletes declared outputs before rerunning a
-job). A rerun finds it and continues. Randomness inside a step is seeded from (seed, step), and
-batches come from `data.StepSampler` (a function of the step), so on CPU a resumed run ends bit for
-bit where an uninterrupted one does.
+Resuming: every `checkpoint_every` steps the loop writes model, optimiser, history and the job's
+fingerprint to `checkpoint_path` (an undeclared scratch file: Snakemake deletes declared outputs
+before rerunning a job). A rerun of the same job (same fingerprint) finds it and continues; any
+other job starts fresh and logs which fields differ. Randomness inside a step is seeded from
+(seed, step), and batches come from `data.StepSampler` (a function of the step), so on CPU a
+resumed run ends bit for bit where an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -117,6 +118,66 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _optim_identity(cfg: OptimConfig) -> dict:
+    """What of the optimiser config decides the result (not how often it is checkpointed)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"}
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def fingerprint_differences(old: dict | None, new: dict) -> list[str]:
+    """`field: old -> new` for every (dotted) field in which two fingerprints differ."""
+    if not old:
+        return ["the checkpoint has no fingerprint (written by an older version)"]
+    a, b = _flatten(old), _flatten(new)
+
+    def show(d, k):
+        return _short(d[k]) if k in d else "(none)"
+
+    return [
+        f"{k}: {show(a, k)} -> {show(b, k)}"
+        for k in sorted(a.keys() | b.keys())
+        if k not in a or k not in b or a[k] != b[k]
+    ]
+
+
+def _matching_checkpoint(ckpt: Path, identity: dict, steps: int, device) -> dict | None:
+    """The checkpoint's state if this very job wrote it; else None, after saying why in the log."""
+    if not ckpt.exists():
+        return None
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+    except Exception as err:  # a checkpoint we cannot read is one we cannot resume
+        print(
+            f"not resuming {ckpt}: unreadable ({type(err).__name__}: {err}); starting fresh",
+            flush=True,
+        )
+        return None
+    differences = fingerprint_differences(state.get("fingerprint"), identity)
+    if not differences and not 0 < state["step"] < steps:
+        differences = [f"its step {state['step']} is not within this run's {steps} steps"]
+    if differences:
+        print(
+            f"not resuming {ckpt} (step {state['step']}): it was written by a different job, "
+            f"starting fresh from step 0; differs in {'; '.join(differences)}",
+            flush=True,
+        )
+        return None
+    return state
+
+
 def train(
     model: nn.Module,
     loss_fn: Callable[[int], torch.Tensor],
@@ -129,12 +190,18 @@ def train(
     desc: str = "train",
     train_mode: Callable[[nn.Module], None] | None = None,
     precision: str = "fp32",
+    fingerprint: dict | None = None,
 ) -> TrainResult:
     """Run `cfg.steps` optimiser steps of `loss_fn`; return the per-step history and timing.
 
     `param_groups` may carry an `lr_scale` each (e.g. a 0.1x backbone learning rate); by default all
     trainable parameters of `model` form one group. `train_mode` sets train/eval mode of submodules
     (default: `model.train()`), for methods that keep BatchNorm statistics frozen.
+
+    `fingerprint` describes the job (hyper-parameters, inputs' hashes, code version: see
+    `jobs.finetune`); with `cfg` (less `checkpoint_every`) and `seed` it is stored in every step
+    checkpoint, and a checkpoint is resumed only if it matches exactly. Otherwise the run starts
+    from step 0 and the log says which fields differ.
     """
     device = device or pick_device()
     if param_groups is None:
@@ -147,8 +214,9 @@ def train(
     history: list[dict] = []
     start = 0
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if ckpt and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+    identity = {"optim": _optim_identity(cfg), "seed": seed, **(fingerprint or {})}
+    state = _matching_checkpoint(ckpt, identity, cfg.steps, device) if ckpt else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
@@ -182,6 +250,7 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "step": done,
                     "history": history,
+                    "fingerprint": identity,
                 },
                 ckpt,
             )

@@ -4,6 +4,7 @@ rule pretrain_backbone:
     output:
         weights=BACKBONE,
         info="results/backbones/{backbone}.json",
+        timing="results/backbones/{backbone}.timing.json",  # images/s: not deterministic
     log:
         "logs/pretrain_backbone/{backbone}.log",
     benchmark:
@@ -16,7 +17,8 @@ rule pretrain_backbone:
     params:
         precision=config["precision"],
         eval_precision=config["eval_precision"],
-        spec=backbone_spec,
-        scratch=scratch_dir,
+        spec=pretrain_spec,
+        dataset=lambda wildcards: dataset_version(pretrain_dataset_name(wildcards)),
+        code=job_code("pretrain_backbone.py"),
     script:
         "../scripts/pretrain_backbone.py"

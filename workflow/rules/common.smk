@@ -1,5 +1,7 @@
 # Config validation and the helpers rules use. Runs at parse time: no torch imports here.
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -8,11 +10,13 @@ from snakemake.utils import validate
 
 from robustft.config import ConfigError, check_config, hparams_for
 from robustft.methods import METHODS
+from robustft.provenance import DATASET_VERSION_FILE, script_code
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
 try:
-    check_config(config, SCHEMA)  # readable errors naming the valid choices
+    # readable errors naming the valid choices; only `--config` strings are coerced to numbers
+    check_config(config, SCHEMA, command_line=workflow.config_settings.config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 validate(config, schema=str(SCHEMA))  # fills the schema's defaults
@@ -34,9 +38,11 @@ wildcard_constraints:
 DATASET_DIR = "resources/datasets/{dataset}"
 BACKBONE = "resources/backbones/{backbone}.pt"
 MODEL = "results/models/{dataset}/{backbone}/{method}/seed{seed}/model.pt"
+TIMING = "results/models/{dataset}/{backbone}/{method}/seed{seed}/timing.json"  # not deterministic
 LOGITS = "results/logits/{dataset}/{backbone}/{method}/seed{seed}.npz"
 # Calibration's extra fine-tunes of a run: the oracle (all classes) and gamma_PCV's pseudo splits.
 VARIANT_MODEL = "results/models/{dataset}/{backbone}/{method}/seed{seed}/{variant}/model.pt"
+VARIANT_TIMING = "results/models/{dataset}/{backbone}/{method}/seed{seed}/{variant}/timing.json"
 VARIANT_LOGITS = "results/logits/{dataset}/{backbone}/{method}/seed{seed}-{variant}.npz"
 
 
@@ -52,6 +58,10 @@ def runs():
 
 def all_models():
     return [MODEL.format(**run) for run in runs()]
+
+
+def all_timings():
+    return [TIMING.format(**run) for run in runs()]
 
 
 def all_logits():
@@ -133,28 +143,74 @@ class Wildcards(dict):
 
 
 # ---- input and param functions -----------------------------------------------------------------
-def pretrain_dataset(wildcards):
+# ---- what decides a job's output, and nothing more: its params ---------------------------------
+# A generated dataset is a function of its config entry and the code that writes it, which
+# `dataset_version` names (a param of its consumers). A dataset directory that records the current
+# version is an ancient() input: touching or copying resources/ reruns nothing. Otherwise it is a
+# plain input, so that its regeneration reruns the consumers in the same run (Snakemake does not
+# check the params of a job downstream of a rerun through ancient() inputs only). Other inputs are
+# plain files, compared by checksum when their mtime is newer (profile: max-checksum-file-size).
+def dataset_input(dataset):
+    path = DATASET_DIR.format(dataset=dataset)
+    version = Path(path) / DATASET_VERSION_FILE
+    current = version.is_file() and version.read_text().strip() == dataset_version(dataset)
+    return ancient(path) if current else path
+
+
+def pretrain_dataset_name(wildcards):
     spec = config["backbones"][wildcards.backbone]
     if "pretrain" not in spec:
         raise WorkflowError(
             f"backbone {wildcards.backbone!r} has no pretrain entry; fetching real checkpoints "
             "is not implemented yet"
         )
-    return DATASET_DIR.format(dataset=spec["pretrain"]["dataset"])
+    return spec["pretrain"]["dataset"]
+
+
+def pretrain_dataset(wildcards):
+    return dataset_input(pretrain_dataset_name(wildcards))
+
+
+def dataset_content(name):
+    """A dataset's config entry less what only its consumers read (per-method hparams)."""
+    return {k: v for k, v in config["datasets"][name].items() if k != "hparams"}
+
+
+def dataset_version(name):
+    """Names a generated dataset's content: its config entry and the code that writes it."""
+    key = json.dumps([dataset_content(name), job_code("prepare_dataset.py")], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def backbone_spec(wildcards):
-    return config["backbones"][wildcards.backbone]
+    """What loading a backbone reads (not its pretraining, nor other methods' hparams)."""
+    spec = config["backbones"][wildcards.backbone]
+    return {k: spec[k] for k in ("family", "arch", "checkpoint") if k in spec}
+
+
+def pretrain_spec(wildcards):
+    spec = config["backbones"][wildcards.backbone]
+    return {k: spec[k] for k in ("family", "arch", "checkpoint", "pretrain") if k in spec}
 
 
 def dataset_spec(wildcards):
-    return config["datasets"][wildcards.dataset]
+    return dataset_content(wildcards.dataset)
+
+
+def job_code(script, *modules):
+    """Hash of a workflow script and of the robustft code it runs (`provenance.script_code`):
+    editing a module reruns the jobs that run it, and only those."""
+    return script_code(Path(workflow.basedir) / "workflow" / "scripts" / script, modules)
+
+
+def finetune_code(wildcards):
+    return job_code("finetune.py", f"methods.{wildcards.method}")  # imported by name
 
 
 def finetune_inputs(wildcards):
     inputs = {
         "backbone": BACKBONE.format(backbone=wildcards.backbone),
-        "dataset": DATASET_DIR.format(dataset=wildcards.dataset),
+        "dataset": dataset_input(wildcards.dataset),
     }
     dependency = METHODS[wildcards.method].depends_on
     if dependency:  # LP-FT starts from the linear probe's head
@@ -169,7 +225,7 @@ def evaluate_inputs(wildcards):
     inputs = {
         "model": MODEL.format(**wildcards),
         "backbone": BACKBONE.format(backbone=wildcards.backbone),
-        "dataset": DATASET_DIR.format(dataset=wildcards.dataset),
+        "dataset": dataset_input(wildcards.dataset),
     }
     if sweeps(wildcards) and not has_text(wildcards.backbone):
         inputs["reference"] = reference_model(wildcards)
@@ -186,10 +242,11 @@ def variant_splits(wildcards):
     return [roles["test"] if wildcards.variant == "oracle" else roles["val"]]
 
 
+def figure_settings(name):
+    """A figure's settings from config, with the schema's defaults where a key is left out."""
+    defaults = dict(width=5.0, height=4.0, dpi=150, style="whitegrid", palette="colorblind")
+    return {**defaults, **config["plots"].get(name, {})}
+
+
 def method_hparams(wildcards):
     return hparams_for(config, wildcards.method, wildcards.backbone, wildcards.dataset)
-
-
-def scratch_dir(wildcards):
-    """Undeclared, so Snakemake does not delete it before a rerun: resumable checkpoints live here."""
-    return str(Path(config["scratch"]).joinpath(*[f"{k}-{v}" for k, v in wildcards.items()]))

@@ -10,5 +10,7 @@ rule prepare_dataset:
     threads: 2
     params:
         spec=dataset_spec,
+        code=job_code("prepare_dataset.py"),
+        version=lambda wildcards: dataset_version(wildcards.dataset),
     script:
         "../scripts/prepare_dataset.py"

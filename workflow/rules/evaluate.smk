@@ -18,6 +18,8 @@ rule evaluate:
         spec=backbone_spec,
         alphas=evaluate_alphas,
         splits=None,  # the dataset's scored splits, plus what calibration needs
+        dataset=lambda wildcards: dataset_version(wildcards.dataset),
+        code=job_code("evaluate.py"),
     script:
         "../scripts/evaluate.py"
 
@@ -28,7 +30,7 @@ use rule evaluate as evaluate_variant with:
     input:
         model=VARIANT_MODEL,
         backbone=BACKBONE,
-        dataset=DATASET_DIR,
+        dataset=lambda wildcards: dataset_input(wildcards.dataset),
     output:
         VARIANT_LOGITS,
     log:
@@ -40,3 +42,5 @@ use rule evaluate as evaluate_variant with:
         spec=backbone_spec,
         alphas=[1.0],
         splits=variant_splits,
+        dataset=lambda wildcards: dataset_version(wildcards.dataset),
+        code=job_code("evaluate.py"),

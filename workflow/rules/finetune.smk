@@ -3,6 +3,7 @@ rule finetune:
         unpack(finetune_inputs),
     output:
         model=MODEL,
+        timing=TIMING,
     log:
         "logs/finetune/{dataset}/{backbone}/{method}/seed{seed}.log",
     benchmark:
@@ -16,7 +17,8 @@ rule finetune:
         precision=config["precision"],
         spec=backbone_spec,
         hparams=method_hparams,
-        scratch=scratch_dir,
+        dataset=lambda wildcards: dataset_version(wildcards.dataset),
+        code=finetune_code,
         variant="main",
         hold_out=None,
     script:
@@ -28,6 +30,7 @@ rule finetune:
 use rule finetune as finetune_variant with:
     output:
         model=VARIANT_MODEL,
+        timing=VARIANT_TIMING,
     log:
         "logs/finetune/{dataset}/{backbone}/{method}/seed{seed}-{variant}.log",
     benchmark:
@@ -36,6 +39,7 @@ use rule finetune as finetune_variant with:
         precision=config["precision"],
         spec=backbone_spec,
         hparams=method_hparams,
-        scratch=scratch_dir,
+        dataset=lambda wildcards: dataset_version(wildcards.dataset),
+        code=finetune_code,
         variant=lambda wildcards: wildcards.variant,
         hold_out=config["calibration"]["pcv"]["hold_out"],

@@ -12,6 +12,8 @@ rule metrics:
     localrule: True
     conda:
         "../../envs/robustft.yaml"
+    params:
+        code=job_code("metrics.py"),
     script:
         "../scripts/metrics.py"
 
@@ -31,6 +33,8 @@ rule wiseft_table:
     localrule: True
     conda:
         "../../envs/robustft.yaml"
+    params:
+        code=job_code("wiseft_table.py"),
     script:
         "../scripts/wiseft_table.py"
 
@@ -52,13 +56,14 @@ rule methods_table:
         "../../envs/robustft.yaml"
     params:
         order=method_order(),
+        code=job_code("methods_table.py"),
     script:
         "../scripts/methods_table.py"
 
 
 rule throughput_table:
     input:
-        all_models(),
+        all_timings(),
     output:
         csv=report(
             "results/tables/throughput.csv",
@@ -70,6 +75,8 @@ rule throughput_table:
     localrule: True
     conda:
         "../../envs/robustft.yaml"
+    params:
+        code=job_code("throughput_table.py"),
     script:
         "../scripts/throughput_table.py"
 
@@ -90,8 +97,9 @@ rule wiseft_figure:
     conda:
         "../../envs/robustft.yaml"
     params:
-        settings=config["plots"]["wiseft_curve"],
+        settings=figure_settings("wiseft_curve"),
         families={name: spec["family"] for name, spec in config["backbones"].items()},
+        code=job_code("wiseft_figure.py"),
     script:
         "../scripts/wiseft_figure.py"
 
@@ -114,6 +122,7 @@ rule calibration:
         "../../envs/robustft.yaml"
     params:
         groups=calibration_groups(),
+        code=job_code("calibrate.py"),
     script:
         "../scripts/calibrate.py"
 
@@ -136,6 +145,7 @@ rule calibration_table:
     params:
         table="calibration",
         order=method_order(),
+        code=job_code("calibration_tables.py"),
     script:
         "../scripts/calibration_tables.py"
 
@@ -153,6 +163,7 @@ use rule calibration_table as ausuc_table with:
     params:
         table="ausuc",
         order=method_order(),
+        code=job_code("calibration_tables.py"),
 
 
 use rule calibration_table as ncm_table with:
@@ -168,3 +179,27 @@ use rule calibration_table as ncm_table with:
     params:
         table="ncm",
         order=method_order(),
+        code=job_code("calibration_tables.py"),
+
+
+rule calibration_figure:
+    input:
+        rows=rules.calibration.output.rows,
+        curves=rules.calibration.output.curves,
+    output:
+        pdf="results/figures/calibration_curves.pdf",
+        png=report(
+            "results/figures/calibration_curves.png",
+            caption="../report/calibration_curves.rst",
+            category="Calibration",
+        ),
+    log:
+        "logs/calibration_figure.log",
+    localrule: True
+    conda:
+        "../../envs/robustft.yaml"
+    params:
+        settings=figure_settings("calibration_curves"),
+        code=job_code("calibration_figure.py"),
+    script:
+        "../scripts/calibration_figure.py"

@@ -1,4 +1,4 @@
-from robustft.jobs import finetune, logged
+from robustft.jobs import finetune, logged, scratch_dir
 
 with logged(snakemake.log[0]):
     finetune(
@@ -10,10 +10,11 @@ with logged(snakemake.log[0]):
         snakemake.params.hparams,
         int(snakemake.wildcards.seed),
         snakemake.output.model,
-        snakemake.params.scratch,
+        scratch_dir(snakemake.config["scratch"], snakemake.wildcards),
         inputs={k: v for k, v in snakemake.input.items() if k not in ("backbone", "dataset")},
         threads=snakemake.threads,
         precision=snakemake.params.precision,
         variant=snakemake.params.variant,
         hold_out=snakemake.params.hold_out,
+        timing_out=snakemake.output.timing,
     )

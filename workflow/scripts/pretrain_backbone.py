@@ -1,4 +1,4 @@
-from robustft.jobs import logged, pretrain
+from robustft.jobs import logged, pretrain, scratch_dir
 
 with logged(snakemake.log[0]):
     pretrain(
@@ -7,8 +7,9 @@ with logged(snakemake.log[0]):
         snakemake.input.dataset,
         snakemake.output.weights,
         snakemake.output.info,
-        snakemake.params.scratch,
+        scratch_dir(snakemake.config["scratch"], snakemake.wildcards),
         snakemake.threads,
         snakemake.params.precision,
         snakemake.params.eval_precision,
+        timing_out=snakemake.output.timing,
     )

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data import DatasetInfo, StepSampler
+from ..errors import CorruptFileError, corrupt_message
 from ..heads import linear_head, zeroshot_head
 from ..models import Backbone, ImageClassifier
 from ..training import OptimConfig, train
@@ -33,6 +34,9 @@ class Artifact:
     state_dict: dict[str, torch.Tensor]
     normalize: bool = True  # classifier kind: L2-normalise features before the head
     meta: dict = field(default_factory=dict)
+    # How long training took (images/s, steps timed): not saved with the model, so that the same
+    # seed gives a byte-identical model.pt; `jobs.finetune` writes it to timing.json beside it.
+    timing: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -51,8 +55,15 @@ class Artifact:
 
     @classmethod
     def load(cls, path: str | Path) -> Artifact:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(raw["kind"], raw["state_dict"], raw["normalize"], raw["meta"])
+        """Read a fine-tuned model file; an unreadable one raises one CorruptFileError naming it
+        and the command that rebuilds it (not torch's advice to unpickle it)."""
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            return cls(raw["kind"], raw["state_dict"], raw["normalize"], raw["meta"])
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # truncated, overwritten, or not a model.pt of this pipeline
+            raise CorruptFileError(corrupt_message("model file", path, err)) from None
 
 
 @dataclass
@@ -69,6 +80,8 @@ class FineTuneContext:
         default_factory=dict
     )  # artifacts of methods this one depends on
     precision: str = "fp32"  # fp32 | bf16 (resolved from config's `precision`)
+    # What decides the result (see `jobs.finetune`): a step checkpoint resumes only this job.
+    fingerprint: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -172,11 +185,12 @@ class Method:
             desc=self.name,
             train_mode=self.train_mode(ctx),
             precision=ctx.precision,
+            fingerprint=ctx.fingerprint,
         )
         model.eval()
         artifact = self.export(model, ctx)
-        artifact.meta.update(
-            history=result.history,
+        artifact.meta.update(history=result.history)
+        artifact.timing.update(
             train_images_per_second=result.images_per_second(ctx.hparams["batch_size"]),
             steps_timed=result.steps_run,
         )

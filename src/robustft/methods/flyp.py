@@ -15,19 +15,10 @@ import copy
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from ..contrastive import clip_loss
 from ..world import fill_template
 from .base import Artifact, FineTuneContext, Method, _cpu
-
-
-def clip_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor
-) -> torch.Tensor:
-    """0.5 * [CE(s I T^T, diag) + CE(s T I^T, diag)] for L2-normalised features, scale = exp(s)."""
-    logits = scale * image_features @ text_features.T
-    target = torch.arange(len(logits), device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 class FLYP(Method):

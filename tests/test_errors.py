@@ -1,0 +1,482 @@
+"""Errors go where the user looks, and say what to do.
+
+A failing job's log ends with its traceback and a one-line summary; logs carry no open_clip
+random-init notice; an unreadable pipeline file gets one message naming it and the command that
+rebuilds it (and that command does rebuild it); a malformed config file is named with its line; a
+quoted number in a config file is a config error, not a job failure; what to type after a killed
+run (--unlock, --rerun-incomplete) works."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from robustft.config import ConfigError, check_config, read_config_file
+from robustft.errors import REBUILD_ARGS_ENV, CorruptFileError, rebuild_args, rebuild_command
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SMOKE = ROOT / "config" / "smoke.yaml"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+ENV.pop(REBUILD_ARGS_ENV, None)
+
+MISLEADING = ("allow_pickle", "weights_only", "file an issue", "github.com", "delete it")
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """What a killed copy or a full disk leaves: the first part of the file."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def garble(path: Path) -> None:
+    """A file overwritten with something else (no zip or numpy header left)."""
+    path.write_bytes(b"not a pipeline file\n" * 64)
+
+
+# ---- job logs -----------------------------------------------------------------------------------
+def test_logged_job_log_ends_with_the_traceback_and_a_summary(tmp_path):
+    from robustft.jobs import logged
+
+    log = tmp_path / "logs" / "job.log"
+
+    def fail():
+        raise ValueError("the input is bad\nsecond line")
+
+    with pytest.raises(ValueError, match="the input is bad"):
+        with logged(log):
+            print("device: cpu")
+            fail()
+    lines = log.read_text().splitlines()
+    assert lines[0] == "device: cpu"
+    assert "Traceback (most recent call last):" in lines
+    # The traceback (ending with the exception as Python prints it), then the one-line summary.
+    assert lines[-3:] == [
+        "ValueError: the input is bad",
+        "second line",
+        "job failed: ValueError: the input is bad second line",
+    ]
+    assert any("in fail" in line for line in lines)  # the frame that raised
+    assert sys.stdout is not None and sys.stderr is not None  # streams restored
+
+
+def test_logged_success_leaves_no_error_in_the_log(tmp_path):
+    from robustft.jobs import logged
+
+    log = tmp_path / "ok.log"
+    with logged(log):
+        print("done")
+    assert log.read_text() == "done\n"
+
+
+def test_building_a_clip_model_logs_no_random_init_notice_and_keeps_other_warnings(caplog):
+    from robustft.models import _DropRandomInitNotice, build_clip
+
+    arch = {"library": "open_clip", "name": "robustft-mini-cnn"}
+    with caplog.at_level(logging.WARNING):
+        build_clip(arch)
+    assert "No pretrained weights loaded" not in caplog.text
+    # Scoped: outside model building the root logger (open_clip's) filters nothing.
+    assert not any(isinstance(f, _DropRandomInitNotice) for f in logging.getLogger().filters)
+    record = logging.LogRecord(
+        "root", logging.WARNING, "", 0, "Model x initialized partially.", (), None
+    )
+    assert _DropRandomInitNotice().filter(record)  # other open_clip warnings pass
+
+
+# ---- unreadable files: one message, naming the file and the rebuild command ---------------------
+def assert_actionable(message: str, path, target) -> None:
+    assert "cannot read " in message and str(path) in message
+    assert f"rebuild it with: snakemake {target} --force" in message
+    assert "\n" not in message
+    assert not any(word in message for word in MISLEADING), message
+
+
+@pytest.mark.parametrize("damage", [truncate, garble])
+def test_corrupt_dataset_split_names_the_file_and_the_dataset_rebuild(
+    tiny_dataset, tmp_path, damage
+):
+    from robustft.data import load_split
+
+    dataset = tmp_path / "tiny"
+    shutil.copytree(tiny_dataset, dataset)
+    damage(dataset / "val.npz")
+    with pytest.raises(CorruptFileError) as err:
+        load_split(dataset, "val")
+    # The split lives inside the dataset's directory() output: the target is the directory.
+    assert_actionable(str(err.value), dataset / "val.npz", dataset)
+
+
+def test_corrupt_dataset_description_names_the_file(tiny_dataset, tmp_path):
+    from robustft.data import DatasetInfo
+
+    dataset = tmp_path / "tiny"
+    shutil.copytree(tiny_dataset, dataset)
+    truncate(dataset / "meta.json")
+    with pytest.raises(CorruptFileError) as err:
+        DatasetInfo.read(dataset)
+    assert_actionable(str(err.value), dataset / "meta.json", dataset)
+
+
+@pytest.mark.parametrize("damage", [truncate, garble])
+def test_corrupt_model_file_names_the_file_and_the_rebuild(tmp_path, damage):
+    from robustft.methods.base import Artifact
+
+    path = tmp_path / "model.pt"
+    Artifact("classifier", {"head.weight": torch.zeros(3, 4)}, meta={"method": "lp"}).save(path)
+    assert Artifact.load(path).meta == {"method": "lp"}
+    damage(path)
+    with pytest.raises(CorruptFileError) as err:
+        Artifact.load(path)
+    assert_actionable(str(err.value), path, path)
+
+
+@pytest.mark.parametrize("damage", [truncate, garble])
+def test_corrupt_checkpoint_names_the_file_and_the_rebuild(tmp_path, damage):
+    from robustft.models import CheckpointKeyError, read_state_dict
+
+    path = tmp_path / "backbone.pt"
+    torch.save({"w": torch.zeros(64, 64)}, path)
+    damage(path)
+    with pytest.raises(CheckpointKeyError) as err:  # still a CheckpointKeyError, for callers
+        read_state_dict(path)
+    assert isinstance(err.value, CorruptFileError)
+    assert_actionable(str(err.value), path, path)
+
+
+@pytest.mark.parametrize("damage", [truncate, garble])
+def test_corrupt_logits_file_names_the_file_and_the_rebuild(tmp_path, damage):
+    from robustft.logits import Logits, save_logits
+
+    path = tmp_path / "seed0.npz"
+    split = {"logits": np.zeros((1, 8, 3)), "labels": np.zeros(8)}
+    save_logits(path, [1.0], {"test": split}, {"method": "ft"})
+    assert Logits(path).alphas == [1.0]
+    damage(path)
+    with pytest.raises(CorruptFileError) as err:
+        Logits(path)
+    assert_actionable(str(err.value), path, path)
+
+
+def test_rebuild_command_repeats_the_runs_options(monkeypatch):
+    monkeypatch.delenv(REBUILD_ARGS_ENV, raising=False)
+    assert rebuild_command("results/x.npz") == "snakemake results/x.npz --force"
+    args = rebuild_args(
+        configfiles=["/c/smoke.yaml"],
+        config={"wiseft": {"alphas": ["0", "1"]}, "scratch": "my scratch"},
+        snakefile="/repo/Snakefile",
+        directory="/work dir",
+    )
+    monkeypatch.setenv(REBUILD_ARGS_ENV, args)
+    assert rebuild_command("results/x.npz") == (
+        "snakemake results/x.npz --force --snakefile /repo/Snakefile --directory '/work dir' "
+        '--configfile /c/smoke.yaml --config \'wiseft={"alphas": ["0", "1"]}\' '
+        "'scratch=my scratch'"
+    )
+    # The --config values read back exactly as Snakemake parsed them the first time.
+    from snakemake.cli import parse_config
+
+    words = shlex.split(args)
+    assert parse_config(words[words.index("--config") + 1 :]) == {
+        "wiseft": {"alphas": ["0", "1"]},
+        "scratch": "my scratch",
+    }
+
+
+# ---- config files -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            "methods:\n  ft: {steps: 8\n  lp: {}\n",
+            "line 3, column 5: while parsing a flow mapping (from line 2)",
+        ),
+        ("wiseft:\n\talphas: [0, 1]\n", "line 2, column 1: "),
+        ("a: b: c\n", "line 1, column 5: mapping values are not allowed here"),
+    ],
+)
+def test_malformed_config_file_names_the_file_and_line(tmp_path, text, where):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_config_file(path)
+    assert str(err.value).startswith(f"invalid YAML in config file {path}, {where}")
+    assert "\n" not in str(err.value)
+
+
+def test_config_file_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=f"config file {path}: the top level must be a mapping"):
+        read_config_file(path)
+
+
+def test_only_command_line_strings_are_coerced():
+    config = yaml.safe_load(SMOKE.read_text())
+    config["methods"]["ft"]["steps"] = "8"  # a quoted number written in a YAML file
+    with pytest.raises(ConfigError, match=r"\['ft'\]\['steps'\]: '8' is not of type 'integer'"):
+        check_config(config, SCHEMA, command_line={})
+    # The same string handed over by --config 'methods={"ft": {"steps": 8}}' is a number.
+    config["methods"]["ft"]["steps"] = "8"
+    check_config(config, SCHEMA, command_line={"methods": {"ft": {"steps": "8"}}})
+    assert config["methods"]["ft"]["steps"] == 8
+
+
+# ---- through Snakemake --------------------------------------------------------------------------
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    return [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory",
+            str(workdir), "--cores", "2", *args]  # fmt: skip
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        snakemake_cmd(workdir, *args), cwd=workdir, env=ENV, capture_output=True, text=True
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def run_suggested(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run a command a message suggests, word for word (with this venv's snakemake)."""
+    words = shlex.split(command)
+    assert words[0] == "snakemake"
+    return subprocess.run(
+        [str(BIN / "snakemake"), *words[1:]], cwd=cwd, env=ENV, capture_output=True, text=True
+    )
+
+
+def suggested_command(text: str) -> str:
+    line = next(line for line in reversed(text.splitlines()) if "rebuild it with: " in line)
+    return line.split("rebuild it with: ", 1)[1].strip()
+
+
+MODEL = "results/models/mini/mini-clip/zeroshot/seed0/model.pt"
+LOGITS = "results/logits/mini/mini-clip/zeroshot/seed0.npz"
+EVAL_LOG = "logs/evaluate/mini/mini-clip/zeroshot/seed0.log"
+SMALL = {  # the smoke config, cut to one cheap run: mini-clip's zero-shot model, evaluated
+    "experiments": [{"backbone": "mini-clip", "dataset": "mini", "methods": ["zeroshot"]}],
+    "backbones": {"mini-clip": {"pretrain": {"steps": 2}}},
+}
+
+
+# Run the target's own job, reading the damaged file, and nothing upstream of it.
+ONLY = ("--force", "--rerun-triggers", "mtime")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A finished small run: dataset, backbone, model, logits and metrics."""
+    configs = tmp_path_factory.mktemp("configs") / "small.yaml"
+    configs.write_text(yaml.safe_dump(SMALL))
+    args = ["--configfile", str(SMOKE), str(configs)]
+    workdir = tmp_path_factory.mktemp("built")
+    snakemake(workdir, "results/metrics.csv", *args)
+    return workdir, args
+
+
+@pytest.fixture
+def run_copy(built, tmp_path) -> tuple[Path, list[str]]:
+    workdir, args = built
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy, symlinks=True)
+    return copy, args
+
+
+@pytest.mark.slow
+def test_failing_job_log_ends_with_its_error_and_the_fix_works(run_copy):
+    """A corrupt model.pt: the evaluate job fails; its log ends with the traceback and a one-line
+    summary naming the file and the command; that command rebuilds the file."""
+    workdir, args = run_copy
+    truncate(workdir / MODEL)
+    proc = snakemake(workdir, LOGITS, *ONLY, *args, check=False)
+    assert proc.returncode != 0
+    log = (workdir / EVAL_LOG).read_text()
+    lines = log.rstrip("\n").splitlines()
+    summary = lines[-1]
+    assert summary.startswith(f"job failed: CorruptFileError: cannot read model file {MODEL} (")
+    assert_actionable(summary, MODEL, MODEL)
+    assert lines[-2].startswith("robustft.errors.CorruptFileError: cannot read model file")
+    assert "Traceback (most recent call last):" in log
+    assert "No pretrained weights loaded" not in log  # the backbone was built and loaded before
+    assert "cannot read model file" in proc.stdout + proc.stderr  # the terminal shows it too
+
+    command = suggested_command(summary)
+    assert f"--configfile {SMOKE}" in command  # this run's config, not the default
+    fixed = run_suggested(command, Path.home())  # from anywhere: it names its directory
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-4000:]
+    from robustft.methods.base import Artifact
+
+    assert Artifact.load(workdir / MODEL).meta["method"] == "zeroshot"
+    snakemake(workdir, LOGITS, "--force", *args)  # the job that failed now runs
+
+
+@pytest.mark.slow
+def test_corrupt_dataset_split_fails_with_the_dataset_rebuild_that_works(run_copy):
+    workdir, args = run_copy
+    split = workdir / "resources/datasets/mini/test.npz"
+    original = split.read_bytes()
+    truncate(split)
+    proc = snakemake(workdir, LOGITS, *ONLY, *args, check=False)
+    assert proc.returncode != 0
+    summary = (workdir / EVAL_LOG).read_text().rstrip("\n").splitlines()[-1]
+    target = "resources/datasets/mini"
+    assert summary.startswith(
+        f"job failed: CorruptFileError: cannot read dataset split {target}/test.npz"
+    )
+    assert_actionable(summary, f"{target}/test.npz", target)
+    fixed = run_suggested(suggested_command(summary), workdir)
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-4000:]
+    assert split.read_bytes() == original  # generation is deterministic: the very same file
+
+
+@pytest.mark.slow
+def test_corrupt_logits_fails_the_metrics_job_with_the_rebuild_that_works(run_copy):
+    workdir, args = run_copy
+    truncate(workdir / LOGITS)
+    proc = snakemake(workdir, "results/metrics.csv", *ONLY, *args, check=False)
+    assert proc.returncode != 0
+    summary = (workdir / "logs/metrics.log").read_text().rstrip("\n").splitlines()[-1]
+    assert summary.startswith(f"job failed: CorruptFileError: cannot read logits file {LOGITS}")
+    assert_actionable(summary, LOGITS, LOGITS)
+    fixed = run_suggested(suggested_command(summary), workdir)
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-4000:]
+    from robustft.logits import Logits
+
+    assert Logits(workdir / LOGITS).alphas == [1.0]
+
+
+@pytest.mark.slow
+def test_deleting_a_file_and_rerunning_does_not_rebuild_it(run_copy):
+    """Why messages say `--force`: the file's downstream results exist, so Snakemake (>= 7.7)
+    does not need the deleted file and does nothing."""
+    workdir, args = run_copy
+    (workdir / MODEL).unlink()
+    proc = snakemake(workdir, "results/metrics.csv", *args)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert not (workdir / MODEL).exists()
+
+
+@pytest.mark.slow
+def test_malformed_default_config_names_file_and_line(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for part in ("Snakefile", "workflow", "config", "profiles"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        copy(ROOT / part, repo / part)
+    config = repo / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("wiseft:\n", "wiseft: [\n", 1))
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "-n"], cwd=repo, env=ENV, capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"invalid YAML in config file {config}, line " in out, out
+    assert "Traceback" not in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            {"methods": {"ft": {"steps": "8"}}},
+            "config['methods']['ft']['steps']: '8' is not of type 'integer'",
+        ),
+        (
+            {"methods": {"ft": {"batch_size": 4096}}},
+            "batch_size 4096 exceeds the 480 examples of dataset 'mini'",
+        ),
+    ],
+)
+def test_config_file_values_that_would_fail_a_job_stop_before_any_job(tmp_path, override, expected):
+    extra = tmp_path / "mine.yaml"
+    extra.write_text(yaml.safe_dump(override))
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    proc = snakemake(workdir, "all", "--configfile", str(SMOKE), str(extra), check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
+    assert not any((workdir / d).exists() for d in ("resources", "results", "logs"))
+
+
+@pytest.mark.slow
+def test_command_line_numbers_are_still_numbers(tmp_path):
+    proc = snakemake(
+        tmp_path,
+        "all",
+        "-n",
+        "--configfile",
+        str(SMOKE),
+        "--config",
+        'methods={"ft": {"steps": 8}}',
+    )
+    assert proc.returncode == 0
+
+
+@pytest.mark.slow
+def test_after_a_killed_run_unlock_then_rerun_incomplete(run_copy):
+    """What the README tells a user to type after a killed run, checked: the lock is removed with
+    --unlock, and a job killed mid-write (a dataset directory) needs --rerun-incomplete."""
+    workdir, args = run_copy
+    dataset, log = "resources/datasets/mini", workdir / "logs/prepare_dataset/mini.log"
+    log.unlink()
+    proc = subprocess.Popen(
+        snakemake_cmd(workdir, dataset, "--force", *args),
+        cwd=workdir,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and "images in" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.1)  # Snakemake removes the old log before the job starts
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and the job die without cleaning up
+    proc.wait()
+    assert not (workdir / dataset / "meta.json").exists(), "the job finished before the kill"
+
+    # Snakemake checks incomplete outputs while building the DAG, before it takes the lock.
+    incomplete = snakemake(workdir, "results/metrics.csv", *args, check=False)
+    assert incomplete.returncode != 0
+    assert "IncompleteFilesException" in incomplete.stderr
+    assert "--rerun-incomplete" in incomplete.stderr
+    locked = snakemake(workdir, "results/metrics.csv", "--rerun-incomplete", *args, check=False)
+    assert locked.returncode != 0 and "LockException" in locked.stderr
+    assert "--unlock" in locked.stderr
+    snakemake(workdir, "--unlock")  # no config needed: it only removes .snakemake/locks
+    snakemake(workdir, "results/metrics.csv", "--rerun-incomplete", *args)
+    assert (workdir / dataset / "meta.json").exists()
+
+
+def test_config_files_can_be_checked_before_snakemake_reads_them(tmp_path, capsys):
+    """Snakemake parses --configfile files before the workflow runs and does not name a malformed
+    one; `python -m robustft.config FILES` does, and runs the whole config check."""
+    from robustft.config import main
+
+    assert main([str(SMOKE)]) == 0
+    broken = tmp_path / "mine.yaml"
+    broken.write_text("methods:\n  ft: {steps: 8\n")
+    assert main([str(SMOKE), str(broken)]) == 1
+    assert f"invalid YAML in config file {broken}, line 3" in capsys.readouterr().err
+    quoted = tmp_path / "quoted.yaml"
+    quoted.write_text('methods:\n  ft: {steps: "8"}\n')
+    assert main([str(SMOKE), str(quoted)]) == 1
+    assert "'8' is not of type 'integer'" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.yaml")]) == 1
+    assert f"config file {tmp_path / 'missing.yaml'} not found" in capsys.readouterr().err
