@@ -48,6 +48,7 @@ def wiseft_curve(
             hue="method",
             marker="o",
             sort=False,
+            estimator=None,  # one point per alpha: never average points that share an ID value
             ax=ax,
             palette=settings.get("palette"),
         )
