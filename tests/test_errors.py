@@ -25,6 +25,7 @@ import yaml
 
 from robustft.config import ConfigError, check_config, read_config_file
 from robustft.errors import REBUILD_ARGS_ENV, CorruptFileError, rebuild_args, rebuild_command
+from tests.test_workflow import snakemake, snakemake_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -236,22 +237,6 @@ def test_only_command_line_strings_are_coerced():
 
 
 # ---- through Snakemake --------------------------------------------------------------------------
-def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    return [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory",
-            str(workdir), "--cores", "2", *args]  # fmt: skip
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        snakemake_cmd(workdir, *args), cwd=workdir, env=ENV, capture_output=True, text=True
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
-
-
 def run_suggested(command: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run a command a message suggests, word for word (with this venv's snakemake)."""
     words = shlex.split(command)

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from robustft.errors import REBUILD_ARGS_ENV
 from robustft.metrics import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,8 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
             "--cores", "2", *args]  # fmt: skip
 
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+# A job's rebuild hints repeat the run's arguments from this variable: never inherit one.
+ENV = {**{k: v for k, v in os.environ.items() if k != REBUILD_ARGS_ENV}, "HF_HUB_OFFLINE": "1"}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
