@@ -19,12 +19,11 @@ import copy
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from .data import DatasetInfo
 from .heads import zeroshot_head
-from .methods.base import Artifact, zeroshot_classifier
+from .methods.base import Artifact, linear_classifier, zeroshot_classifier
 from .models import Backbone, ImageClassifier
 from .wiseft import interpolate
 
@@ -32,19 +31,13 @@ from .wiseft import interpolate
 def classifier_from_state(
     backbone: Backbone, info: DatasetInfo, kind: str, state_dict: dict, normalize: bool
 ) -> ImageClassifier:
+    """An artifact's state (or an interpolation of two) as a classifier over `info`'s classes."""
     if kind == "clip":
         clip = copy.deepcopy(backbone.clip)
         clip.load_state_dict(state_dict)
         head = zeroshot_head(clip, backbone.tokenizer, info.classnames, info.templates)
         return ImageClassifier(clip.visual, head, normalize=True)
-    weight = state_dict["head.weight"]
-    model = ImageClassifier(
-        copy.deepcopy(backbone.image_encoder),
-        nn.Linear(weight.shape[1], weight.shape[0]),
-        normalize,
-    )
-    model.load_state_dict(state_dict)
-    return model
+    return linear_classifier(backbone, state_dict, normalize)
 
 
 def reference_state(

@@ -110,16 +110,21 @@ def initial_classifier(backbone: Backbone, info: DatasetInfo, seed: int) -> Imag
     )
 
 
-def classifier_from_artifact(backbone: Backbone, artifact: Artifact) -> ImageClassifier:
-    """A `classifier` artifact (e.g. the linear probe) as a trainable ImageClassifier."""
-    weight = artifact.state_dict["head.weight"]
+def linear_classifier(backbone: Backbone, state_dict: dict, normalize: bool) -> ImageClassifier:
+    """The backbone's image encoder + a linear head, holding a classifier state dict."""
+    weight = state_dict["head.weight"]
     model = ImageClassifier(
         copy.deepcopy(backbone.image_encoder),
         nn.Linear(weight.shape[1], weight.shape[0]),
-        normalize=artifact.normalize,
+        normalize=normalize,
     )
-    model.load_state_dict(artifact.state_dict)  # strict: the encoder must match the pretrained one
+    model.load_state_dict(state_dict)  # strict: the encoder must match the pretrained one
     return model
+
+
+def classifier_from_artifact(backbone: Backbone, artifact: Artifact) -> ImageClassifier:
+    """A `classifier` artifact (e.g. the linear probe) as a trainable ImageClassifier."""
+    return linear_classifier(backbone, artifact.state_dict, artifact.normalize)
 
 
 class Method:
