@@ -15,6 +15,7 @@ from snakemake.utils import min_version
 
 from robustft.config import ConfigError, read_config_file
 from robustft.errors import REBUILD_ARGS_ENV, rebuild_args
+from robustft.jobserver import SOCKET_ENV as JOBSERVER_ENV
 
 min_version("9.20")
 
@@ -34,6 +35,36 @@ os.environ[REBUILD_ARGS_ENV] = rebuild_args(
     snakefile=workflow.main_snakefile,
     directory=Path.cwd() if Path.cwd().resolve() != Path(workflow.basedir).resolve() else None,
 )
+
+
+# Local runs start jobs from a fork server that has torch and open_clip imported (~8 s a job
+# saved; robustft/jobserver.py). Cluster jobs, and ROBUSTFT_JOBSERVER=off, start plain processes.
+JOBSERVER = {}
+
+
+onstart:
+    if workflow.local_exec and not workflow.remote_exec and os.environ.get(JOBSERVER_ENV) != "off":
+        from tempfile import gettempdir
+
+        from robustft import jobserver
+
+        JOBSERVER["socket"] = os.path.join(gettempdir(), f"robustft-jobs-{os.getpid()}.sock")
+        JOBSERVER["pid"] = jobserver.start(JOBSERVER["socket"], "logs/jobserver.log")
+        os.environ[JOBSERVER_ENV] = JOBSERVER["socket"]
+
+
+onsuccess:
+    if JOBSERVER:
+        from robustft import jobserver
+
+        jobserver.stop(JOBSERVER["pid"])
+
+
+onerror:
+    if JOBSERVER:
+        from robustft import jobserver
+
+        jobserver.stop(JOBSERVER["pid"])
 
 
 # The embedded default; found from any working directory (--directory); --configfile overrides it.

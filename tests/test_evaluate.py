@@ -3,6 +3,7 @@ fine-tuned model, and the holistic-transfer guard on the data a fine-tuning job 
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -96,3 +97,27 @@ def test_pcv_hides_a_seeded_share_of_the_fine_tuning_classes(tiny_dataset):
     subset = ClassSubset(train, set(seen) - set(hidden[0]))
     _, labels = subset.get_batch(np.arange(len(subset)))
     assert set(labels.tolist()) == set(seen) - set(hidden[0])
+
+
+def test_inference_folding_keeps_predictions():
+    """Conv+BatchNorm folding and channels-last change the float rounding only."""
+    from robustft.mini_cnn import MiniCNN
+    from robustft.models import for_inference
+
+    torch.manual_seed(0)
+    model = MiniCNN(num_classes=5)
+    for module in model.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.normal_(module.weight)
+            torch.nn.init.normal_(module.bias)
+    model.eval()
+    images = torch.randn(64, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(images)
+        fast = for_inference(copy.deepcopy(model), CPU)
+        got = fast(images.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got.argmax(1), expected.argmax(1))

@@ -56,7 +56,8 @@ def metric_rows(logits: Logits) -> list[dict]:
                     continue
                 rows.append({**_key(logits), "alpha": alpha, "split": split, "role": role,
                              "metric": metric, "value": value, "n": len(labels),
-                             "headline": metric == headline})  # fmt: skip
+                             "headline": metric == headline,
+                             "precision": logits.meta.get("eval_precision")})  # fmt: skip
     return rows
 
 

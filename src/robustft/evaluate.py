@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .data import DatasetInfo
 from .heads import zeroshot_head
 from .methods.base import Artifact, linear_classifier, zeroshot_classifier
-from .models import Backbone, ImageClassifier
+from .models import Backbone, ImageClassifier, for_inference
 from .wiseft import interpolate
 
 
@@ -78,7 +78,7 @@ def sweep_models(
             else interpolate(theta_0, artifact.state_dict, alpha)
         )
         model = classifier_from_state(backbone, info, artifact.kind, state, artifact.normalize)
-        models.append(model.to(device).eval())
+        models.append(for_inference(model.to(device), device))
     return models
 
 
@@ -107,6 +107,8 @@ def sweep_logits(
     for start in tqdm(starts, desc=desc, mininterval=5, disable=len(starts) < 2):
         images, y = dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset))))
         images = images.to(device, non_blocking=True)
+        if device.type == "cpu":  # the layout `models.for_inference` gives the models
+            images = images.contiguous(memory_format=torch.channels_last)
         with autocast:
             for i, model in enumerate(models):
                 f = model.features(images)

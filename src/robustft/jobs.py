@@ -406,6 +406,7 @@ def evaluate(
             "method": meta["method"],
             "seed": meta["seed"],
             "variant": meta.get("variant", "main"),
+            "eval_precision": precision,
             "theta_0": ("zeroshot" if backbone.has_text else "lp") if alphas != [1.0] else None,
             "classnames": info.classnames,
             "seen": info.seen_mask,

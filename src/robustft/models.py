@@ -92,6 +92,29 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(images))
 
 
+def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` (in eval mode) with every Conv2d+BatchNorm2d pair inside a Sequential folded into one
+    conv, in channels-last layout on CPUs: 2.1x the images/s of the plain eval model for the mini
+    CNN on one thread here (fold 1.8x, channels-last 1.9x, both 2.1x), logits equal to ~1e-6 and
+    the same predictions (bench/suite.py measures it; `tests/test_evaluate.py` checks it)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = model.eval()
+    for module in list(model.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        layers = list(module)
+        for i in range(len(layers) - 1):
+            conv, bn = layers[i], layers[i + 1]
+            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+                    and bn.track_running_stats):  # fmt: skip
+                module[i] = fuse_conv_bn_eval(conv, bn)
+                module[i + 1] = nn.Identity()
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 # ----------------------------------------------------------------------------------------------
 # Building architectures
 # ----------------------------------------------------------------------------------------------

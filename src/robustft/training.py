@@ -99,12 +99,18 @@ def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:
 
 
 def make_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The same update rules as torch's default loops, as single fused (AdamW) or multi-tensor (SGD)
+    kernels: PyTorch's per-parameter loop spent ~0.28 s a step on the mini CLIP's 3.6 M parameters
+    (most in the token embedding) on one thread, the fused AdamW ~0.015 s (bench/suite.py)."""
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, fused=True
+        )
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
-        )
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+            weight_decay=cfg.weight_decay, foreach=True,
+        )  # fmt: skip
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adamw, sgd")
 
 

@@ -12,6 +12,8 @@ rule pretrain_backbone:
     conda:
         "../../envs/robustft.yaml"
     threads: 2
+    # The pretraining jobs head the DAG's longest chains: start them first, the costliest first.
+    priority: pretrain_priority
     resources:
         mem_mb=4000,
     params:

@@ -193,6 +193,13 @@ def pretrain_spec(wildcards):
     return {k: spec[k] for k in ("family", "arch", "checkpoint", "pretrain") if k in spec}
 
 
+def pretrain_priority(wildcards):
+    """Above every other job (priority 0), ordered by images seen: CLIP's pretraining is the
+    critical path of the default DAG, so it must not wait behind the smaller ones."""
+    hp = config["backbones"][wildcards.backbone].get("pretrain") or {}
+    return 1 + hp.get("steps", 0) * hp.get("batch_size", 0) // 1000
+
+
 def dataset_spec(wildcards):
     return dataset_content(wildcards.dataset)
 

@@ -1,4 +1,5 @@
-from robustft.jobs import calibrate, logged
+from robustft.jobs import calibrate
+from robustft.jobserver import run_job
 
-with logged(snakemake.log[0]):
-    calibrate(snakemake.params.groups, snakemake.output.rows, snakemake.output.curves)
+run_job(calibrate, snakemake.log[0], snakemake.params.groups, snakemake.output.rows,
+        snakemake.output.curves)  # fmt: skip

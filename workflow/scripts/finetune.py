@@ -1,20 +1,22 @@
-from robustft.jobs import finetune, logged, scratch_dir
+from robustft.jobs import finetune, scratch_dir
+from robustft.jobserver import run_job
 
-with logged(snakemake.log[0]):
-    finetune(
-        snakemake.wildcards.backbone,
-        snakemake.params.spec,
-        snakemake.input.backbone,
-        snakemake.input.dataset,
-        snakemake.wildcards.method,
-        snakemake.params.hparams,
-        int(snakemake.wildcards.seed),
-        snakemake.output.model,
-        scratch_dir(snakemake.config["scratch"], snakemake.wildcards),
-        inputs={k: v for k, v in snakemake.input.items() if k not in ("backbone", "dataset")},
-        threads=snakemake.threads,
-        precision=snakemake.params.precision,
-        variant=snakemake.params.variant,
-        hold_out=snakemake.params.hold_out,
-        timing_out=snakemake.output.timing,
-    )
+run_job(
+    finetune,
+    snakemake.log[0],
+    snakemake.wildcards.backbone,
+    snakemake.params.spec,
+    snakemake.input.backbone,
+    snakemake.input.dataset,
+    snakemake.wildcards.method,
+    snakemake.params.hparams,
+    int(snakemake.wildcards.seed),
+    snakemake.output.model,
+    scratch_dir(snakemake.config["scratch"], snakemake.wildcards),
+    inputs={k: v for k, v in snakemake.input.items() if k not in ("backbone", "dataset")},
+    threads=snakemake.threads,
+    precision=snakemake.params.precision,
+    variant=snakemake.params.variant,
+    hold_out=snakemake.params.hold_out,
+    timing_out=snakemake.output.timing,
+)

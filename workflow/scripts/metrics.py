@@ -1,4 +1,4 @@
-from robustft.jobs import logged, metrics
+from robustft.jobs import metrics
+from robustft.jobserver import run_job
 
-with logged(snakemake.log[0]):
-    metrics(list(snakemake.input), snakemake.output[0])
+run_job(metrics, snakemake.log[0], list(snakemake.input), snakemake.output[0])

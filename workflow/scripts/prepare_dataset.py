@@ -1,10 +1,12 @@
-from robustft.jobs import logged, prepare_dataset
+from robustft.jobs import prepare_dataset
+from robustft.jobserver import run_job
 
-with logged(snakemake.log[0]):
-    prepare_dataset(
-        snakemake.wildcards.dataset,
-        snakemake.params.spec,
-        snakemake.output[0],
-        snakemake.threads,
-        version=snakemake.params.version,
-    )
+run_job(
+    prepare_dataset,
+    snakemake.log[0],
+    snakemake.wildcards.dataset,
+    snakemake.params.spec,
+    snakemake.output[0],
+    snakemake.threads,
+    version=snakemake.params.version,
+)

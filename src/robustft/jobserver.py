@@ -1,0 +1,293 @@
+"""A fork server for local runs: jobs start from a process that has already imported torch and open_clip.
+
+Every training or evaluation job is its own Python process (one result per target, rerun alone),
+and each one used to pay ~8 s here to import torch, torchvision (which imports torch._dynamo) and
+open_clip before doing 5-30 s of work. For a local run, the Snakefile's `onstart` starts this server
+once; it imports those modules, binds a Unix socket, and forks one child per job request. The
+child starts from the warm, single-threaded parent (no torch thread pool, no CUDA context exists
+there yet, so fork is safe), takes the job's working directory and environment, writes the job's
+log exactly as an in-process job would (`jobs.logged`), and reports success or the error line back.
+
+The job script stays a Snakemake job: it blocks until the child ends, so Snakemake's scheduling,
+threads, benchmarks (wall time) and failure handling are unchanged. If the script is killed, its
+socket closes and the server kills the child. Without a server (cluster jobs, tests calling the
+script alone, `ROBUSTFT_JOBSERVER=off`), `run_job` runs the function in-process, as before.
+
+    python -m robustft.jobserver --socket PATH [--parent PID]   # started by the Snakefile
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+SOCKET_ENV = "ROBUSTFT_JOBSERVER"
+# Imported once by the server; children inherit them. Cheap to list, expensive to import.
+PRELOAD = (
+    "torch",
+    "open_clip",
+    "robustft.models",
+    "robustft.jobs",
+    "robustft.evaluate",
+    "robustft.training",
+    "robustft.pretrain",
+    "robustft.methods",
+    "robustft.data",
+)
+_HEADER = struct.Struct("!Q")
+
+
+class JobFailed(RuntimeError):
+    """The forked job raised; its log holds the traceback."""
+
+
+def _send(sock: socket.socket, obj) -> None:
+    data = pickle.dumps(obj)
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv(sock: socket.socket):
+    def exactly(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("connection closed")
+            buf += chunk
+        return buf
+
+    (size,) = _HEADER.unpack(exactly(_HEADER.size))
+    return pickle.loads(exactly(size))
+
+
+# ---- client: what a workflow script calls ----------------------------------------------------------
+
+
+def run_job(func, log: str | None, *args, **kwargs):
+    """Run `func(*args, **kwargs)` with its output in `log`: in a child of the job server when one
+    serves this run (see module doc), else in this process. Raises if the job failed."""
+    from .jobs import logged
+
+    path = os.environ.get(SOCKET_ENV, "")
+    sock = _connect(path) if path not in ("", "off") else None
+    if sock is None:
+        with logged(log):
+            return func(*args, **kwargs)
+    request = dict(
+        func=func, args=_plain(args), kwargs=_plain(kwargs), log=None if log is None else str(log),
+        cwd=os.getcwd(), env=dict(os.environ),
+    )  # fmt: skip
+    with sock:
+        _send(sock, request)
+        try:
+            reply = _recv(sock)
+        except ConnectionError:
+            reply = {"ok": False, "error": "the job server's child died without a reply"}
+    if not reply["ok"]:
+        print(f"job failed: {reply['error']} (log: {log})", file=sys.stderr)
+        raise JobFailed(reply["error"])
+    return reply.get("result")
+
+
+def _plain(obj):
+    """Snakemake's path and list types as built-ins, so the server unpickles them without them."""
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj) if type(obj) in (list, tuple) else [
+            _plain(v) for v in obj
+        ]
+    return obj
+
+
+def _connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        return sock
+    except OSError:  # no server (stale socket file, server gone): run in-process
+        sock.close()
+        return None
+
+
+# ---- server ---------------------------------------------------------------------------------------
+
+
+def _run_child(request: dict, conn: socket.socket, others: list[socket.socket]) -> None:
+    """In the forked child: become the job, send the outcome, exit without running atexit hooks."""
+    code = 0
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for other in others:  # other jobs' connections: their clients must see only their child
+            other.close()
+        os.setpgid(0, 0)  # its own process group: the server can kill the job and its workers
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        from .jobs import error_summary, logged
+
+        try:
+            with logged(request["log"]):
+                result = request["func"](*request["args"], **request["kwargs"])
+            reply = {"ok": True, "result": result if _picklable(result) else None}
+        except BaseException as err:  # noqa: BLE001 - reported to the client, already logged
+            reply = {"ok": False, "error": error_summary(err)}
+            code = 1
+        _send(conn, reply)
+    except BaseException:  # noqa: BLE001 - never return into the server's loop
+        code = 2
+    finally:
+        os._exit(code)
+
+
+def _picklable(obj) -> bool:
+    try:
+        pickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def serve(path: str | Path, parent: int | None = None, idle_timeout: float = 3600.0) -> None:
+    """Bind `path`, preload, then fork a child per request until `parent` exits (or SIGTERM)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))  # bound before the slow imports: early clients wait in the backlog
+    listener.listen(128)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+
+    t0 = time.perf_counter()
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    print(f"job server: preloaded {', '.join(PRELOAD)} in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    children: dict[int, socket.socket] = {}  # pid -> the client connection it answers
+    last_activity = time.monotonic()
+    try:
+        while not stop:
+            for key, _ in selector.select(timeout=0.5):
+                if key.fileobj is listener:
+                    conn, _ = listener.accept()
+                    conn.settimeout(30)
+                    try:
+                        request = _recv(conn)
+                    except (ConnectionError, OSError, pickle.UnpicklingError, EOFError) as err:
+                        print(f"job server: bad request ({err})", flush=True)
+                        conn.close()
+                        continue
+                    pid = os.fork()
+                    if pid == 0:
+                        listener.close()
+                        _run_child(request, conn, list(children.values()))
+                    conn.settimeout(None)
+                    children[pid] = conn
+                    selector.register(conn, selectors.EVENT_READ, pid)
+                    print(f"job server: pid {pid} <- {request.get('log')}", flush=True)
+                else:  # the client went away: the job's result has been sent, or it was killed
+                    pid, conn = key.data, key.fileobj
+                    selector.unregister(conn)
+                    conn.close()
+                    if children.pop(pid, None) is not None and _alive(pid):
+                        _kill_group(pid)
+            for pid in _reap():
+                conn = children.pop(pid, None)
+                if conn is not None:
+                    selector.unregister(conn)
+                    conn.close()
+            if children:
+                last_activity = time.monotonic()
+            if parent and not _alive(parent):
+                print(f"job server: parent {parent} is gone, stopping", flush=True)
+                break
+            if time.monotonic() - last_activity > idle_timeout:
+                break
+    finally:
+        for pid in list(children):
+            _kill_group(pid)
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
+def _kill_group(pid: int) -> None:
+    for target in (lambda sig: os.killpg(pid, sig), lambda sig: os.kill(pid, sig)):
+        try:
+            target(signal.SIGTERM)
+            return
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def _reap() -> list[int]:
+    done = []
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return done
+        if pid == 0:
+            return done
+        done.append(pid)
+
+
+def start(path: str | Path, log: str | Path) -> int:
+    """Start a server for this process's run (the Snakefile's onstart); returns its pid."""
+    import subprocess
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "robustft.jobserver", "--socket", str(path),
+             "--parent", str(os.getpid())],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C on snakemake reaches jobs through their sockets
+        )  # fmt: skip
+    return proc.pid
+
+
+def stop(pid: int) -> None:
+    """Stop the server started by `start` (onsuccess / onerror)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--parent", type=int, default=None)
+    parser.add_argument("--idle-timeout", type=float, default=3600.0)
+    args = parser.parse_args(argv)
+    serve(args.socket, args.parent, args.idle_timeout)
+
+
+if __name__ == "__main__":
+    main()
