@@ -80,10 +80,10 @@ def run_job(func, log: str | None, *args, **kwargs):
     sock = _connect(path) if path not in ("", "off") else None
     if sock is None:
         with logged(log):
-            return func(*args, **kwargs)
+            return _timed(func, args, kwargs, _process_start(), "in-process")
     request = dict(
         func=func, args=_plain(args), kwargs=_plain(kwargs), log=None if log is None else str(log),
-        cwd=os.getcwd(), env=dict(os.environ),
+        cwd=os.getcwd(), env=dict(os.environ), started=_process_start(),
     )  # fmt: skip
     with sock:
         _send(sock, request)
@@ -95,6 +95,29 @@ def run_job(func, log: str | None, *args, **kwargs):
         print(f"job failed: {reply['error']} (log: {log})", file=sys.stderr)
         raise JobFailed(reply["error"])
     return reply.get("result")
+
+
+def _timed(func, args, kwargs, started: float | None, how: str):
+    """Run the job function; its log records the start-up paid before it and its own time
+    (`bench/suite.py` sums them into the job-overhead row)."""
+    t0 = time.time()
+    if started is not None:
+        print(f"job start-up: {t0 - started:.2f}s ({how}: process start to job function)", flush=True)
+    result = func(*args, **kwargs)
+    print(f"job function: {time.time() - t0:.2f}s", flush=True)
+    return result
+
+
+def _process_start() -> float | None:
+    """This process's start (epoch seconds), from /proc; None where there is no /proc."""
+    try:
+        with open("/proc/self/stat") as stat:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as uptime:  # 10 ms resolution (/proc/stat's btime: 1 s)
+            up = float(uptime.read().split()[0])
+        return time.time() - (up - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _plain(obj):
@@ -139,7 +162,8 @@ def _run_child(request: dict, conn: socket.socket, others: list[socket.socket]) 
 
         try:
             with logged(request["log"]):
-                result = request["func"](*request["args"], **request["kwargs"])
+                result = _timed(request["func"], request["args"], request["kwargs"],
+                                request.get("started"), "job server")  # fmt: skip
             reply = {"ok": True, "result": result if _picklable(result) else None}
         except BaseException as err:  # noqa: BLE001 - reported to the client, already logged
             reply = {"ok": False, "error": error_summary(err)}
