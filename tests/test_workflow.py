@@ -348,10 +348,10 @@ def test_default_config_dag(tmp_path):
         "calibration": 1,
         "calibration_figure": 1,
         "calibration_table": 1,
-        "evaluate": 28,
-        "evaluate_variant": 12,  # 3 families x (oracle + 3 gamma_PCV pseudo fine-tunes)
-        "finetune": 28,
-        "finetune_variant": 12,
+        "evaluate": 25,
+        "evaluate_variant": 8,  # mini-clip, mini-sup x (oracle + 3 gamma_PCV pseudo fine-tunes)
+        "finetune": 25,
+        "finetune_variant": 8,
         "methods_table": 1,
         "metrics": 1,
         "ncm_table": 1,
