@@ -66,7 +66,7 @@ def test_focal_supcon_on_four_samples_by_hand():
         p = math.exp(sims[i][j] / tau) / denom
         return (1 - p) * math.log(p)
 
-    expected = -(term(0, 1) + term(1, 0)) / 2
+    expected = -(term(0, 1) / 4 + term(1, 0) / 4) / 2  # official: each anchor's sum / N (= 4)
     assert focal_supcon(z, positives, tau).item() == pytest.approx(expected, rel=1e-5)
 
 

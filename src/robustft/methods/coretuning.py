@@ -1,19 +1,21 @@
-"""Core-tuning (Zhang et al. 2021): contrast-regularised fine-tuning.
+"""Core-tuning (Zhang et al. 2021): contrast-regularised fine-tuning (official `Core-tuning.py`).
 
-Per batch of B features f with one-hot labels y, `hardness_mixup` builds 3B features:
-  1. the originals;
-  2. hard negatives: f' = (1 - lam) f_i + lam f_pi(i) for a random permutation pi, lam ~ Beta(a, a)
-     raised to at least 0.8 (labels mixed alike);
-  3. hard positives: f'' = lam f_p(i) + (1 - lam) f_n(i), p(i) the least similar same-class sample,
-     n(i) the most similar other-class sample (labels mixed alike).
-Loss = smooth-classifier CE of the head on all 3B mixed features with their soft labels
-     + eta * focal supervised-contrastive loss on the projection head's outputs, positives being
-       features with identical soft labels (tau = 0.07).
+Per batch of B features f with one-hot labels y, `hardness_mixup` builds up to 3B features:
+  1. the originals, detached as in the official code: the encoder learns through 2. and 3. only;
+  2. hard negatives: f' = (1 - lam) f_i + lam f_pi(i), pi a random permutation, lam ~ Beta(a, a)
+     raised to at least 0.8;
+  3. hard positives: f'' = lam f_p(i) + (1 - lam) f_n(i), p(i) the least similar *other* same-class
+     sample, n(i) the most similar other-class sample (labels are mixed like the features).
+Loss = smooth-classifier CE of the head on the mixed features + eta * focal supervised-contrastive
+loss on the projection head's outputs (positives: identical soft labels), normalised as the official
+code so that the paper's eta means the same. The official head has no bias: ours keeps the `bias`
+entry that evaluation and WiSE-FT read, fixed at zero and not trained.
 
-Deliberate differences from the official code, which we treat as faults: the hardest positive is
-the argmin of cosine similarity over *same-class* samples (the official argmin over
-`cos * positive_mask` usually picks a non-positive), and the focal term of an anchor is averaged
-over its positives (the official code divides by the batch size).
+Kept correct where the official code is wrong: positives compare soft-label vectors (its
+powers-of-ten label encoding overflows from class 19 on); the hardest positive is never the anchor
+(the official argmin over `cos * mask` mostly is), so an anchor without another positive (or any
+negative) gets no hard positive; one train-mode forward per step (the official logging forward
+moved BatchNorm statistics twice).
 """
 
 from __future__ import annotations
@@ -25,67 +27,73 @@ from torch.nn import functional as F
 from .base import Artifact, FineTuneContext, Method, _cpu
 
 
-def hardness_mixup(
-    feats: torch.Tensor, onehot: torch.Tensor, alpha: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3B, d) features and (3B, C) soft labels: originals, hard negatives, hard positives."""
-    batch = len(feats)
+def mixup_draws(batch: int, alpha: float, device) -> tuple[torch.Tensor, ...]:
+    """The random part of `hardness_mixup`: permutation, hard-negative and hard-positive weights."""
     beta = torch.distributions.Beta(alpha, alpha)
-    # Hard negatives: mostly another sample, with a little of the anchor.
-    perm = torch.randperm(batch, device=feats.device)
-    lam = beta.sample((batch, 1)).to(feats.device).clamp(min=0.8)
+    perm = torch.randperm(batch, device=device)
+    lam_neg = beta.sample((batch, 1)).clamp(min=0.8)  # mostly the partner: a hard negative
+    lam_pos = beta.sample((batch, 1))
+    return perm, lam_neg.to(device), lam_pos.to(device)
+
+
+def hardness_mixup(
+    feats: torch.Tensor, onehot: torch.Tensor, alpha: float, draws: tuple | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, d) features, float32 (N, C) soft labels; `draws` as `mixup_draws` returns (tests)."""
+    batch = len(feats)
+    perm, lam_neg, lam_pos = draws if draws is not None else mixup_draws(batch, alpha, feats.device)
+    onehot = onehot.float()  # soft labels stay fp32 under bf16: equal labels must compare equal
+    lam = lam_neg.to(feats.dtype)
     neg_f = (1 - lam) * feats + lam * feats[perm]
-    neg_y = (1 - lam) * onehot + lam * onehot[perm]
-    # Hard positives: between the least similar positive and the most similar negative.
+    neg_y = (1 - lam_neg) * onehot + lam_neg * onehot[perm]
     with torch.no_grad():
-        unit = F.normalize(feats.detach().float(), dim=-1)
+        unit = F.normalize(feats.float(), dim=-1)
         sim = unit @ unit.T
-        same = onehot.argmax(1)[:, None] == onehot.argmax(1)[None, :]
-        eye = torch.eye(batch, dtype=torch.bool, device=feats.device)
-        hardest_neg = sim.masked_fill(same, float("-inf")).argmax(1)
-        has_neg = (~same).any(1)
-        hardest_neg = torch.where(has_neg, hardest_neg, torch.arange(batch, device=feats.device))
-        pos_mask = same & ~eye
-        hardest_pos = sim.masked_fill(~pos_mask, float("inf")).argmin(1)
-        hardest_pos = torch.where(
-            pos_mask.any(1), hardest_pos, torch.arange(batch, device=feats.device)
-        )
-    lam = beta.sample((batch, 1)).to(feats.device)
-    pos_f = lam * feats[hardest_pos] + (1 - lam) * feats[hardest_neg]
-    pos_y = lam * onehot[hardest_pos] + (1 - lam) * onehot[hardest_neg]
-    return torch.cat([feats, neg_f, pos_f]), torch.cat([onehot, neg_y, pos_y])
+        label = onehot.argmax(1)
+        same = label[:, None] == label[None, :]
+        others = same & ~torch.eye(batch, dtype=torch.bool, device=feats.device)
+        hard_neg = sim.masked_fill(same, float("-inf")).argmax(1)
+        hard_pos = sim.masked_fill(~others, float("inf")).argmin(1)
+        keep = others.any(1) & (~same).any(1)  # both partners exist
+    lam = lam_pos.to(feats.dtype)
+    pos_f = (lam * feats[hard_pos] + (1 - lam) * feats[hard_neg])[keep]
+    pos_y = (lam_pos * onehot[hard_pos] + (1 - lam_pos) * onehot[hard_neg])[keep]
+    return torch.cat([feats.detach(), neg_f, pos_f]), torch.cat([onehot, neg_y, pos_y])
 
 
-def soft_label_positives(soft_labels: torch.Tensor, decimals: int = 5) -> torch.Tensor:
-    """(N, N) mask of pairs whose soft-label vectors are identical (diagonal excluded)."""
-    rounded = torch.round(soft_labels.float() * 10**decimals)
-    same = (rounded[:, None, :] == rounded[None, :, :]).all(-1)
-    return same & ~torch.eye(len(soft_labels), dtype=torch.bool, device=soft_labels.device)
+def soft_label_positives(soft_labels: torch.Tensor, atol: float = 1e-6) -> torch.Tensor:
+    """(N, N) mask of pairs with equal soft labels (diagonal excluded); `atol` absorbs rounding,
+    e.g. of (1 - lam) y + lam y, a hard negative between two samples of one class."""
+    labels = soft_labels.float()
+    same = torch.cdist(labels, labels, p=float("inf")) <= atol
+    return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
 def focal_supcon(z: torch.Tensor, positives: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
-    """Focal supervised contrastive loss over L2-normalised embeddings z (N, d).
-
-    p_ij = softmax over j != i of z_i.z_j / tau; anchor term = mean over positives j of
-    (1 - p_ij) log p_ij; loss = -mean over anchors that have a positive.
-    """
+    """Focal supervised contrastive loss over L2-normalised embeddings z (N, d): p_ij = softmax
+    over j != i of z_i.z_j / tau; anchor term = (1/N) sum over positives j of (1 - p_ij) log p_ij
+    (the official `.mean(1)` over all N columns); loss = -mean over anchors with a positive."""
     n = len(z)
     eye = torch.eye(n, dtype=torch.bool, device=z.device)
     logits = (z @ z.T / tau).masked_fill(eye, float("-inf"))
-    log_p = F.log_softmax(logits, dim=1).masked_fill(
-        eye, 0.0
-    )  # 0 on the diagonal keeps grads finite
-    p = log_p.exp()
-    terms = ((1 - p) * log_p).masked_fill(~positives, 0.0).sum(1)
-    count = positives.sum(1)
-    has = count > 0
+    log_p = F.log_softmax(logits, dim=1).masked_fill(eye, 0.0)  # 0, not -inf: finite grads
+    terms = ((1 - log_p.exp()) * log_p).masked_fill(~positives, 0.0).sum(1) / n
+    has = positives.any(1)
     if not has.any():
         return z.sum() * 0.0
-    return -(terms[has] / count[has]).mean()
+    return -terms[has].mean()
+
+
+def coretuning_loss(feats, onehot, head, contrastor, hp: dict, draws=None) -> torch.Tensor:
+    """Smooth-classifier CE + eta * focal contrastive term, on one batch of encoder features."""
+    mixed, soft = hardness_mixup(feats, onehot, hp["mixup_alpha"], draws)
+    smooth_ce = -(soft * F.log_softmax(head(mixed).float(), dim=1)).sum(1).mean()
+    z = F.normalize(contrastor(mixed).float(), dim=-1)
+    return smooth_ce + hp["eta"] * focal_supcon(z, soft_label_positives(soft), hp["tau"])
 
 
 class ContrastRegularised(nn.Module):
-    """Classifier + contrastive projection head (Linear-ReLU-Linear, L2-normalised output)."""
+    """Classifier + contrastive projection head (Linear-ReLU-Linear; the loss L2-normalises it)."""
 
     def __init__(self, classifier: nn.Module, feature_dim: int, proj_dim: int):
         super().__init__()
@@ -102,19 +110,18 @@ class CoreTuning(Method):
 
     def build(self, ctx: FineTuneContext) -> nn.Module:
         classifier = super().build(ctx)
+        # The official head is Linear(bias=False): a zero bias kept out of the optimiser is that
+        # model, in the `head.bias` format the evaluator reads (a source or LP head's bias goes).
+        with torch.no_grad():
+            classifier.head.bias.zero_()
+        classifier.head.bias.requires_grad_(False)
         return ContrastRegularised(classifier, ctx.backbone.feature_dim, ctx.hparams["proj_dim"])
 
     def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:
-        hp = ctx.hparams
         images, labels = self.batch(step, ctx)
-        feats = model.classifier.features(images)
-        onehot = F.one_hot(labels, ctx.num_classes).to(feats.dtype)
-        mixed, soft = hardness_mixup(feats, onehot, hp["mixup_alpha"])
-        smooth_ce = -(soft * F.log_softmax(model.classifier.head(mixed), dim=1)).sum(1).mean()
-        z = F.normalize(model.contrastor(mixed), dim=-1)
-        return smooth_ce + hp["eta"] * focal_supcon(
-            z.float(), soft_label_positives(soft), hp["tau"]
-        )
+        feats = model.classifier.features(images)  # the step's only forward: BatchNorm moves once
+        onehot = F.one_hot(labels, ctx.num_classes)
+        return coretuning_loss(feats, onehot, model.classifier.head, model.contrastor, ctx.hparams)
 
     def param_groups(self, model: nn.Module, ctx: FineTuneContext):
         groups = super().param_groups(model.classifier, ctx)  # None: one group of everything
