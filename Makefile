@@ -31,5 +31,8 @@ $(STAMP): envs/requirements.lock pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $@
 
+bench: $(STAMP)
+	$(BIN)/python bench/suite.py $(ARGS)
+
 clean:
 	rm -rf resources results logs benchmarks scratch .snakemake

@@ -77,7 +77,9 @@ def run_job(func, log: str | None, *args, **kwargs):
     from .jobs import logged
 
     path = os.environ.get(SOCKET_ENV, "")
-    sock = _connect(path) if path not in ("", "off") else None
+    # A function the server cannot import (one defined in the script itself) runs here.
+    importable = getattr(func, "__module__", "__main__") != "__main__"
+    sock = _connect(path) if importable and path not in ("", "off") else None
     if sock is None:
         with logged(log):
             return _timed(func, args, kwargs, _process_start(), "in-process")
