@@ -43,9 +43,12 @@ JOBSERVER = {}
 
 
 onstart:
-    if workflow.local_exec and not workflow.remote_exec and os.environ.get(JOBSERVER_ENV) != "off":
+    if (
+        workflow.local_exec
+        and not workflow.remote_exec
+        and os.environ.get(JOBSERVER_ENV) != "off"
+    ):
         from tempfile import gettempdir
-
         from robustft import jobserver
 
         JOBSERVER["socket"] = os.path.join(gettempdir(), f"robustft-jobs-{os.getpid()}.sock")
@@ -89,6 +92,7 @@ rule all:
         rules.wiseft_table.output,
         rules.wiseft_figure.output,
         rules.throughput_table.output,
+        rules.lp_search_table.output,
         rules.calibration_table.output,
         rules.ausuc_table.output,
         rules.ncm_table.output,

@@ -352,6 +352,7 @@ def test_default_config_dag(tmp_path):
         "evaluate_variant": 8,  # mini-clip, mini-sup x (oracle + 3 gamma_PCV pseudo fine-tunes)
         "finetune": 25,
         "finetune_variant": 8,
+        "lp_search_table": 1,
         "methods_table": 1,
         "metrics": 1,
         "ncm_table": 1,

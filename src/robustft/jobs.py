@@ -1,56 +1,18 @@
 """One function per pipeline step. Workflow scripts call exactly one of these.
 
 Each takes plain arguments (paths, config entries), so tests and notebooks can call them without
-Snakemake; `run_logged` sends a job's stdout/stderr (tqdm included) to its log file.
+Snakemake; workflow scripts run them through `jobserver.run_job`, whose `logged` sends a job's
+stdout/stderr (tqdm included) to its log file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import sys
 import time
-import traceback
 from pathlib import Path
 
-
-def error_summary(err: BaseException) -> str:
-    """One line: the exception's type and message (its lines joined)."""
-    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
-
-
-@contextlib.contextmanager
-def logged(log_path: str | Path | None):
-    """Redirect this process's stdout and stderr (file descriptors too) into `log_path`.
-
-    An exception that stops the job is written to the log before the streams are restored: the
-    log ends with the traceback, then one line `job failed: <type>: <message>`. The exception
-    still propagates, so Snakemake reports the job as failed (and prints it too).
-    """
-    if not log_path:
-        yield
-        return
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", buffering=1) as log:
-        saved = os.dup(1), os.dup(2)
-        sys.stdout.flush(), sys.stderr.flush()
-        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
-        old_streams = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = log
-        try:
-            yield
-        except BaseException as err:
-            if not (isinstance(err, SystemExit) and err.code in (0, None)):
-                log.write("\n" + traceback.format_exc())
-                log.write(f"job failed: {error_summary(err)}\n")
-                log.flush()
-            raise
-        finally:
-            sys.stdout, sys.stderr = old_streams
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            os.close(saved[0]), os.close(saved[1])
+# How a job runs and logs lives with the job server that runs it (hashed into every script's code).
+from .jobserver import error_summary, logged  # noqa: E402,F401  (re-exported)
 
 
 def _device(threads: int, precision: str = "auto", purpose: str = "train"):

@@ -6,7 +6,7 @@ open_clip before doing 5-30 s of work. For a local run, the Snakefile's `onstart
 once; it imports those modules, binds a Unix socket, and forks one child per job request. The
 child starts from the warm, single-threaded parent (no torch thread pool, no CUDA context exists
 there yet, so fork is safe), takes the job's working directory and environment, writes the job's
-log exactly as an in-process job would (`jobs.logged`), and reports success or the error line back.
+log exactly as an in-process job would (`logged`), and reports success or the error line back.
 
 The job script stays a Snakemake job: it blocks until the child ends, so Snakemake's scheduling,
 threads, benchmarks (wall time) and failure handling are unchanged. If the script is killed, its
@@ -19,6 +19,7 @@ script alone, `ROBUSTFT_JOBSERVER=off`), `run_job` runs the function in-process,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pickle
 import selectors
@@ -27,6 +28,7 @@ import socket
 import struct
 import sys
 import time
+import traceback
 from pathlib import Path
 
 SOCKET_ENV = "ROBUSTFT_JOBSERVER"
@@ -47,6 +49,44 @@ _HEADER = struct.Struct("!Q")
 
 class JobFailed(RuntimeError):
     """The forked job raised; its log holds the traceback."""
+
+
+def error_summary(err: BaseException) -> str:
+    """One line: the exception's type and message (its lines joined)."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+@contextlib.contextmanager
+def logged(log_path: str | Path | None):
+    """Redirect this process's stdout and stderr (file descriptors too) into `log_path`.
+
+    An exception that stops the job is written to the log before the streams are restored: the
+    log ends with the traceback, then one line `job failed: <type>: <message>`. The exception
+    still propagates, so Snakemake reports the job as failed (and prints it too).
+    """
+    if not log_path:
+        yield
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as log:
+        saved = os.dup(1), os.dup(2)
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        old_streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = log
+        try:
+            yield
+        except BaseException as err:
+            if not (isinstance(err, SystemExit) and err.code in (0, None)):
+                log.write("\n" + traceback.format_exc())
+                log.write(f"job failed: {error_summary(err)}\n")
+                log.flush()
+            raise
+        finally:
+            sys.stdout, sys.stderr = old_streams
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
 
 
 def _send(sock: socket.socket, obj) -> None:
@@ -74,8 +114,6 @@ def _recv(sock: socket.socket):
 def run_job(func, log: str | None, *args, **kwargs):
     """Run `func(*args, **kwargs)` with its output in `log`: in a child of the job server when one
     serves this run (see module doc), else in this process. Raises if the job failed."""
-    from .jobs import logged
-
     path = os.environ.get(SOCKET_ENV, "")
     # A function the server cannot import (one defined in the script itself) runs here.
     importable = getattr(func, "__module__", "__main__") != "__main__"
@@ -104,7 +142,9 @@ def _timed(func, args, kwargs, started: float | None, how: str):
     (`bench/suite.py` sums them into the job-overhead row)."""
     t0 = time.time()
     if started is not None:
-        print(f"job start-up: {t0 - started:.2f}s ({how}: process start to job function)", flush=True)
+        print(
+            f"job start-up: {t0 - started:.2f}s ({how}: process start to job function)", flush=True
+        )
     result = func(*args, **kwargs)
     print(f"job function: {time.time() - t0:.2f}s", flush=True)
     return result
@@ -129,9 +169,11 @@ def _plain(obj):
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj) if type(obj) in (list, tuple) else [
-            _plain(v) for v in obj
-        ]
+        return (
+            type(obj)(_plain(v) for v in obj)
+            if type(obj) in (list, tuple)
+            else [_plain(v) for v in obj]
+        )
     return obj
 
 
@@ -160,8 +202,6 @@ def _run_child(request: dict, conn: socket.socket, others: list[socket.socket]) 
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        from .jobs import error_summary, logged
-
         try:
             with logged(request["log"]):
                 result = _timed(request["func"], request["args"], request["kwargs"],
@@ -211,7 +251,9 @@ def serve(path: str | Path, parent: int | None = None, idle_timeout: float = 360
 
     for name in PRELOAD:
         importlib.import_module(name)
-    print(f"job server: preloaded {', '.join(PRELOAD)} in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(
+        f"job server: preloaded {', '.join(PRELOAD)} in {time.perf_counter() - t0:.1f}s", flush=True
+    )
 
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)

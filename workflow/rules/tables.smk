@@ -9,6 +9,8 @@ rule metrics:
         ),
     log:
         "logs/metrics.log",
+    benchmark:
+        "benchmarks/metrics.tsv"
     localrule: True
     conda:
         "../../envs/robustft.yaml"
@@ -30,6 +32,8 @@ rule wiseft_table:
         md="results/tables/wiseft.md",
     log:
         "logs/wiseft_table.log",
+    benchmark:
+        "benchmarks/wiseft_table.tsv"
     localrule: True
     conda:
         "../../envs/robustft.yaml"
@@ -51,6 +55,8 @@ rule methods_table:
         md="results/tables/methods.md",
     log:
         "logs/methods_table.log",
+    benchmark:
+        "benchmarks/methods_table.tsv"
     localrule: True
     conda:
         "../../envs/robustft.yaml"
@@ -72,6 +78,8 @@ rule throughput_table:
         ),
     log:
         "logs/throughput_table.log",
+    benchmark:
+        "benchmarks/throughput_table.tsv"
     localrule: True
     conda:
         "../../envs/robustft.yaml"
@@ -93,6 +101,8 @@ rule wiseft_figure:
         ),
     log:
         "logs/wiseft_figure.log",
+    benchmark:
+        "benchmarks/wiseft_figure.tsv"
     localrule: True
     conda:
         "../../envs/robustft.yaml"
@@ -117,6 +127,8 @@ rule calibration:
         curves="results/calibration/curves.csv",
     log:
         "logs/calibration.log",
+    benchmark:
+        "benchmarks/calibration.tsv"
     localrule: True
     conda:
         "../../envs/robustft.yaml"
@@ -139,6 +151,8 @@ rule calibration_table:
         md="results/tables/calibration.md",
     log:
         "logs/calibration_table.log",
+    benchmark:
+        "benchmarks/calibration_table.tsv"
     localrule: True
     conda:
         "../../envs/robustft.yaml"
@@ -160,6 +174,8 @@ use rule calibration_table as ausuc_table with:
         md="results/tables/ausuc.md",
     log:
         "logs/ausuc_table.log",
+    benchmark:
+        "benchmarks/ausuc_table.tsv"
     params:
         table="ausuc",
         order=method_order(),
@@ -176,6 +192,8 @@ use rule calibration_table as ncm_table with:
         md="results/tables/ncm.md",
     log:
         "logs/ncm_table.log",
+    benchmark:
+        "benchmarks/ncm_table.tsv"
     params:
         table="ncm",
         order=method_order(),
@@ -195,6 +213,8 @@ rule calibration_figure:
         ),
     log:
         "logs/calibration_figure.log",
+    benchmark:
+        "benchmarks/calibration_figure.tsv"
     localrule: True
     conda:
         "../../envs/robustft.yaml"
@@ -203,3 +223,27 @@ rule calibration_figure:
         code=job_code("calibration_figure.py"),
     script:
         "../scripts/calibration_figure.py"
+
+
+# ---- the linear probe's C search (LP-FT's log_reg_sk.py sweep) ---------------------------------
+rule lp_search_table:
+    input:
+        [TIMING.format(**run) for run in runs() if run["method"] == "lp"],
+    output:
+        csv=report(
+            "results/tables/lp_search.csv",
+            caption="../report/lp_search_table.rst",
+            category="Tables",
+        ),
+        md="results/tables/lp_search.md",
+    log:
+        "logs/lp_search_table.log",
+    benchmark:
+        "benchmarks/lp_search_table.tsv"
+    localrule: True
+    conda:
+        "../../envs/robustft.yaml"
+    params:
+        code=job_code("lp_search_table.py"),
+    script:
+        "../scripts/lp_search_table.py"

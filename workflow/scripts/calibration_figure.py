@@ -1,9 +1,10 @@
 import pandas as pd
 
-from robustft.jobs import logged
+from robustft.jobserver import run_job
 from robustft.plots import calibration_curves
 
-with logged(snakemake.log[0]):
+
+def figure():
     calibration_curves(
         pd.read_csv(snakemake.input.curves),
         pd.read_csv(snakemake.input.rows),
@@ -11,3 +12,6 @@ with logged(snakemake.log[0]):
         snakemake.output.png,
         snakemake.params.settings,
     )
+
+
+run_job(figure, snakemake.log[0])

@@ -1,9 +1,10 @@
 import pandas as pd
 
 from robustft import tables
-from robustft.jobs import logged
+from robustft.jobserver import run_job
 
-with logged(snakemake.log[0]):
+
+def table():
     rows = pd.read_csv(snakemake.input[0])
     table = {
         "calibration": lambda: tables.calibration_table(rows, snakemake.params.order),
@@ -12,3 +13,6 @@ with logged(snakemake.log[0]):
     }[snakemake.params.table]()
     tables.write(table, snakemake.output.csv, snakemake.output.md)
     print(table.round(3).to_string(index=False))
+
+
+run_job(table, snakemake.log[0])

@@ -1,4 +1,4 @@
-from robustft.jobs import logged, training_stats
+from robustft.jobs import training_stats
+from robustft.jobserver import run_job
 
-with logged(snakemake.log[0]):
-    training_stats(list(snakemake.input), snakemake.output.csv)
+run_job(training_stats, snakemake.log[0], list(snakemake.input), snakemake.output.csv)

@@ -1,9 +1,10 @@
 import pandas as pd
 
-from robustft.jobs import logged
+from robustft.jobserver import run_job
 from robustft.plots import wiseft_curve
 
-with logged(snakemake.log[0]):
+
+def figure():
     wiseft_curve(
         pd.read_csv(snakemake.input[0]),
         snakemake.output.pdf,
@@ -11,3 +12,6 @@ with logged(snakemake.log[0]):
         snakemake.params.settings,
         snakemake.params.families,
     )
+
+
+run_job(figure, snakemake.log[0])

@@ -1,7 +1,11 @@
 import pandas as pd
 
-from robustft.jobs import logged
+from robustft.jobserver import run_job
 from robustft.tables import by_alpha, write
 
-with logged(snakemake.log[0]):
+
+def table():
     write(by_alpha(pd.read_csv(snakemake.input[0])), snakemake.output.csv, snakemake.output.md)
+
+
+run_job(table, snakemake.log[0])
