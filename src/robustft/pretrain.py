@@ -25,26 +25,81 @@ from .models import build_clip, build_image_encoder, save_backbone
 from .training import OptimConfig, train
 
 
-def augment(images: torch.Tensor, gen_seed: int) -> torch.Tensor:
+AUGMENT = {  # exploration knobs (hp["aug"] overrides)
+    "area": (0.6, 1.0), "ratio": (0.75, 1.333), "rotate": 0.0, "flip": 0.5,
+    "bright": 0.4, "contrast": 0.4, "sat": 0.0, "hue": 0.0, "perm": 0.0, "grey": 0.2,
+    "invert": 0.0, "channel": 0.2, "noise": 0.0, "blur": 0.0, "sigma": (0.1, 1.0),
+}
+
+
+def augment(images: torch.Tensor, gen_seed: int, aug: dict | None = None) -> torch.Tensor:
     """A SimCLR-style view of a normalised batch: random resized crop + flip, colour jitter, grey."""
+    from .data import MEAN, STD
+
+    a = {**AUGMENT, **(aug or {})}
     b = len(images)
+    dev = images.device
     g = torch.Generator().manual_seed(gen_seed)
-    scale = torch.empty(b).uniform_(0.6, 1.0, generator=g)
-    flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
-    shift = (torch.rand(b, 2, generator=g) * 2 - 1) * (1 - scale[:, None])
+
+    def u(lo, hi, *shape):
+        return torch.empty(b, *shape).uniform_(lo, hi, generator=g)
+
+    area = u(*a["area"])
+    logr = u(np.log(a["ratio"][0]), np.log(a["ratio"][1])).exp()
+    sx, sy = (area * logr).sqrt().clamp(max=1), (area / logr).sqrt().clamp(max=1)
+    flip = torch.where(torch.rand(b, generator=g) < a["flip"], -1.0, 1.0)
+    ang = u(-a["rotate"], a["rotate"]) * np.pi / 180
+    shift = (torch.rand(b, 2, generator=g) * 2 - 1) * (1 - torch.stack([sx, sy], 1))
+    cos, sin = ang.cos(), ang.sin()
     theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+    theta[:, 0, 0], theta[:, 0, 1] = sx * flip * cos, -sy * sin
+    theta[:, 1, 0], theta[:, 1, 1] = sx * flip * sin, sy * cos
     theta[:, :, 2] = shift
-    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(dev), list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
-    bright = torch.empty(b, 1, 1, 1).uniform_(-0.4, 0.4, generator=g).to(images.device)
-    contrast = torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4, generator=g).to(images.device)
-    channel = torch.empty(b, 3, 1, 1).uniform_(0.8, 1.2, generator=g).to(images.device)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = (out - mean) * contrast + mean + bright
-    out = out * channel
-    grey = (torch.rand(b, generator=g) < 0.2).to(images.device)[:, None, None, None]
-    return torch.where(grey, out.mean(1, keepdim=True).expand_as(out), out)
+    mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=dev).view(1, 3, 1, 1)
+    x = out * std + mean  # [0, 1] pixels
+    if a["perm"] > 0:
+        perms = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+        pick = perms[torch.randint(0, 6, (b,), generator=g)]
+        pick = torch.where((torch.rand(b, generator=g) < a["perm"])[:, None], pick, perms[0])
+        x = torch.gather(x, 1, pick.to(dev)[:, :, None, None].expand_as(x))
+    if a["hue"] > 0:  # rotate colours about the grey axis
+        t = u(-a["hue"], a["hue"]) * np.pi
+        k = torch.full((3,), 3 ** -0.5)
+        kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+        rot = (t.cos()[:, None, None] * torch.eye(3) + t.sin()[:, None, None] * kx
+               + (1 - t.cos())[:, None, None] * torch.outer(k, k))
+        x = torch.einsum("bij,bjhw->bihw", rot.to(dev), x)
+    grey_x = x.mean(1, keepdim=True)
+    if a["sat"] > 0:
+        s_ = u(1 - a["sat"], 1 + a["sat"], 1, 1, 1).to(dev)
+        x = grey_x + (x - grey_x) * s_
+    bright = u(-a["bright"], a["bright"], 1, 1, 1).to(dev) * 0.27
+    contrast = u(1 - a["contrast"], 1 + a["contrast"], 1, 1, 1).to(dev)
+    channel = u(1 - a["channel"], 1 + a["channel"], 3, 1, 1).to(dev)
+    m = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - m) * contrast + m + bright) * channel
+    grey = (torch.rand(b, generator=g) < a["grey"]).to(dev)[:, None, None, None]
+    x = torch.where(grey, x.mean(1, keepdim=True).expand_as(x), x)
+    if a["invert"] > 0:
+        inv = (torch.rand(b, generator=g) < a["invert"]).to(dev)[:, None, None, None]
+        x = torch.where(inv, 1 - x, x)
+    if a["blur"] > 0:  # Gaussian blur, 5x5, random sigma, with probability a["blur"]
+        sig = u(*a["sigma"]).to(dev)
+        sig = torch.where((torch.rand(b, generator=g) < a["blur"]).to(dev), sig, 1e-3)
+        r = torch.arange(-2, 3, device=dev, dtype=x.dtype)
+        k1 = torch.exp(-(r[None] ** 2) / (2 * sig[:, None] ** 2))
+        k1 = (k1 / k1.sum(1, keepdim=True)).repeat_interleave(3, 0)  # (3b, 5)
+        h, w = x.shape[-2:]
+        y = F.pad(x.reshape(1, 3 * b, h, w), (2, 2, 2, 2), mode="reflect")
+        y = F.conv2d(y, k1[:, None, None, :], groups=3 * b)
+        y = F.conv2d(y, k1[:, None, :, None], groups=3 * b)
+        x = y.reshape(b, 3, h, w)
+    if a["noise"] > 0:
+        x = x + torch.randn(x.shape, generator=g).to(dev) * u(0, a["noise"], 1, 1, 1).to(dev)
+    return (x - mean) / std
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -76,19 +131,113 @@ def _clip_objective(arch, hp, pool, sampler, device, pool_path):
     return model, loss_fn, lambda out: save_backbone(out, "clip", model)
 
 
+def _projector(dim: int, hp: dict) -> nn.Module:
+    hidden = hp.get("proj_hidden", dim)
+    layers = [nn.Linear(dim, hidden)]
+    if hp.get("proj_bn", False):
+        layers.append(nn.BatchNorm1d(hidden))
+    return nn.Sequential(*layers, nn.ReLU(inplace=True), nn.Linear(hidden, hp["proj_dim"]))
+
+
 def _ssl_objective(arch, hp, pool, sampler, device, seed):
+    if hp.get("objective", "simclr") == "moco":
+        return _moco_objective(arch, hp, pool, sampler, device, seed)
     encoder, dim = build_image_encoder(arch)
-    projector = nn.Sequential(
-        nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, hp["proj_dim"])
-    )
+    projector = _projector(dim, hp)
     model = nn.ModuleDict({"encoder": encoder, "projector": projector}).to(device)
+    aug = hp.get("aug")
 
     def loss_fn(step):
         images, _ = pool.get_batch(sampler.indices(step))
         images = images.to(device)
-        views = [augment(images, seed * 7919 + step * 2 + k) for k in range(2)]
-        z1, z2 = (model["projector"](model["encoder"](v)) for v in views)
+        views = [augment(images, seed * 7919 + step * 2 + k, aug) for k in range(2)]
+        if hp.get("joint_bn", False):  # SimCLR's: both views in one batch, BN over 2B
+            z1, z2 = model["projector"](model["encoder"](torch.cat(views))).chunk(2)
+        else:
+            z1, z2 = (model["projector"](model["encoder"](v)) for v in views)
         return nt_xent(z1, z2, hp["tau"])
+
+    return model, loss_fn, lambda out: save_backbone(out, "ssl", encoder, projector)
+
+
+class MoCo(nn.Module):
+    """MoCo-v2's two towers and queue: the key tower is an EMA of the query tower (no gradients) and
+    the queue holds the last `queue_size` keys (L2-normalised), the negatives of every query."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module, queue_size: int, m: float):
+        super().__init__()
+        import copy
+
+        self.encoder_q, self.projector_q = encoder, projector
+        self.encoder_k, self.projector_k = copy.deepcopy(encoder), copy.deepcopy(projector)
+        for p in [*self.encoder_k.parameters(), *self.projector_k.parameters()]:
+            p.requires_grad_(False)
+        self.m = m
+        dim = projector[-1].out_features
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """theta_k <- m theta_k + (1 - m) theta_q (parameters; BN statistics are the key tower's)."""
+        q = [*self.encoder_q.parameters(), *self.projector_q.parameters()]
+        k = [*self.encoder_k.parameters(), *self.projector_k.parameters()]
+        torch._foreach_mul_(k, self.m)
+        torch._foreach_add_(k, q, alpha=1 - self.m)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Replace the oldest len(keys) entries (a ring buffer, as MoCo's `_dequeue_and_enqueue`)."""
+        n, size = len(keys), len(self.queue)
+        idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % size
+        self.queue[idx] = keys
+        self.queue_ptr.fill_((int(self.queue_ptr) + n) % size)
+
+
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
+    """InfoNCE of MoCo: q's positive is its key k, its negatives the queue (all L2-normalised)."""
+    l_pos = (q * k).sum(1, keepdim=True)
+    l_neg = q @ queue.T
+    logits = torch.cat([l_pos, l_neg], 1) / tau
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def _split_bn_forward(net: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
+    """Forward in `splits` sub-batches, each with its own BatchNorm statistics (MoCo's per-GPU BN)."""
+    if splits <= 1:
+        return net(x)
+    return torch.cat([net(c) for c in x.chunk(splits)])
+
+
+def _moco_objective(arch, hp, pool, sampler, device, seed):
+    encoder, dim = build_image_encoder(arch)
+    projector = _projector(dim, hp)
+    model = MoCo(encoder, projector, hp.get("queue_size", 4096), hp.get("momentum", 0.99))
+    model = model.to(device)
+    aug, splits, tau = hp.get("aug"), hp.get("bn_splits", 1), hp["tau"]
+    symmetric = hp.get("symmetric", False)
+
+    def tower(enc, proj, x):
+        return F.normalize(_split_bn_forward(lambda v: proj(enc(v)), x, splits), dim=1)
+
+    def loss_fn(step):
+        images, _ = pool.get_batch(sampler.indices(step))
+        images = images.to(device)
+        views = [augment(images, seed * 7919 + step * 2 + k, aug) for k in range(2)]
+        model.momentum_update()
+        # Shuffle BN: the keys' sub-batches are not the queries' (seeded by the loop per step).
+        perm = torch.randperm(len(images), device=device)
+        inv = torch.argsort(perm)
+        pairs = [(0, 1), (1, 0)] if symmetric else [(0, 1)]  # (query view, key view)
+        with torch.no_grad():
+            keys = {j: tower(model.encoder_k, model.projector_k, views[j][perm])[inv] for _, j in pairs}
+        queue = model.queue.clone()
+        loss = sum(
+            moco_loss(tower(model.encoder_q, model.projector_q, views[i]), keys[j], queue, tau)
+            for i, j in pairs
+        ) / len(pairs)
+        model.enqueue(torch.cat([keys[j] for _, j in pairs]))
+        return loss
 
     return model, loss_fn, lambda out: save_backbone(out, "ssl", encoder, projector)
 
