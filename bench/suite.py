@@ -759,8 +759,8 @@ def _overhead_of_run(b: Bench) -> list[dict]:
     return [b.row(
         "7a", f"{name} ({counted} jobs): overhead share", baseline, wall, overhead, "s", repeats=1,
         threads=1, notes=f"the run in {run_dir}, job server {server}; overhead per job: {breakdown}; "
-        "pretrain_backbone's function time is its training loop only (mini-clip's zero-shot "
-        f"evaluation counts as overhead); not counted: {uncounted or 'none'}", date=date,
+        "function times from each job's log (`job function:` where the job ran through run_job); "
+        f"not counted: {uncounted or 'none'}", date=date,
     )]  # fmt: skip
 
 

@@ -2,8 +2,9 @@
 
 * clip:       image-text contrastive loss (`contrastive.clip_loss`, i.e. CLIP's) on the captioned pool;
               AdamW, beta2 0.98, warm-up + cosine, learned logit scale (clamped at 100 as CLIP does).
-* ssl:        image-image contrastive loss (SimCLR's NT-Xent over two augmented views) with a
-              projection MLP, on the pool's images without labels or captions.
+* ssl:        image-image contrastive loss over two augmented views (`augment`) with a projection
+              MLP, on the pool's images without labels or captions: SimCLR's NT-Xent (default) or
+              MoCo-v2's momentum key encoder and queue of negatives (`objective: moco`).
 * supervised: cross-entropy over all classes on the pool's source-domain images.
 
 All three run through `training.train` (resumable) and save with `models.save_backbone`, so the
@@ -12,6 +13,7 @@ files have the on-disk format of the real checkpoints of each family.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +26,34 @@ from .data import PackedSplit, StepSampler
 from .models import build_clip, build_image_encoder, save_backbone
 from .training import OptimConfig, train
 
-
-AUGMENT = {  # exploration knobs (hp["aug"] overrides)
-    "area": (0.6, 1.0), "ratio": (0.75, 1.333), "rotate": 0.0, "flip": 0.5,
-    "bright": 0.4, "contrast": 0.4, "sat": 0.0, "hue": 0.0, "perm": 0.0, "grey": 0.2,
-    "invert": 0.0, "channel": 0.2, "noise": 0.0, "blur": 0.0, "sigma": (0.1, 1.0),
+# The two views' augmentation. These defaults are the original mild recipe; a backbone's
+# `pretrain.aug` overrides any of them (ranges as [lo, hi]). config/config.yaml's mini-ssl sets the
+# recipe measured in bench/ssl_standin.py for 32-px pictograms whose class is their shape: colour
+# is nuisance (full hue rotation about the grey axis, saturation, grey half the time: the mild
+# jitter left colour an instance shortcut, LP 15 %), crops keep most of the shape, blur half the time.
+AUGMENT = {
+    "area": (0.6, 1.0),
+    "ratio": (0.75, 1.333),
+    "rotate": 0.0,
+    "flip": 0.5,
+    "bright": 0.4,
+    "contrast": 0.4,
+    "sat": 0.0,
+    "hue": 0.0,
+    "perm": 0.0,
+    "grey": 0.2,
+    "invert": 0.0,
+    "channel": 0.2,
+    "noise": 0.0,
+    "blur": 0.0,
+    "sigma": (0.1, 1.0),
 }
 
 
 def augment(images: torch.Tensor, gen_seed: int, aug: dict | None = None) -> torch.Tensor:
-    """A SimCLR-style view of a normalised batch: random resized crop + flip, colour jitter, grey."""
+    """A SimCLR-style view of a normalised batch, a function of `gen_seed`: random resized crop
+    (area, aspect ratio) + flip + rotation, then on [0, 1] pixels channel permutation, hue rotation,
+    saturation, brightness/contrast/channel jitter, grey, inversion, Gaussian blur, noise."""
     from .data import MEAN, STD
 
     a = {**AUGMENT, **(aug or {})}
@@ -67,10 +87,13 @@ def augment(images: torch.Tensor, gen_seed: int, aug: dict | None = None) -> tor
         x = torch.gather(x, 1, pick.to(dev)[:, :, None, None].expand_as(x))
     if a["hue"] > 0:  # rotate colours about the grey axis
         t = u(-a["hue"], a["hue"]) * np.pi
-        k = torch.full((3,), 3 ** -0.5)
+        k = torch.full((3,), 3**-0.5)
         kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-        rot = (t.cos()[:, None, None] * torch.eye(3) + t.sin()[:, None, None] * kx
-               + (1 - t.cos())[:, None, None] * torch.outer(k, k))
+        rot = (
+            t.cos()[:, None, None] * torch.eye(3)
+            + t.sin()[:, None, None] * kx
+            + (1 - t.cos())[:, None, None] * torch.outer(k, k)
+        )
         x = torch.einsum("bij,bjhw->bihw", rot.to(dev), x)
     grey_x = x.mean(1, keepdim=True)
     if a["sat"] > 0:
@@ -132,6 +155,7 @@ def _clip_objective(arch, hp, pool, sampler, device, pool_path):
 
 
 def _projector(dim: int, hp: dict) -> nn.Module:
+    """The projection MLP (Linear, [BatchNorm as SimCLR's], ReLU, Linear); not part of the encoder."""
     hidden = hp.get("proj_hidden", dim)
     layers = [nn.Linear(dim, hidden)]
     if hp.get("proj_bn", False):
@@ -162,7 +186,8 @@ def _ssl_objective(arch, hp, pool, sampler, device, seed):
 
 class MoCo(nn.Module):
     """MoCo-v2's two towers and queue: the key tower is an EMA of the query tower (no gradients) and
-    the queue holds the last `queue_size` keys (L2-normalised), the negatives of every query."""
+    the queue holds the last `queue_size` keys (L2-normalised), the negatives of every query. All of
+    it is module state (parameters and buffers), so a step checkpoint resumes it exactly."""
 
     def __init__(self, encoder: nn.Module, projector: nn.Module, queue_size: int, m: float):
         super().__init__()
@@ -190,7 +215,7 @@ class MoCo(nn.Module):
         """Replace the oldest len(keys) entries (a ring buffer, as MoCo's `_dequeue_and_enqueue`)."""
         n, size = len(keys), len(self.queue)
         idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % size
-        self.queue[idx] = keys
+        self.queue[idx] = keys.to(self.queue.dtype)  # keys may come out of bf16 autocast
         self.queue_ptr.fill_((int(self.queue_ptr) + n) % size)
 
 
@@ -202,7 +227,7 @@ def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float)
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
-def _split_bn_forward(net: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
+def _split_bn_forward(net: Callable, x: torch.Tensor, splits: int) -> torch.Tensor:
     """Forward in `splits` sub-batches, each with its own BatchNorm statistics (MoCo's per-GPU BN)."""
     if splits <= 1:
         return net(x)
@@ -210,6 +235,8 @@ def _split_bn_forward(net: nn.Module, x: torch.Tensor, splits: int) -> torch.Ten
 
 
 def _moco_objective(arch, hp, pool, sampler, device, seed):
+    """MoCo-v2: query tower trained, key tower its momentum average, a queue of past keys as the
+    negatives, shuffled BN over `bn_splits` sub-batches; `symmetric` adds the swapped view pair."""
     encoder, dim = build_image_encoder(arch)
     projector = _projector(dim, hp)
     model = MoCo(encoder, projector, hp.get("queue_size", 4096), hp.get("momentum", 0.99))
@@ -230,7 +257,9 @@ def _moco_objective(arch, hp, pool, sampler, device, seed):
         inv = torch.argsort(perm)
         pairs = [(0, 1), (1, 0)] if symmetric else [(0, 1)]  # (query view, key view)
         with torch.no_grad():
-            keys = {j: tower(model.encoder_k, model.projector_k, views[j][perm])[inv] for _, j in pairs}
+            keys = {
+                j: tower(model.encoder_k, model.projector_k, views[j][perm])[inv] for _, j in pairs
+            }
         queue = model.queue.clone()
         loss = sum(
             moco_loss(tower(model.encoder_q, model.projector_q, views[i]), keys[j], queue, tau)

@@ -9,11 +9,11 @@ rule pretrain_backbone:
         "logs/pretrain_backbone/{backbone}.log",
     benchmark:
         "benchmarks/pretrain_backbone/{backbone}.tsv"
+    # The pretraining jobs head the DAG's longest chains: start them first, the costliest first.
+    priority: pretrain_priority
     conda:
         "../../envs/robustft.yaml"
     threads: 2
-    # The pretraining jobs head the DAG's longest chains: start them first, the costliest first.
-    priority: pretrain_priority
     resources:
         mem_mb=4000,
     params:
