@@ -17,8 +17,6 @@ from torch.nn import functional as F
 
 from robustft.data import DatasetInfo, StepSampler, load_split
 from robustft.evaluate import sweep_logits, sweep_models
-from robustft.methods import get_method
-from robustft.methods.base import FineTuneContext
 from robustft.methods.coretuning import (
     coretuning_loss,
     focal_supcon,
@@ -26,6 +24,7 @@ from robustft.methods.coretuning import (
     soft_label_positives,
 )
 from robustft.models import load_backbone
+from tests.helpers import run_method
 
 CPU = torch.device("cpu")
 
@@ -220,19 +219,7 @@ HPARAMS = {"steps": 2, "batch_size": 32, "lr": 1e-2, "eta": 0.1, "mixup_alpha": 
 
 
 def run(backbone, info, dataset_dir, method="coretuning", **hparams):
-    hp = {**HPARAMS, "proj_dim": 8, **hparams}
-    if method == "lp":
-        hp = {"c_min_log10": -1, "c_max_log10": 1, "c_steps": 2, "max_iter": 50}
-    ctx = FineTuneContext(
-        backbone=backbone,
-        info=info,
-        train=load_split(dataset_dir, info.train),
-        val=load_split(dataset_dir, info.val),
-        hparams=hp,
-        seed=0,
-        device=CPU,
-    )
-    return get_method(method).run(ctx), ctx
+    return run_method(backbone, info, dataset_dir, method, {**HPARAMS, "proj_dim": 8, **hparams})
 
 
 def bn_state(state, prefix=""):

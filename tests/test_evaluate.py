@@ -13,9 +13,9 @@ import torch
 
 from robustft.data import ClassSubset, DatasetInfo, load_split, pcv_hidden_classes
 from robustft.evaluate import sweep_logits, sweep_models
-from robustft.methods import get_method
-from robustft.methods.base import FineTuneContext, classifier_from_artifact, zeroshot_classifier
+from robustft.methods.base import classifier_from_artifact, zeroshot_classifier
 from robustft.models import load_backbone
+from tests.helpers import run_method
 
 CPU = torch.device("cpu")
 ALPHAS = [0.0, 0.5, 1.0]
@@ -23,19 +23,7 @@ ALPHAS = [0.0, 0.5, 1.0]
 
 def _fine_tune(backbone, info, dataset_dir, method="ft", inputs=None):
     hparams = {"steps": 3, "batch_size": 32, "lr": 1e-3}
-    if method == "lp":
-        hparams = {"c_min_log10": -1, "c_max_log10": 1, "c_steps": 2, "max_iter": 50}
-    ctx = FineTuneContext(
-        backbone=backbone,
-        info=info,
-        train=load_split(dataset_dir, info.train),
-        val=load_split(dataset_dir, info.val),
-        hparams=hparams,
-        seed=0,
-        device=CPU,
-        inputs=inputs or {},
-    )
-    return get_method(method).run(ctx)
+    return run_method(backbone, info, dataset_dir, method, hparams, inputs)[0]
 
 
 @torch.no_grad()
