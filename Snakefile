@@ -39,9 +39,7 @@ os.environ[REBUILD_ARGS_ENV] = rebuild_args(
 
 # Local runs start jobs from a fork server that has torch and open_clip imported (~8 s a job
 # saved; robustft/jobserver.py). Cluster jobs, and ROBUSTFT_JOBSERVER=off, start plain processes.
-JOBSERVER = {}
-
-
+# JOBSERVER and stop_jobserver: workflow/rules/common.smk.
 onstart:
     if (
         workflow.local_exec
@@ -57,17 +55,11 @@ onstart:
 
 
 onsuccess:
-    if JOBSERVER:
-        from robustft import jobserver
-
-        jobserver.stop(JOBSERVER["pid"])
+    stop_jobserver()
 
 
 onerror:
-    if JOBSERVER:
-        from robustft import jobserver
-
-        jobserver.stop(JOBSERVER["pid"])
+    stop_jobserver()
 
 
 # The embedded default; found from any working directory (--directory); --configfile overrides it.

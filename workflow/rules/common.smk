@@ -22,6 +22,17 @@ except ConfigError as err:
 validate(config, schema=str(SCHEMA))  # fills the schema's defaults
 
 
+# The job server this run started (the Snakefile's onstart), stopped when the run ends.
+JOBSERVER = {}
+
+
+def stop_jobserver():
+    if JOBSERVER:
+        from robustft import jobserver
+
+        jobserver.stop(JOBSERVER["pid"])
+
+
 def _choices(names):
     return "|".join(re.escape(n) for n in names)
 
