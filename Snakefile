@@ -75,6 +75,7 @@ include: "workflow/rules/backbones.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/papers.smk"
 
 
 rule all:
@@ -89,3 +90,4 @@ rule all:
         rules.ausuc_table.output,
         rules.ncm_table.output,
         rules.calibration_figure.output,
+        [target_files(name) for name in CATALOG],

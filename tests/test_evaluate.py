@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustft.data import ClassSubset, DatasetInfo, load_split, pcv_hidden_classes
+from robustft.data import DatasetInfo, class_subset, load_split, pcv_hidden_classes
 from robustft.evaluate import sweep_logits, sweep_models
 from robustft.methods.base import classifier_from_artifact, zeroshot_classifier
 from robustft.models import load_backbone
@@ -82,7 +82,7 @@ def test_pcv_hides_a_seeded_share_of_the_fine_tuning_classes(tiny_dataset):
     assert all(len(h) == 6 and set(h) <= set(seen) for h in hidden)
     assert hidden[0] != hidden[1] and hidden[0] == pcv_hidden_classes(info, 0, 0.5)
     train = load_split(tiny_dataset, info.train)
-    subset = ClassSubset(train, set(seen) - set(hidden[0]))
+    subset = class_subset(train, set(seen) - set(hidden[0]))
     _, labels = subset.get_batch(np.arange(len(subset)))
     assert set(labels.tolist()) == set(seen) - set(hidden[0])
 

@@ -178,11 +178,31 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
     return messages
 
 
-def hparams_for(config: dict, method: str, backbone: str, dataset: str) -> dict:
-    """A method's hyper-parameters: method defaults < dataset overrides < backbone overrides."""
+def recipe_method(config: dict, recipe: str) -> str:
+    """The method a recipe runs: a method's own name is the recipe of its defaults."""
+    if recipe in METHODS:
+        return recipe
+    return config["recipes"][recipe]["method"]
+
+
+def recipe_overrides(config: dict, recipe: str) -> dict:
+    return (config.get("recipes") or {}).get(recipe, {}).get("hparams", {})
+
+
+def recipe_dependency(config: dict, recipe: str) -> str | None:
+    """The recipe whose artifact this one starts from (LP-FT: a linear probe), or None."""
+    spec = (config.get("recipes") or {}).get(recipe, {})
+    return spec.get("start_from") or METHODS[recipe_method(config, recipe)].depends_on
+
+
+def hparams_for(config: dict, recipe: str, backbone: str, dataset: str) -> dict:
+    """A run's hyper-parameters: method defaults < dataset overrides < backbone overrides < the
+    recipe's overrides (a recipe is a method plus named changes, so it wins)."""
+    method = recipe_method(config, recipe)
     hp = copy.deepcopy(config["methods"].get(method, {}))
     hp.update(config["datasets"][dataset].get("hparams", {}).get(method, {}))
     hp.update(config["backbones"][backbone].get("hparams", {}).get(method, {}))
+    hp.update(copy.deepcopy(recipe_overrides(config, recipe)))
     return hp
 
 
@@ -192,33 +212,67 @@ def _hparam_keys(method: str) -> str:
 
 
 def _hparam_entries(config: dict):
-    """(where, method, entry) for every hyper-parameter entry: method defaults and overrides."""
+    """(where, method, entry) for every hyper-parameter entry: method defaults, overrides, recipes."""
     for method, entry in config.get("methods", {}).items():
         yield f"methods[{method!r}]", method, entry
     for kind in ("datasets", "backbones"):
         for name, spec in config.get(kind, {}).items():
             for method, entry in (spec.get("hparams") or {}).items():
                 yield f"{kind}[{name!r}].hparams[{method!r}]", method, entry
+    for name, spec in (config.get("recipes") or {}).items():
+        if spec.get("method") in METHODS:
+            yield f"recipes[{name!r}].hparams", spec["method"], recipe_overrides(config, name)
 
 
 def _runs(config: dict):
-    """(where, method, backbone, dataset, needed_by) for every fine-tuning job the experiments ask
-    for, the methods they depend on (LP-FT's linear probe) included; each job once."""
+    """(where, recipe, backbone, dataset, needed_by) for every fine-tuning job the experiments ask
+    for, the recipes they depend on (LP-FT's linear probe) included; each job once."""
     seen = set()
+    recipes = known_recipes(config)
     for i, exp in enumerate(config["experiments"]):
         backbone, dataset = exp["backbone"], exp["dataset"]
         if backbone not in config["backbones"] or dataset not in config["datasets"]:
             continue  # reported by check_references
         family = config["backbones"][backbone]["family"]
         where = f"experiments[{i}] (backbone {backbone!r}, dataset {dataset!r})"
-        for method in exp["methods"]:
-            if method not in FAMILY_METHODS[family]:
+        for recipe in exp["methods"]:
+            if recipe not in recipes or recipe_method(config, recipe) not in FAMILY_METHODS[family]:
                 continue  # reported by check_references
             needed_by = None
-            while method and (method, backbone, dataset) not in seen:
-                seen.add((method, backbone, dataset))
-                yield where, method, backbone, dataset, needed_by
-                method, needed_by = METHODS[method].depends_on, method
+            while recipe and (recipe, backbone, dataset) not in seen:
+                seen.add((recipe, backbone, dataset))
+                yield where, recipe, backbone, dataset, needed_by
+                recipe, needed_by = recipe_dependency(config, recipe), recipe
+
+
+def known_recipes(config: dict) -> list[str]:
+    """Every runnable name: the methods (their defaults) and the config's recipes."""
+    return [*METHODS, *(config.get("recipes") or {})]
+
+
+def check_recipes(config: dict) -> list[str]:
+    errors = []
+    recipes = config.get("recipes") or {}
+    for name, spec in recipes.items():
+        where = f"recipes[{name!r}]"
+        if name in METHODS:
+            errors.append(
+                f"{where}: a recipe may not take a method's name (it is already the recipe of "
+                f"{name!r}'s defaults); rename it, e.g. {name + '-custom'!r}"
+            )
+        start = spec.get("start_from")
+        if start is not None and start not in known_recipes(config):
+            errors.append(
+                f"{where}.start_from: unknown recipe {start!r}; valid: {known_recipes(config)}"
+            )
+        elif start is not None and recipe_method(config, start) != "lp":
+            errors.append(f"{where}.start_from: {start!r} is not a linear probe (method lp)")
+        elif start is not None and not METHODS[spec["method"]].depends_on:
+            errors.append(
+                f"{where}.start_from: method {spec['method']!r} starts from no other run; "
+                "start_from is for LP-FT"
+            )
+    return errors
 
 
 def check_hparams(config: dict) -> list[str]:
@@ -237,9 +291,11 @@ def check_hparams(config: dict) -> list[str]:
                 f"{where}: unknown key(s) {unknown} for method {method!r}, which would ignore "
                 f"them; {_hparam_keys(method)}"
             )
-    for where, method, backbone, dataset, needed_by in _runs(config):
-        hp = hparams_for(config, method, backbone, dataset)
-        what = f"method {method!r}" + (f" (needed by {needed_by!r})" if needed_by else "")
+    for where, recipe, backbone, dataset, needed_by in _runs(config):
+        hp = hparams_for(config, recipe, backbone, dataset)
+        method = recipe_method(config, recipe)
+        what = f"method {method!r}" if recipe == method else f"recipe {recipe!r} ({method})"
+        what += f" (needed by {needed_by!r})" if needed_by else ""
         missing = [k for k in METHODS[method].required if k not in hp]
         if missing:
             errors.append(
@@ -277,6 +333,10 @@ def _check_generated_splits(name: str, ds: dict) -> list[str]:
     from .world import CLASSNAMES
 
     errors, where = [], f"datasets[{name!r}]"
+    bad = [c for c in ds["generator"].get("classes", []) if c not in CLASSNAMES]
+    if bad:
+        errors.append(f"{where}.generator.classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
+    CLASSNAMES = ds["generator"].get("classes") or CLASSNAMES  # what the splits may name
     bad = [c for c in ds.get("absent_classes", []) if c not in CLASSNAMES]
     if bad:
         errors.append(f"{where}.absent_classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
@@ -356,7 +416,14 @@ def check_references(config: dict) -> list[str]:
             )
         family = backbones[exp["backbone"]]["family"]
         absent = datasets.get(exp["dataset"], {}).get("absent_classes")
-        for method in exp["methods"]:
+        for recipe in exp["methods"]:
+            if recipe not in known_recipes(config):
+                errors.append(
+                    f"{where}.methods: unknown method or recipe {recipe!r}; methods: "
+                    f"{list(METHODS)}; recipes: {list(config.get('recipes') or {})}"
+                )
+                continue
+            method = recipe_method(config, recipe)
             if absent and method in ("lp", "lpft"):
                 errors.append(
                     f"{where}.methods: method {method!r} fits its head on the training classes "
@@ -379,7 +446,65 @@ def check_references(config: dict) -> list[str]:
                     f"{exp['backbone']!r} is a {family!r} backbone without one; methods for it: "
                     f"{FAMILY_METHODS[family]}"
                 )
-    return errors + check_hparams(config)
+    return errors + check_recipes(config) + check_catalog(config) + check_hparams(config)
+
+
+def check_catalog(config: dict) -> list[str]:
+    """Each target names datasets, a backbone and recipes that exist and suit each other, and
+    columns its dataset has; no two targets write the same file."""
+    from .catalog import grid_cells
+
+    errors, seen, names = [], {}, set()
+    datasets, backbones = config["datasets"], config["backbones"]
+    for i, spec in enumerate(config.get("catalog") or []):
+        name = spec["name"]
+        where = f"catalog[{i}] ({name})"
+        if name in names:
+            errors.append(f"{where}: a second target named {name!r}")
+        names.add(name)
+        out = (spec["paper"], spec["item"])
+        if out in seen:
+            errors.append(f"{where}: writes the same files as target {seen[out]!r} ({out})")
+        seen[out] = name
+        by_dataset = "dataset" in (spec.get("grid") or {})
+        if not by_dataset and spec.get("dataset") not in datasets:
+            errors.append(
+                f"{where}.dataset: unknown dataset {spec.get('dataset')!r}; valid: {sorted(datasets)}"
+            )
+            continue
+        if "rows" not in spec:
+            continue
+        if spec.get("backbone") not in backbones:
+            errors.append(
+                f"{where}.backbone: unknown backbone {spec.get('backbone')!r}; valid: {sorted(backbones)}"
+            )
+            continue
+        family = backbones[spec["backbone"]]["family"]
+        try:
+            cells = grid_cells(spec)
+        except (KeyError, IndexError, ValueError) as err:
+            errors.append(f"{where}.rows: a recipe pattern does not fit the grid ({err})")
+            continue
+        for cell in cells:
+            if cell["dataset"] not in datasets:
+                errors.append(f"{where}.grid: unknown dataset {cell['dataset']!r}; valid: {sorted(datasets)}")
+            elif cell["recipe"] not in known_recipes(config):
+                errors.append(
+                    f"{where}.rows[{cell['row']!r}]: unknown method or recipe {cell['recipe']!r}; "
+                    f"valid: {known_recipes(config)}"
+                )
+            elif recipe_method(config, cell["recipe"]) not in FAMILY_METHODS[family]:
+                errors.append(
+                    f"{where}.rows[{cell['row']!r}]: {cell['recipe']!r} needs a text tower; "
+                    f"backbone {spec['backbone']!r} is {family!r}"
+                )
+        if not by_dataset and spec.get("columns"):
+            valid = ["id", "ood_mean", "val", *datasets[spec["dataset"]]["roles"].get("shifts", []),
+                     *datasets[spec["dataset"]]["roles"].get("extra", [])]  # fmt: skip
+            bad = [c for c in spec["columns"] if c not in valid]
+            if bad:
+                errors.append(f"{where}.columns: unknown column(s) {bad}; valid: {valid}")
+    return errors
 
 
 def check_config(config: dict, schema_path: str | Path, command_line=None) -> dict:

@@ -182,12 +182,11 @@ class FolderSplit(torch.utils.data.Dataset):
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
-class ClassSubset(torch.utils.data.Dataset):
-    """The examples of `split` whose label is in `classes` (gamma_PCV's pseudo fine-tuning data)."""
+class Subset(torch.utils.data.Dataset):
+    """The examples of `split` at `index` (sorted), with the split's batch interface."""
 
-    def __init__(self, split, classes):
-        keep = np.isin(split.labels.numpy(), np.asarray(sorted(classes)))
-        self.split, self.index = split, np.flatnonzero(keep)
+    def __init__(self, split, index):
+        self.split, self.index = split, np.sort(np.asarray(index, dtype=np.int64))
         self.labels = split.labels[torch.from_numpy(self.index)]
         self.captions = None
         self.groups = None
@@ -200,6 +199,25 @@ class ClassSubset(torch.utils.data.Dataset):
 
     def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         return self.split.get_batch(self.index[np.asarray(indices)])
+
+
+def class_subset(split, classes) -> Subset:
+    """The examples of `split` whose label is in `classes` (gamma_PCV's pseudo fine-tuning data)."""
+    return Subset(split, np.flatnonzero(np.isin(split.labels.numpy(), sorted(classes))))
+
+
+def few_shot_subset(split, shots: int, seed: int) -> Subset:
+    """`shots` examples of each class of `split`, drawn by `seed` (FLYP's k-shot runs: each seed
+    is another sample). A class with fewer examples is an error, not a smaller task."""
+    labels = split.labels.numpy()
+    rng = np.random.default_rng([seed, shots, 17])
+    index = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) < shots:
+            raise ValueError(f"shots={shots}: class {int(c)} has only {len(members)} examples")
+        index.extend(rng.choice(members, shots, replace=False))
+    return Subset(split, index)
 
 
 def pcv_hidden_classes(info: DatasetInfo, k: int, hold_out: float) -> list[int]:
@@ -298,9 +316,17 @@ def _generate_split(split_seed: int, spec: dict, info: DatasetInfo, gen: dict, p
         classes = _split_classes(spec, info.classnames, info.absent_classes, where)
     rng = np.random.default_rng([split_seed, 17])
     explicit = spec["domain"] == "mixed" or spec.get("imbalance", 1) != 1
+    # A dataset may hold a subset of the world's classes (generator.classes): the world renders by
+    # its own class ids, the dataset labels by its own.
+    to_world = np.array([world.CLASSNAMES.index(c) for c in info.classnames])
+    to_local = {int(w): i for i, w in enumerate(to_world)}
     if not explicit:
-        out = world.generate_split(spec["domain"], spec["n"], split_seed, classes, processes, size)
-        labels, domains = out["labels"], None
+        out = world.generate_split(
+            spec["domain"], spec["n"], split_seed, [int(to_world[c]) for c in classes], processes,
+            size,
+        )  # fmt: skip
+        labels = np.array([to_local[int(w)] for w in out["labels"]], dtype=np.int64)
+        domains = None
     else:
         counts = _imbalanced_counts(spec["n"], len(classes), spec.get("imbalance", 1.0), rng)
         labels = rng.permutation(np.repeat(np.asarray(classes, dtype=np.int64), counts))
@@ -312,7 +338,7 @@ def _generate_split(split_seed: int, spec: dict, info: DatasetInfo, gen: dict, p
             domains = np.array([world.DOMAINS.index(names[g]) for g in domains_of])
         else:
             domains = np.full(spec["n"], world.DOMAINS.index(spec["domain"]))
-        out = world.generate_labelled(domains, labels, split_seed, processes, size)
+        out = world.generate_labelled(domains, to_world[labels], split_seed, processes, size)
     record = {"n": spec["n"], "metric": spec.get("metric", "top1")}
     if len(classes) < len(info.classnames):
         record["classes"] = classes
@@ -337,7 +363,7 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
     roles = cfg["roles"]
     info = DatasetInfo(
         name=name,
-        classnames=list(world.CLASSNAMES),
+        classnames=list(gen.get("classes") or world.CLASSNAMES),
         templates=list(cfg.get("templates") or world.TEMPLATES),
         train=roles["train"],
         val=roles["val"],

@@ -192,8 +192,9 @@ def finetune(
     variant: str = "main",
     hold_out: float = 0.5,
     timing_out: str | None = None,
+    recipe: str | None = None,
 ) -> None:
-    """Run one fine-tuning method; write its artifact (weights + metadata) to `out`, and how long
+    """Run one fine-tuning method (as the named `recipe`: its name in paths and tables); write its artifact (weights + metadata) to `out`, and how long
     it took to `timing_out` (default: `timing.json` beside `out`), so that `out` is the same file
     for the same seed.
 
@@ -204,7 +205,7 @@ def finetune(
     import numpy as np
     import torch
 
-    from .data import ClassSubset, DatasetInfo, load_split, pcv_hidden_classes
+    from .data import DatasetInfo, class_subset, few_shot_subset, load_split, pcv_hidden_classes
     from .methods import get_method
     from .methods.base import FineTuneContext
     from .models import load_backbone
@@ -221,8 +222,11 @@ def finetune(
     train, hidden = load_split(dataset_dir, train_split), []
     if variant.startswith("pcv"):
         hidden = pcv_hidden_classes(info, int(variant[3:]), hold_out)
-        train = ClassSubset(train, set(np.unique(train.labels.numpy())) - set(hidden))
+        train = class_subset(train, set(np.unique(train.labels.numpy())) - set(hidden))
         print(f"{variant}: hiding fine-tuning classes {[info.classnames[c] for c in hidden]}")
+    if hparams.get("shots"):
+        train = few_shot_subset(train, hparams["shots"], seed)
+        print(f"few-shot: {hparams['shots']} examples per class, {len(train)} in all (seed {seed})")
     train_classes = sorted(int(c) for c in np.unique(train.labels.numpy()))
     absent_read = [info.classnames[c] for c in train_classes if not info.seen_mask[c]]
     if absent_read and variant != "oracle":  # the holistic-transfer promise, on the data read
@@ -269,8 +273,10 @@ def finetune(
     )
     t0 = time.time()
     artifact = get_method(method).run(ctx)
+    recipe = recipe or method
     artifact.meta.update(
         method=method,
+        recipe=recipe,
         backbone=backbone_name,
         dataset=info.name,
         seed=seed,
@@ -287,7 +293,8 @@ def finetune(
     timing = {
         "backbone": backbone_name,
         "dataset": info.name,
-        "method": method,
+        "method": recipe,
+        "algorithm": method,
         "seed": seed,
         "variant": variant,
         "device": str(device),
@@ -300,7 +307,7 @@ def finetune(
     }
     _write_json(timing_out, timing)
     remove_checkpoint(ckpt)
-    print(f"{method}: done in {time.time() - t0:.1f}s", flush=True)
+    print(f"{recipe}: done in {time.time() - t0:.1f}s", flush=True)
 
 
 def evaluate(
@@ -365,7 +372,8 @@ def evaluate(
         {
             "backbone": backbone_name,
             "dataset": info.name,
-            "method": meta["method"],
+            "method": meta.get("recipe", meta["method"]),  # the run's name in every table
+            "algorithm": meta["method"],
             "seed": meta["seed"],
             "variant": meta.get("variant", "main"),
             "eval_precision": precision,
@@ -444,3 +452,136 @@ def training_stats(timing_paths: list[str], out: str) -> None:
         rows.append({k: timing.get(k) for k in columns})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=columns).to_csv(out, index=False)
+
+
+def _metrics_frame(logits_paths: list[str]):
+    import pandas as pd
+
+    from .analysis import METRIC_COLUMNS, metric_rows
+    from .logits import Logits
+
+    rows = [row for path in logits_paths for row in metric_rows(Logits(path))]
+    return pd.DataFrame(rows, columns=[*METRIC_COLUMNS, "precision"])
+
+
+def _calibration_frames(groups: list[dict]):
+    """Calibration rows and seen-unseen curves of the given runs (computed from their logits)."""
+    import pandas as pd
+
+    from .analysis import CALIBRATION_COLUMNS, CURVE_COLUMNS, calibration_rows
+    from .logits import Logits
+
+    rows, curves = [], []
+    for group in groups:
+        oracle = Logits(group["oracle"]) if group["oracle"] else None
+        r, c = calibration_rows(
+            Logits(group["main"]), [Logits(p) for p in group["pseudo"]], oracle
+        )
+        rows, curves = rows + r, curves + c
+    return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS)
+
+
+def paper_table(
+    spec: dict,
+    logits_paths: list[str],
+    groups: list[dict],
+    distortion_path: str | None,
+    published_path: str | None,
+    out_csv: str,
+    out_md: str,
+    out_compare: str,
+) -> None:
+    """One catalog table (robustft.catalog) from its runs' logits, and its comparison with the
+    paper's published numbers."""
+    import pandas as pd
+
+    from .paper_tables import build_table, compare
+    from .tables import write
+
+    metrics = _metrics_frame(logits_paths) if logits_paths else None
+    calibration = _calibration_frames(groups)[0] if groups else None
+    distortion = pd.read_csv(distortion_path) if distortion_path else None
+    table = build_table(spec, metrics, calibration, distortion)
+    # relative feature change is a small fraction: keep 3 digits in the markdown copy
+    write(table, out_csv, out_md, digits=3 if spec["kind"] == "feature_distortion" else 1)
+    # row labels are text ("0.5" for an alpha): never parsed as numbers
+    published = pd.read_csv(published_path, dtype={"row": str}) if published_path else None
+    comparison = compare(table, spec, published)
+    write(comparison, out_compare)
+    matched = comparison.published.notna().sum() if len(comparison) else 0
+    print(f"{spec['title']}: {len(table)} rows; {matched} cells beside published numbers")
+
+
+def paper_figure(
+    spec: dict,
+    logits_paths: list[str],
+    groups: list[dict],
+    out_pdf: str,
+    out_png: str,
+    settings: dict,
+    recipes: dict,
+) -> None:
+    """One catalog figure (robustft.plots) from its runs' logits. `recipes`: {recipe: {method,
+    hparams}} of the recipes it shows (colours follow the method; the optimizer figure reads lr)."""
+    from . import plots
+    from .paper_tables import per_seed_table
+
+    metrics = _metrics_frame(logits_paths) if logits_paths else None
+    rows, curves = _calibration_frames(groups) if groups else (None, None)
+    kind = spec["kind"]
+    if kind in ("alpha_curve", "robustness_scatter"):
+        table = per_seed_table(metrics)
+        draw = plots.alpha_curves if kind == "alpha_curve" else plots.robustness_scatter
+        draw(table, spec, recipes, out_pdf, out_png, settings)
+    elif kind == "gamma_curves":
+        plots.calibration_curves(curves, rows, out_pdf, out_png, settings)
+    elif kind == "ncm_figure":
+        plots.ncm_figure(rows, out_pdf, out_png, settings)
+    elif kind == "optimizer_figure":
+        plots.optimizer_figure(rows, spec, recipes, out_pdf, out_png, settings)
+    else:
+        raise ValueError(f"unknown figure kind {kind!r}")
+    print(f"{spec['title']}: {out_png}")
+
+
+def feature_distortion(
+    backbone_name: str,
+    backbone_spec: dict,
+    backbone_path: str,
+    dataset_dir: str,
+    artifacts: dict,
+    reference_path: str | None,
+    out: str,
+    threads: int = 1,
+    precision: str = "auto",
+) -> None:
+    """LP-FT's feature distortion: per fine-tuned model ({recipe: artifact path}) and per test split
+    (ID and shifts), the mean relative L2 change of each image's features from the pretrained
+    encoder's, ||f_ft(x) - f_0(x)|| / ||f_0(x)||. Tidy rows: recipe, split, role, distortion."""
+    import pandas as pd
+    import torch
+
+    from .data import DatasetInfo, load_split
+    from .evaluate import sweep_logits, sweep_models
+    from .methods.base import Artifact
+    from .models import load_backbone
+
+    device, precision = _device(threads, precision, "eval")
+    info = DatasetInfo.read(dataset_dir)
+    backbone = load_backbone(backbone_name, backbone_spec, backbone_path)
+    if backbone.clip is not None:
+        backbone.clip.to(device)
+    reference = Artifact.load(reference_path) if reference_path else None
+    rows = []
+    for recipe, path in artifacts.items():
+        # alpha 0 is theta_0 (the pretrained encoder), alpha 1 the fine-tuned model
+        models = sweep_models(backbone, info, Artifact.load(path), [0.0, 1.0], reference, device)
+        for split in [info.test, *info.shifts]:
+            swept = sweep_logits(models, load_split(dataset_dir, split), device, precision, (0, 1))
+            before, after = (torch.as_tensor(swept["features"][i]).float() for i in (0, 1))
+            change = (after - before).norm(dim=1) / before.norm(dim=1).clamp_min(1e-12)
+            rows.append({"recipe": recipe, "split": split, "role": info.role(split),
+                         "distortion": float(change.mean()), "n": len(change)})  # fmt: skip
+            print(f"{recipe} {split}: distortion {rows[-1]['distortion']:.4f}", flush=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out, index=False)

@@ -7,6 +7,40 @@ from pathlib import Path
 import pandas as pd
 
 
+# One colour per method in every figure, neighbours clearly apart (tab10; recipes take their
+# method's colour). Unknown methods get the remaining tab10 colours.
+METHOD_COLOURS = {
+    "zeroshot": "#000000",
+    "lp": "#8c564b",
+    "ft": "#1f77b4",
+    "lpft": "#2ca02c",
+    "l2sp": "#9467bd",
+    "flyp": "#d62728",
+    "coretuning": "#ff7f0e",
+}
+SPARE_COLOURS = ["#17becf", "#bcbd22", "#e377c2", "#7f7f7f"]
+
+
+def method_colours(names, method_of=None) -> dict:
+    """{name: colour} for recipes or methods; `method_of` maps a recipe to its method."""
+    method_of = method_of or {}
+    colours, spare = {}, iter(SPARE_COLOURS * 4)
+    for name in names:
+        colours[name] = METHOD_COLOURS.get(method_of.get(name, name)) or next(spare)
+    return colours
+
+
+def _setup(settings: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style=settings.get("style", "whitegrid"), context="paper")
+    return plt
+
+
 def _save(fig, out_pdf: str, out_png: str, dpi: int) -> None:
     Path(out_pdf).parent.mkdir(parents=True, exist_ok=True)
     # No creation date: the same data gives a byte-identical PDF (the PNG holds no date).
@@ -50,21 +84,19 @@ def wiseft_curve(
             sort=False,
             estimator=None,  # one point per alpha: never average points that share an ID value
             ax=ax,
-            palette=settings.get("palette"),
+            palette=method_colours(sub.method.unique()),
         )
         zs = sub[sub.alpha == 0.0].iloc[:1]
         theta_0 = "zero-shot" if families.get(backbone) == "clip" else "linear probe"
         ax.scatter(
             zs.id, zs.ood_mean, marker="*", s=200, color="black", zorder=5, label=f"θ₀ ({theta_0})"
         )
-        for _, end in sub[sub.alpha == 1.0].iterrows():
-            ax.annotate(
-                f"{end.method} (α=1)",
-                (end.id, end.ood_mean),
-                fontsize=7,
-                xytext=(4, -8),
-                textcoords="offset points",
-            )
+        # The fine-tuned end of each curve: a larger marker, named by the legend's colour (text
+        # labels collided where two methods end close together).
+        ends = sub[sub.alpha == 1.0]
+        ax.scatter(ends.id, ends.ood_mean, s=60, marker="o", facecolor="none",
+                   edgecolor=[method_colours(ends.method)[m] for m in ends.method],
+                   linewidth=1.5, zorder=6, label="α = 1 (fine-tuned)")  # fmt: skip
         extension = (
             "" if families.get(backbone) == "clip" else "\n(θ₀ = LP: this pipeline's extension)"
         )
@@ -100,7 +132,6 @@ def calibration_curves(
         squeeze=False,
         figsize=(settings["width"] * max(1, len(panels)), settings["height"]),
     )
-    palette = sns.color_palette(settings.get("palette"), 10)
     markers = {"none": "o", "alg": "s", "pcv": "D"}
     for ax, (dataset, backbone) in zip(axes[0], panels, strict=False):
         sub = curves[(curves.dataset == dataset) & (curves.backbone == backbone)]
@@ -110,7 +141,9 @@ def calibration_curves(
             100 * pre.acc_s_y, 100 * pre.acc_u_y, color="black", ls="--", label="pretrained (θ₀)"
         )
         fine = sub[(sub.alpha == 1.0) & (sub.method != "zeroshot")]
-        for colour, (method, curve) in zip(palette, fine.groupby("method"), strict=False):
+        colours = method_colours(fine.method.unique(), settings.get("method_of"))
+        for method, curve in fine.groupby("method"):
+            colour = colours[method]
             ax.plot(100 * curve.acc_s_y, 100 * curve.acc_u_y, color=colour, label=method)
             points = rows[(rows.dataset == dataset) & (rows.backbone == backbone)
                           & (rows.method == method) & (rows.alpha == 1.0)
@@ -129,5 +162,140 @@ def calibration_curves(
             ylabel="Acc_U/Y: absent classes (%)",
         )
         ax.legend(fontsize=7)
+    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    plt.close(fig)
+
+
+def _logit(p):
+    import numpy as np
+
+    p = np.clip(np.asarray(p, dtype=float) / 100, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def alpha_curves(
+    table: pd.DataFrame, spec: dict, recipes: dict, out_pdf: str, out_png: str, settings: dict
+) -> None:
+    """FLYP Fig. 1: ID vs mean OOD accuracy (%) along each recipe's WiSE-FT alpha path, from
+    theta_0 (alpha = 0, the star) to the fine-tuned model (alpha = 1, the ringed point)."""
+    plt = _setup(settings)
+    method_of = {r: v["method"] for r, v in recipes.items()}
+    colours = method_colours(spec["rows"].values(), method_of)
+    fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
+    data = table.groupby(["method", "alpha"])[["id", "ood_mean"]].mean().reset_index()
+    for label, recipe in spec["rows"].items():
+        path = data[data.method == recipe].sort_values("alpha")
+        ax.plot(path.id, path.ood_mean, "-o", ms=3, color=colours[recipe], label=label)
+        end = path[path.alpha == 1.0]
+        ax.scatter(end.id, end.ood_mean, s=70, facecolor="none", edgecolor=colours[recipe],
+                   linewidth=1.5, zorder=6)  # fmt: skip
+    start = data[data.alpha == 0.0].iloc[:1]
+    ax.scatter(start.id, start.ood_mean, marker="*", s=220, color="black", zorder=7,
+               label="θ₀ (zero-shot)")  # fmt: skip
+    ax.scatter([], [], s=70, facecolor="none", edgecolor="gray", label="α = 1 (fine-tuned)")
+    ax.set(title=f"{spec['backbone']} on {spec['dataset']}", xlabel="ID accuracy (%)",
+           ylabel="mean OOD accuracy (%)")  # fmt: skip
+    ax.legend(fontsize=7)
+    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    plt.close(fig)
+
+
+def robustness_scatter(
+    table: pd.DataFrame, spec: dict, recipes: dict, out_pdf: str, out_png: str, settings: dict
+) -> None:
+    """WiSE-FT Fig. 1 / effective robustness: every alpha model of every recipe, ID vs mean OOD
+    accuracy on logit-scaled axes (where the papers' linear trends are drawn), with the line of
+    equal logit ID and OOD accuracy for reference."""
+    import numpy as np
+
+    plt = _setup(settings)
+    method_of = {r: v["method"] for r, v in recipes.items()}
+    colours = method_colours(spec["rows"].values(), method_of)
+    fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
+    data = table.groupby(["method", "alpha"])[["id", "ood_mean"]].mean().reset_index()
+    for label, recipe in spec["rows"].items():
+        path = data[data.method == recipe].sort_values("alpha")
+        ax.plot(_logit(path.id), _logit(path.ood_mean), "-", color=colours[recipe], alpha=0.6)
+        ax.scatter(_logit(path.id), _logit(path.ood_mean), s=10 + 50 * path.alpha,
+                   color=colours[recipe], label=label, zorder=5)  # fmt: skip
+    start = data[data.alpha == 0.0].iloc[:1]
+    ax.scatter(_logit(start.id), _logit(start.ood_mean), marker="*", s=220, color="black",
+               zorder=7, label="θ₀ (zero-shot)")  # fmt: skip
+    lo = min(_logit(data.id).min(), _logit(data.ood_mean).min()) - 0.2
+    hi = max(_logit(data.id).max(), _logit(data.ood_mean).max()) + 0.2
+    ax.plot([lo, hi], [lo, hi], ls=":", color="gray", label="OOD = ID")
+    ticks = np.array([10, 20, 30, 50, 70, 80, 90, 95])
+    ticks = ticks[(_logit(ticks) >= lo) & (_logit(ticks) <= hi)]
+    ax.set_xticks(_logit(ticks), [f"{t}" for t in ticks])
+    ax.set_yticks(_logit(ticks), [f"{t}" for t in ticks])
+    ax.set(title=f"{spec['backbone']} on {spec['dataset']} (marker size: α)",
+           xlabel="ID accuracy (%, logit axis)", ylabel="mean OOD accuracy (%, logit axis)")  # fmt: skip
+    ax.legend(fontsize=7)
+    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    plt.close(fig)
+
+
+def ncm_figure(rows: pd.DataFrame, out_pdf: str, out_png: str, settings: dict) -> None:
+    """The calibration paper's Figs. 2-3: accuracy of the model's own head (NN) and of class means
+    of its features (NCM), on fine-tuning (S) and absent (U) classes, pretrained vs fine-tuned:
+    the absent classes' features survive fine-tuning when NCM keeps their accuracy."""
+    from .tables import ncm_table
+
+    plt = _setup(settings)
+    table = ncm_table(rows)
+    table = table.assign(run=table.backbone + " " + table.method)
+    runs = table.run.unique().tolist()
+    fig, axes = plt.subplots(1, 2, figsize=(settings["width"] * 2, settings["height"]),
+                             sharey=True)  # fmt: skip
+    width = 0.2
+    for ax, subset, title in zip(axes, ("s", "u"), ("fine-tuning classes (Acc_S/Y)",
+                                                    "absent classes (Acc_U/Y)"), strict=True):  # fmt: skip
+        for k, (model, classifier) in enumerate(
+            [("pretrained (θ₀)", "nn"), ("pretrained (θ₀)", "ncm"),
+             ("fine-tuned", "nn"), ("fine-tuned", "ncm")]  # fmt: skip
+        ):
+            values = [
+                table[(table.run == r) & (table.model == model)][f"{classifier}_acc_{subset}_y"]
+                .mean() for r in runs
+            ]  # fmt: skip
+            colour = ("#7f7f7f" if model.startswith("pre") else "#1f77b4")
+            ax.bar([i + (k - 1.5) * width for i in range(len(runs))], values, width,
+                   color=colour, hatch="//" if classifier == "ncm" else None,
+                   edgecolor="black", label=f"{model}, {classifier.upper()}")  # fmt: skip
+        ax.set_xticks(range(len(runs)), runs, rotation=20, ha="right", fontsize=7)
+        ax.set(title=title, ylabel="accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7,
+               bbox_to_anchor=(0.5, 1.0))  # above the panels: never over a bar  # fmt: skip
+    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    plt.close(fig)
+
+
+def optimizer_figure(
+    rows: pd.DataFrame, spec: dict, recipes: dict, out_pdf: str, out_png: str, settings: dict
+) -> None:
+    """The calibration paper's optimizer study: AUSUC of the fine-tuned model (alpha = 1) against
+    the learning rate, one line per optimizer; the pretrained model's AUSUC dashed."""
+    plt = _setup(settings)
+    au = rows[(rows.metric == "ausuc") & (rows.variant == "main")]
+    points = []
+    for label, recipe in spec["rows"].items():
+        hp = recipes[recipe]["hparams"]
+        value = au[(au.method == recipe) & (au.alpha == 1.0)].value.mean()
+        points.append({"optimizer": hp.get("optimizer", "adamw"), "lr": hp["lr"], "ausuc": value})
+    frame = pd.DataFrame(points).sort_values("lr")
+    fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
+    colours = {"adamw": "#1f77b4", "sgd": "#d62728"}
+    for optimizer, group in frame.groupby("optimizer"):
+        ax.plot(group.lr, group.ausuc, "-o", color=colours.get(optimizer), label=optimizer)
+    pre = au[au.alpha == 0.0].value.mean()
+    if pre == pre:  # NaN when no run of the target was swept to alpha = 0
+        ax.axhline(pre, ls="--", color="black", label="pretrained (θ₀)")
+        low, high = min(frame.ausuc.min(), pre), max(frame.ausuc.max(), pre)
+        ax.set_ylim(low - 0.1 * (high - low + 1e-3), high + 0.1 * (high - low + 1e-3))
+    ax.set_xscale("log")
+    ax.set(title=f"{spec['backbone']} on {spec['dataset']}", xlabel="learning rate",
+           ylabel="AUSUC (fine-tuned, α = 1)")  # fmt: skip
+    ax.legend(fontsize=7)
     _save(fig, out_pdf, out_png, settings.get("dpi", 150))
     plt.close(fig)

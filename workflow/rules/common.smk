@@ -3,12 +3,22 @@
 import hashlib
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from robustft.config import ConfigError, check_config, hparams_for
+from robustft.config import (
+    ConfigError,
+    check_config,
+    hparams_for,
+    known_recipes,
+    recipe_dependency,
+    recipe_method,
+)
+from robustft.catalog import FIGURE_KINDS, TABLE_KINDS, grid_cells, needs_sweep
+from robustft.catalog import seeds as catalog_seeds
 from robustft.methods import METHODS
 from robustft.provenance import DATASET_VERSION_FILE, script_code
 
@@ -40,7 +50,7 @@ def _choices(names):
 wildcard_constraints:
     dataset=_choices(config["datasets"]),
     backbone=_choices(config["backbones"]),
-    method=_choices(METHODS),
+    recipe=_choices(known_recipes(config)),
     seed=r"\d+",
     variant=r"oracle|pcv\d+",
 
@@ -48,23 +58,31 @@ wildcard_constraints:
 # ---- paths --------------------------------------------------------------------------------------
 DATASET_DIR = "resources/datasets/{dataset}"
 BACKBONE = "resources/backbones/{backbone}.pt"
-MODEL = "results/models/{dataset}/{backbone}/{method}/seed{seed}/model.pt"
-TIMING = "results/models/{dataset}/{backbone}/{method}/seed{seed}/timing.json"  # not deterministic
-LOGITS = "results/logits/{dataset}/{backbone}/{method}/seed{seed}.npz"
+MODEL = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/model.pt"
+TIMING = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/timing.json"  # not deterministic
+LOGITS = "results/logits/{dataset}/{backbone}/{recipe}/seed{seed}.npz"
 # Calibration's extra fine-tunes of a run: the oracle (all classes) and gamma_PCV's pseudo splits.
-VARIANT_MODEL = "results/models/{dataset}/{backbone}/{method}/seed{seed}/{variant}/model.pt"
-VARIANT_TIMING = "results/models/{dataset}/{backbone}/{method}/seed{seed}/{variant}/timing.json"
-VARIANT_LOGITS = "results/logits/{dataset}/{backbone}/{method}/seed{seed}-{variant}.npz"
+VARIANT_MODEL = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/{variant}/model.pt"
+VARIANT_TIMING = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/{variant}/timing.json"
+VARIANT_LOGITS = "results/logits/{dataset}/{backbone}/{recipe}/seed{seed}-{variant}.npz"
+
+
+def experiment_runs():
+    """Every (dataset, backbone, recipe, seed) the experiments ask for, in config order."""
+    for exp in config["experiments"]:
+        for recipe in exp["methods"]:
+            for seed in exp.get("seeds", [0]):
+                yield dict(dataset=exp["dataset"], backbone=exp["backbone"], recipe=recipe, seed=seed)
 
 
 def runs():
-    """Every (dataset, backbone, method, seed) the experiments ask for, in config order."""
-    for exp in config["experiments"]:
-        for method in exp["methods"]:
-            for seed in exp.get("seeds", [0]):
-                yield dict(
-                    dataset=exp["dataset"], backbone=exp["backbone"], method=method, seed=seed
-                )
+    """Every run of the experiments and of the catalog's targets, once, in config order."""
+    seen = set()
+    for run in [*experiment_runs(), *(r for name in CATALOG for r in target_runs(name))]:
+        key = tuple(run.values())
+        if key not in seen:
+            seen.add(key)
+            yield run
 
 
 def all_models():
@@ -80,7 +98,12 @@ def all_logits():
 
 
 def method_order():
-    return list(METHODS)
+    """Table row order: the methods, then the recipes in config order."""
+    return known_recipes(config)
+
+
+def method_of(wildcards):
+    return recipe_method(config, wildcards.recipe)
 
 
 # ---- what a run needs ---------------------------------------------------------------------------
@@ -97,12 +120,31 @@ def is_calibration_dataset(dataset):
     return bool(config["datasets"][dataset].get("absent_classes"))
 
 
+@lru_cache(maxsize=1)
+def swept_runs():
+    """(dataset, backbone, recipe, seed) of the runs an experiment (unless `sweep: false`) or a target
+    that reads weight ensembles asks to evaluate at every alpha."""
+    runs = {
+        (exp["dataset"], exp["backbone"], recipe, int(seed))
+        for exp in config["experiments"]
+        if exp.get("sweep", True)
+        for recipe in exp["methods"]
+        for seed in exp.get("seeds", [0])
+    }
+    for name, spec in CATALOG.items():
+        if needs_sweep(spec):
+            runs |= {(r["dataset"], r["backbone"], r["recipe"], r["seed"]) for r in target_runs(name)}
+    return frozenset(runs)
+
+
 def sweeps(wildcards):
     """Does this run get a WiSE-FT alpha curve? Not the zero-shot model, nor the LP of a family
     whose theta_0 is that very LP."""
-    if wildcards.method == "zeroshot":
+    method = method_of(wildcards)
+    run = (wildcards.dataset, wildcards.backbone, wildcards.recipe, int(wildcards.seed))
+    if method == "zeroshot" or run not in swept_runs():
         return False
-    return has_text(wildcards.backbone) or wildcards.method != "lp"
+    return has_text(wildcards.backbone) or method != "lp"
 
 
 def reference_model(wildcards):
@@ -110,19 +152,19 @@ def reference_model(wildcards):
     return MODEL.format(
         dataset=source_dataset(wildcards.dataset),
         backbone=wildcards.backbone,
-        method="lp",
+        recipe="lp",
         seed=wildcards.seed,
     )
 
 
-def calibration_groups():
+def calibration_groups(runs=None):
     """Per run on a calibration dataset: its logits, and those of its pseudo and oracle runs."""
     cfg = config["calibration"]
     groups = []
-    for run in runs():
+    for run in globals()["runs"]() if runs is None else runs:
         if not is_calibration_dataset(run["dataset"]):
             continue
-        pcv = run["method"] in cfg["pcv"]["methods"] and sweeps(Wildcards(run))
+        pcv = run["recipe"] in cfg["pcv"]["methods"] and sweeps(Wildcards(run))
         groups.append(
             {
                 "main": LOGITS.format(**run),
@@ -132,7 +174,7 @@ def calibration_groups():
                 ],
                 "oracle": (
                     VARIANT_LOGITS.format(**run, variant="oracle")
-                    if run["method"] in cfg["oracle"]["methods"]
+                    if run["recipe"] in cfg["oracle"]["methods"]
                     else None
                 ),
             }
@@ -140,9 +182,9 @@ def calibration_groups():
     return groups
 
 
-def calibration_inputs(wildcards=None):
+def calibration_inputs(wildcards=None, runs=None):
     files = []
-    for group in calibration_groups():
+    for group in calibration_groups(runs):
         files += [group["main"], *group["pseudo"], *([group["oracle"]] if group["oracle"] else [])]
     return files
 
@@ -222,7 +264,7 @@ def job_code(script, *modules):
 
 
 def finetune_code(wildcards):
-    return job_code("finetune.py", f"methods.{wildcards.method}")  # imported by name
+    return job_code("finetune.py", f"methods.{method_of(wildcards)}")  # imported by name
 
 
 def finetune_inputs(wildcards):
@@ -230,11 +272,12 @@ def finetune_inputs(wildcards):
         "backbone": BACKBONE.format(backbone=wildcards.backbone),
         "dataset": dataset_input(wildcards.dataset),
     }
-    dependency = METHODS[wildcards.method].depends_on
-    if dependency:  # LP-FT starts from the linear probe's head
-        inputs[dependency] = MODEL.format(**{**wildcards, "method": dependency})
+    method = METHODS[method_of(wildcards)]
+    dependency = recipe_dependency(config, wildcards.recipe)
+    if dependency:  # LP-FT starts from a linear probe's head (input name: the method it needs)
+        inputs[method.depends_on] = MODEL.format(**{**wildcards, "recipe": dependency})
     holistic = "source" in config["datasets"][wildcards.dataset]
-    if holistic and METHODS[wildcards.method].trains and not has_text(wildcards.backbone):
+    if holistic and method.trains and not has_text(wildcards.backbone):
         inputs["reference"] = reference_model(wildcards)  # start from the source model
     return inputs
 
@@ -267,4 +310,89 @@ def figure_settings(name):
 
 
 def method_hparams(wildcards):
-    return hparams_for(config, wildcards.method, wildcards.backbone, wildcards.dataset)
+    return hparams_for(config, wildcards.recipe, wildcards.backbone, wildcards.dataset)
+
+
+# ---- the paper-target catalog (config `catalog`; builders in robustft.catalog / robustft.plots) --
+CATALOG = {spec["name"]: spec for spec in config.get("catalog") or []}
+PAPER_OUT = "results/papers/{paper}/{item}"
+PUBLISHED = "config/published/{paper}.csv"
+DISTORTION = "results/analysis/distortion/{target}.csv"
+CALIBRATION_KINDS = ("calibration_table", "ausuc_table", "ncm_figure", "gamma_curves",
+                     "optimizer_figure", "cross_paper")  # fmt: skip
+METRIC_KINDS = ("method_table", "grid_table", "alpha_table", "alpha_curve",
+                "robustness_scatter", "cross_paper")  # fmt: skip
+
+
+def target_runs(name):
+    """The runs a catalog target reads: its cells x seeds; a calibration target without rows reads
+    every experiment's run on its dataset."""
+    spec = CATALOG[name]
+    if "rows" not in spec:
+        return [run for run in experiment_runs() if run["dataset"] == spec["dataset"]]
+    return [
+        dict(dataset=cell["dataset"], backbone=spec["backbone"], recipe=cell["recipe"], seed=seed)
+        for cell in grid_cells(spec)
+        for seed in catalog_seeds(spec)
+    ]
+
+
+def target_name(wildcards):
+    return PAPER_TARGETS[(wildcards.paper, wildcards.item)]
+
+
+def target_files(name):
+    spec = CATALOG[name]
+    out = PAPER_OUT.format(paper=spec["paper"], item=spec["item"])
+    if spec["kind"] in FIGURE_KINDS:
+        return [f"{out}.pdf", f"{out}.png"]
+    return [f"{out}.csv", f"{out}.md", f"{out}.compare.csv"]
+
+
+def target_inputs(wildcards):
+    name = target_name(wildcards)
+    spec, runs = CATALOG[name], target_runs(name)
+    inputs = {"logits": [], "groups": []}
+    if spec["kind"] in METRIC_KINDS:
+        inputs["logits"] = [LOGITS.format(**run) for run in runs]
+    if spec["kind"] in CALIBRATION_KINDS:
+        inputs["groups"] = calibration_inputs(runs=runs)
+    if spec["kind"] == "feature_distortion":
+        inputs["distortion"] = DISTORTION.format(target=name)
+    published = PUBLISHED.format(paper=spec["paper"])
+    if spec["kind"] in TABLE_KINDS and Path(workflow.basedir, published).exists():
+        inputs["published"] = str(Path(workflow.basedir, published))
+    return inputs
+
+
+def target_groups(wildcards):
+    return calibration_groups(runs=target_runs(target_name(wildcards)))
+
+
+def target_recipes(wildcards):
+    """{recipe: {method, hparams}} of the recipes a target shows (figures: colours, lr axis)."""
+    name = target_name(wildcards)
+    spec = CATALOG[name]
+    return {
+        run["recipe"]: {
+            "method": recipe_method(config, run["recipe"]),
+            "hparams": hparams_for(config, run["recipe"], run["backbone"], run["dataset"]),
+        }
+        for run in target_runs(name)
+    }
+
+
+def distortion_inputs(wildcards):
+    spec = CATALOG[wildcards.target]
+    run = dict(dataset=spec["dataset"], backbone=spec["backbone"], seed=0)
+    inputs = {
+        "backbone": BACKBONE.format(backbone=spec["backbone"]),
+        "dataset": dataset_input(spec["dataset"]),
+        **{recipe: MODEL.format(**run, recipe=recipe) for recipe in spec["rows"].values()},
+    }
+    if not has_text(spec["backbone"]):
+        inputs["reference"] = MODEL.format(**run, recipe="lp")
+    return inputs
+
+
+PAPER_TARGETS = {(spec["paper"], spec["item"]): name for name, spec in CATALOG.items()}

@@ -5,9 +5,9 @@ rule evaluate:
     output:
         LOGITS,
     log:
-        "logs/evaluate/{dataset}/{backbone}/{method}/seed{seed}.log",
+        "logs/evaluate/{dataset}/{backbone}/{recipe}/seed{seed}.log",
     benchmark:
-        "benchmarks/evaluate/{dataset}/{backbone}/{method}/seed{seed}.tsv"
+        "benchmarks/evaluate/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
     conda:
         "../../envs/robustft.yaml"
     threads: 2
@@ -34,9 +34,9 @@ use rule evaluate as evaluate_variant with:
     output:
         VARIANT_LOGITS,
     log:
-        "logs/evaluate/{dataset}/{backbone}/{method}/seed{seed}-{variant}.log",
+        "logs/evaluate/{dataset}/{backbone}/{recipe}/seed{seed}-{variant}.log",
     benchmark:
-        "benchmarks/evaluate/{dataset}/{backbone}/{method}/seed{seed}-{variant}.tsv"
+        "benchmarks/evaluate/{dataset}/{backbone}/{recipe}/seed{seed}-{variant}.tsv"
     params:
         precision=config["eval_precision"],
         spec=backbone_spec,

@@ -5,9 +5,9 @@ rule finetune:
         model=MODEL,
         timing=TIMING,
     log:
-        "logs/finetune/{dataset}/{backbone}/{method}/seed{seed}.log",
+        "logs/finetune/{dataset}/{backbone}/{recipe}/seed{seed}.log",
     benchmark:
-        "benchmarks/finetune/{dataset}/{backbone}/{method}/seed{seed}.tsv"
+        "benchmarks/finetune/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
     conda:
         "../../envs/robustft.yaml"
     threads: 2
@@ -19,6 +19,7 @@ rule finetune:
         hparams=method_hparams,
         dataset=lambda wildcards: dataset_version(wildcards.dataset),
         code=finetune_code,
+        method=method_of,
         variant="main",
         hold_out=None,
     script:
@@ -32,14 +33,15 @@ use rule finetune as finetune_variant with:
         model=VARIANT_MODEL,
         timing=VARIANT_TIMING,
     log:
-        "logs/finetune/{dataset}/{backbone}/{method}/seed{seed}-{variant}.log",
+        "logs/finetune/{dataset}/{backbone}/{recipe}/seed{seed}-{variant}.log",
     benchmark:
-        "benchmarks/finetune/{dataset}/{backbone}/{method}/seed{seed}-{variant}.tsv"
+        "benchmarks/finetune/{dataset}/{backbone}/{recipe}/seed{seed}-{variant}.tsv"
     params:
         precision=config["precision"],
         spec=backbone_spec,
         hparams=method_hparams,
         dataset=lambda wildcards: dataset_version(wildcards.dataset),
         code=finetune_code,
+        method=method_of,
         variant=lambda wildcards: wildcards.variant,
         hold_out=config["calibration"]["pcv"]["hold_out"],

@@ -228,7 +228,7 @@ rule calibration_figure:
 # ---- the linear probe's C search (LP-FT's log_reg_sk.py sweep) ---------------------------------
 rule lp_search_table:
     input:
-        [TIMING.format(**run) for run in runs() if run["method"] == "lp"],
+        [TIMING.format(**run) for run in runs() if recipe_method(config, run["recipe"]) == "lp"],
     output:
         csv=report(
             "results/tables/lp_search.csv",

@@ -8,7 +8,7 @@ run_job(
     snakemake.params.spec,
     snakemake.input.backbone,
     snakemake.input.dataset,
-    snakemake.wildcards.method,
+    snakemake.params.method,
     snakemake.params.hparams,
     int(snakemake.wildcards.seed),
     snakemake.output.model,
@@ -19,4 +19,5 @@ run_job(
     variant=snakemake.params.variant,
     hold_out=snakemake.params.hold_out,
     timing_out=snakemake.output.timing,
+    recipe=snakemake.wildcards.recipe,
 )

@@ -42,9 +42,11 @@ OPTIM_OPTIONAL = (
     "momentum",
     "checkpoint_every",
 )
+# Read by the fine-tuning job before the method runs (`jobs.finetune`): k-shot training data.
+DATA_OPTIONAL = ("shots",)
 # `base.Method.param_groups` (encoder_lr_scale; only for an `ImageClassifier`, so not FLYP's CLIP)
 # and `base.Method.train_mode` (freeze_bn; every trained model).
-CLASSIFIER_OPTIONAL = (*OPTIM_OPTIONAL, "encoder_lr_scale", "freeze_bn")
+CLASSIFIER_OPTIONAL = (*OPTIM_OPTIONAL, *DATA_OPTIONAL, "encoder_lr_scale", "freeze_bn")
 
 
 METHODS: dict[str, MethodInfo] = {
@@ -56,6 +58,7 @@ METHODS: dict[str, MethodInfo] = {
         False,
         False,
         required=("c_min_log10", "c_max_log10", "c_steps", "max_iter"),
+        optional=DATA_OPTIONAL,
     ),
     "ft": MethodInfo(
         "End-to-end fine-tuning (WiSE-FT, Wortsman et al. CVPR 2022)",
@@ -84,7 +87,7 @@ METHODS: dict[str, MethodInfo] = {
         True,
         True,
         required=TRAIN_REQUIRED,
-        optional=(*OPTIM_OPTIONAL, "freeze_bn", "templates"),
+        optional=(*OPTIM_OPTIONAL, *DATA_OPTIONAL, "freeze_bn", "templates"),
     ),
     "coretuning": MethodInfo(
         "Core-tuning (Zhang et al. NeurIPS 2021)",

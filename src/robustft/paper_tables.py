@@ -1,0 +1,171 @@
+"""The catalog's tables (robustft.catalog): each a pure function of tidy frames computed from the
+saved logits of its runs, and its comparison with the paper's published numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .catalog import grid_cells
+from .tables import by_alpha
+
+def per_seed_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """`tables.by_alpha` (headline metric per split, in %) for each seed on its own."""
+    return pd.concat(
+        [by_alpha(group).assign(seed=seed) for seed, group in metrics.groupby("seed")],
+        ignore_index=True,
+    )
+
+
+def _val_alpha(group: pd.DataFrame) -> pd.Series:
+    """The WiSE-FT ensemble: the alpha best on ID validation; ties go to the smaller alpha."""
+    return group.sort_values(["val", "alpha"], ascending=[False, True]).iloc[0]
+
+
+def _mean_std(frame: pd.DataFrame, columns: list[str], by: list[str]) -> pd.DataFrame:
+    """Seed means of `columns`, plus `<column>_std` (sample std) when there are several seeds."""
+    grouped = frame.groupby(by, sort=False)[columns]
+    out = grouped.mean()
+    if frame.seed.nunique() > 1:
+        out = out.join(grouped.std().add_suffix("_std"))
+    out["n_seeds"] = frame.groupby(by, sort=False).seed.nunique()
+    return out.reset_index()
+
+
+def method_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows: the spec's methods at alpha = 1 (the fine-tuned model); `columns`: splits by name,
+    `id` or `ood_mean`; with `ensemble`, the WiSE-FT ensemble's ID and mean OOD (val-chosen alpha)."""
+    table = per_seed_table(metrics)
+    columns = list(spec["columns"])
+    rows = []
+    for label, recipe in spec["rows"].items():
+        for seed, group in table[table.method == recipe].groupby("seed"):
+            final = group[group.alpha == 1.0].iloc[0]
+            row = {"row": label, "recipe": recipe, "seed": seed, **final[columns].to_dict()}
+            if spec.get("ensemble"):
+                best = _val_alpha(group)
+                row.update(wise_alpha=best.alpha, wise_id=best.id, wise_ood_mean=best.ood_mean)
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    value_columns = [c for c in frame.columns if c not in ("row", "recipe", "seed")]
+    return _mean_std(frame, value_columns, ["row", "recipe"])
+
+
+def grid_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows x grid columns (k shots, or datasets) of the ID test set's headline metric (%), mean
+    over seeds, with a `<column>_std` column when there are several."""
+    table = per_seed_table(metrics)
+    table = table[table.alpha == 1.0]
+    values = []
+    for cell in grid_cells(spec):
+        hit = table[(table.method == cell["recipe"]) & (table.dataset == cell["dataset"])]
+        for _, r in hit.iterrows():
+            values.append({**cell, "seed": r.seed, "value": r.id})
+    frame = pd.DataFrame(values)
+    mean = frame.pivot_table(index="row", columns="column", values="value", aggfunc="mean")
+    out = mean
+    if frame.seed.nunique() > 1:
+        std = frame.pivot_table(index="row", columns="column", values="value", aggfunc="std")
+        out = mean.join(std.add_suffix("_std"))
+    order = list(dict.fromkeys(c["column"] for c in grid_cells(spec)))
+    rows = list(spec["rows"])
+    out = out.reindex(rows)[[*order, *[c for c in out.columns if c not in order]]]
+    out.columns.name = None
+    return out.reset_index()
+
+
+def alpha_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per alpha of the (single) recipe: the spec's columns, seed means."""
+    (label, recipe), = spec["rows"].items()
+    table = per_seed_table(metrics)
+    table = table[table.method == recipe]
+    out = table.groupby("alpha")[["val", *spec["columns"]]].mean().reset_index()
+    out.insert(0, "row", out.alpha.map(lambda a: f"{a:g}"))
+    return out
+
+
+def cross_paper(spec: dict, metrics: pd.DataFrame, calibration: pd.DataFrame) -> pd.DataFrame:
+    """Every method x {plain (alpha = 1), WiSE-FT (alpha chosen on validation)} x {uncalibrated,
+    gamma_ALG}: Acc_Y, Acc_S/Y and Acc_U/Y (%) on the holistic-transfer test set, seed means."""
+    table = per_seed_table(metrics)
+    nn = calibration[(calibration.classifier == "nn") & (calibration.variant == "main")]
+    rows = []
+    for label, recipe in spec["rows"].items():
+        for seed, group in table[table.method == recipe].groupby("seed"):
+            best = _val_alpha(group)
+            for ensemble, alpha in (("plain", 1.0), ("WiSE-FT", best.alpha)):
+                if recipe == "zeroshot" and ensemble != "plain":
+                    continue  # theta_0 itself: no ensemble
+                at = nn[(nn.method == recipe) & (nn.seed == seed) & np.isclose(nn.alpha, alpha)]
+                for calib, name in (("none", "uncalibrated"), ("alg", "γ_ALG")):
+                    values = at[at.calibration == calib].set_index("metric").value
+                    rows.append({"row": label, "recipe": recipe, "ensemble": ensemble,
+                                 "alpha": alpha, "calibration": name, "seed": seed,
+                                 **{m: 100 * values.get(m, np.nan)
+                                    for m in ("acc_y", "acc_s_y", "acc_u_y")}})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    return _mean_std(
+        frame, ["alpha", "acc_y", "acc_s_y", "acc_u_y"], ["row", "recipe", "ensemble", "calibration"]
+    )
+
+
+def feature_distortion(spec: dict, distortion: pd.DataFrame) -> pd.DataFrame:
+    """Relative feature change per recipe (rows) on the ID test set and each shift (columns), with
+    the OOD mean and the OOD/ID ratio (LP-FT's claim: FT distorts OOD features less than ID ones
+    move, so OOD accuracy suffers; LP-FT moves both less)."""
+    wide = distortion.pivot_table(index="recipe", columns="split", values="distortion")
+    wide = wide[list(dict.fromkeys(distortion.split))]  # the dataset's split order
+    roles = distortion.drop_duplicates("split").set_index("split").role
+    ood = [s for s in wide.columns if roles[s] == "ood"]
+    test = next(s for s in wide.columns if roles[s] == "id")
+    out = pd.DataFrame({"recipe": wide.index, "id": wide[test].values})
+    for split in ood:
+        out[split] = wide[split].values
+    out["ood_mean"] = wide[ood].mean(axis=1).values
+    out["ood_over_id"] = out.ood_mean / out.id
+    labels = {recipe: label for label, recipe in spec["rows"].items()}
+    out.insert(0, "row", out.recipe.map(labels))
+    return out.set_index("row").reindex(list(spec["rows"])).reset_index()
+
+
+def compare(table: pd.DataFrame, spec: dict, published: pd.DataFrame) -> pd.DataFrame:
+    """The reproduced table beside the paper's numbers: one row per mapped cell (row label and
+    column), with reproduced, published and the difference, and the published number's provenance."""
+    columns = ["row", "column", "published_column", "reproduced", "published", "difference",
+               "source", "confidence"]  # fmt: skip
+    mapping = (spec.get("published") or {}).get("columns", {})
+    if not mapping or published is None or published.empty:
+        return pd.DataFrame(columns=columns)
+    item = spec["published"]["item"]
+    ours = table.melt(id_vars="row", value_vars=[c for c in mapping if c in table.columns],
+                      var_name="column", value_name="reproduced")  # fmt: skip
+    ours["published_column"] = ours.column.map(mapping)
+    theirs = published[published["item"] == item].rename(
+        columns={"column": "published_column", "value": "published"}
+    )
+    theirs = theirs.assign(row=theirs.row.astype(str))
+    merged = ours.merge(theirs, on=["row", "published_column"], how="left")
+    merged["difference"] = merged.reproduced - merged.published
+    return merged[columns]
+
+
+def build_table(spec: dict, metrics=None, calibration=None, distortion=None) -> pd.DataFrame:
+    kind = spec["kind"]
+    if kind == "method_table":
+        return method_table(spec, metrics)
+    if kind == "grid_table":
+        return grid_table(spec, metrics)
+    if kind == "alpha_table":
+        return alpha_table(spec, metrics)
+    if kind == "cross_paper":
+        return cross_paper(spec, metrics, calibration)
+    if kind == "feature_distortion":
+        return feature_distortion(spec, distortion)
+    from . import tables
+
+    sub = calibration[calibration.dataset == spec["dataset"]]
+    if kind == "calibration_table":
+        return tables.calibration_table(sub, spec.get("order", []))
+    if kind == "ausuc_table":
+        return tables.ausuc_table(sub)
+    raise ValueError(f"unknown table kind {kind!r}")

@@ -1,0 +1,15 @@
+from robustft.jobs import paper_table
+from robustft.jobserver import run_job
+
+run_job(
+    paper_table,
+    snakemake.log[0],
+    snakemake.params.spec,
+    list(snakemake.input.logits),
+    snakemake.params.groups,
+    snakemake.input.get("distortion"),
+    snakemake.input.get("published"),
+    snakemake.output.csv,
+    snakemake.output.md,
+    snakemake.output.compare,
+)
