@@ -81,7 +81,7 @@ def prepare_dataset(
 
     `version` (the Snakefile's `dataset_version`: config entry and generator code) is recorded in
     the directory, so that the Snakefile knows the dataset is current without comparing mtimes."""
-    from .data import generate_mini
+    from .sources.generated import generate_mini
     from .provenance import DATASET_VERSION_FILE
 
     if "generator" not in cfg:
