@@ -91,7 +91,7 @@ class DatasetInfo:
         prompts the data source wrote, else the dataset's templates filled verbatim."""
         if templates is None and self.prompts is not None:
             return self.prompts
-        return [[t.replace("{}", c) for t in templates or self.templates] for c in self.classnames]
+        return [[fill_prompt(t, c) for t in templates or self.templates] for c in self.classnames]
 
     @property
     def seen_mask(self) -> list[bool]:
@@ -110,6 +110,14 @@ class DatasetInfo:
             raise CorruptFileError(
                 corrupt_message("dataset description", path, err, target=path.parent)
             ) from None
+
+
+def fill_prompt(template: str, classname: str) -> str:
+    """A template filled verbatim: "{}" is the class name; "{a}" the name with underscores as spaces
+    and its article (wise-ft's `append_proper_article`, in two of FMoW's 16 templates)."""
+    spoken = classname.replace("_", " ")
+    article = "an" if spoken[:1] in "aeiou" else "a"
+    return template.replace("{a}", f"{article} {spoken}").replace("{}", classname)
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -231,6 +239,8 @@ def load_split(dataset_dir: str | Path, split: str) -> PackedSplit | FolderSplit
     if (dataset_dir / split).is_dir():
         info = DatasetInfo.read(dataset_dir)
         folders = info.folder_classes or [c.replace(" ", "_") for c in info.classnames]
+        if info.splits.get(split, {}).get("folder_labels") == "index":  # ImageNet-V2: 0..999
+            folders = [str(i) for i in range(len(info.classnames))]
         return FolderSplit(dataset_dir / split, folders, info.image_size)
     raise FileNotFoundError(
         f"split {split!r} not found in {dataset_dir} (no {split}.npz, no folder)"

@@ -111,9 +111,7 @@ def fetch(
         return dest
     if is_offline():
         names = "/".join(OFFLINE_ENV)
-        raise FetchError(
-            f"offline ({names} is set): {dest} is missing; {_how_to_fetch(url, dest)}"
-        )
+        raise FetchError(f"offline ({names} is set): {dest} is missing; {_how_to_fetch(url, dest)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(1, attempts + 1):
