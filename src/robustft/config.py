@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 from .methods import METHODS
+from .sources import downloads
+from .sources.checkpoints import weights_problems
 
 FAMILY_METHODS = {
     "clip": list(METHODS),
@@ -406,6 +408,7 @@ def check_references(config: dict) -> list[str]:
                 "(the oracle's training data and NCM's class means)"
             )
     for name, bb in backbones.items():
+        errors += weights_problems(name, bb)
         pre = bb.get("pretrain")
         if pre and pre["dataset"] not in datasets:
             errors.append(
@@ -452,6 +455,7 @@ def check_references(config: dict) -> list[str]:
                     f"{exp['backbone']!r} is a {family!r} backbone without one; methods for it: "
                     f"{FAMILY_METHODS[family]}"
                 )
+    errors += downloads(config)[1]
     return errors + check_hparams(config)
 
 
