@@ -2,7 +2,7 @@
 # itself resumes a cut transfer and keeps only a verified file (robustft.sources.fetch).
 rule fetch_file:
     output:
-        DOWNLOADS + "/{file}",
+        "resources/downloads/{file}",  # = robustft.sources.DOWNLOADS
     log:
         "logs/fetch_file/{file}.log",
     localrule: True
