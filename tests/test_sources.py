@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import time
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -139,8 +139,8 @@ def test_real_dataset_config_errors_name_the_valid_choices():
         checked({"fixture": cfg})
     msg = str(err.value)
     assert (
-        "splits['v2'].archive: 'shift.tar' is not in datasets['fixture'].files; valid: ['fixture.tar.gz', 'shift.zip']"
-        in msg
+        "splits['v2'].archive: 'shift.tar' is not in datasets['fixture'].files; "
+        "valid: ['fixture.tar.gz', 'shift.zip']" in msg
     )
     assert "files['shift.zip']: give its sha256, or its size" in msg
     assert "templates: no data file 'imagenet80'; valid: [" in msg and "'openai_imagenet'" in msg
@@ -204,7 +204,8 @@ def test_moco_layout_loads_every_key_or_fails(tmp_path):
     torch.save({"epoch": 800, "arch": "resnet18", "state_dict": sd}, tmp_path / "moco.pth.tar")
     spec = {"family": "ssl", "arch": {"library": "torchvision", "name": "resnet18"},
             "weights": {"url": "https://x/moco.pth.tar", "unverified": "no published checksum"},
-            "checkpoint": {"prefix": "module.encoder_q.", "ignore": ["fc.*", "module.encoder_k.*", "module.queue*"]}}  # fmt: skip
+            "checkpoint": {"prefix": "module.encoder_q.",
+                           "ignore": ["fc.*", "module.encoder_k.*", "module.queue*"]}}  # fmt: skip
     import_backbone("moco", spec, tmp_path / "moco.pth.tar", tmp_path / "moco.pt")
     from robustft.models import load_backbone
 
