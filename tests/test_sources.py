@@ -265,3 +265,14 @@ def test_snakemake_fetches_imports_prepares_and_evaluates(tmp_path, monkeypatch)
     with np.load(work / logits) as out:
         keys = set(out.files)
     assert any("v2" in k for k in keys) and any("test" in k for k in keys), keys
+
+
+def test_shipped_imagenet_prompts_and_names_are_clips():
+    """The data files are CLIP's 80 templates and 1000 curated class names, in order."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+
+    from robustft.sources.folders import data_file
+
+    templates = data_file("templates", "openai_imagenet")
+    assert templates == [t("{}") for t in OPENAI_IMAGENET_TEMPLATES] and len(templates) == 80
+    assert data_file("classes", "imagenet_openai") == list(IMAGENET_CLASSNAMES)
