@@ -101,7 +101,7 @@ def test_archives_become_the_dataset_layout(tmp_path):
 def test_user_path_layout_errors_say_what_is_missing(tmp_path):
     image_folder(tmp_path / "imagenet" / "train", ["n01", "n02"])
     cfg = {
-        "classes": {"folders": "train"},
+        "classes": {"from_split": "train"},
         "class_folders": "train",
         "templates": "openai_imagenet",
         "splits": {
@@ -276,3 +276,53 @@ def test_shipped_imagenet_prompts_and_names_are_clips():
     templates = data_file("templates", "openai_imagenet")
     assert templates == [t("{}") for t in OPENAI_IMAGENET_TEMPLATES] and len(templates) == 80
     assert data_file("classes", "imagenet_openai") == list(IMAGENET_CLASSNAMES)
+
+
+def test_cifar_archive_becomes_image_folders_with_its_label_names(tmp_path):
+    """The python-pickle layout of cifar-10-python.tar.gz (5 train batches, a test batch, meta)."""
+    import pickle
+
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    root = tmp_path / "build" / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for file in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
+            "labels": list(range(10)),
+        }
+        (root / file).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    (tmp_path / "dl").mkdir()
+    with tarfile.open(tmp_path / "dl" / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(root, arcname="cifar-10-batches-py")
+    archive = {"archive": "cifar-10-python.tar.gz", "format": "cifar10"}
+    cfg = {
+        "classes": {"from_split": "train"},
+        "templates": ["a photo of a {}."],
+        "image_size": 224,
+        "splits": {"train": {**archive, "part": "train"}, "test": {**archive, "part": "test"}},
+        "roles": {"train": "train", "val": "test", "test": "test", "shifts": []},
+    }
+    info = prepare_folders("cifar10", cfg, tmp_path / "ds", tmp_path / "dl")
+    assert info.classnames == names
+    train, test = load_split(tmp_path / "ds", "train"), load_split(tmp_path / "ds", "test")
+    assert len(train) == 50 and len(test) == 10
+    x, y = test.get_batch(range(10))
+    assert x.shape == (10, 3, 224, 224)  # bicubic resize + centre crop, as CLIP's eval
+    batch = pickle.loads((root / "test_batch").read_bytes())
+    first = test.folder.samples[0][0]  # airplane/00000.png: test image 0, label 0
+    assert first.endswith("airplane/00000.png") and int(y[0]) == 0
+    pixels = np.asarray(Image.open(first))
+    assert np.array_equal(pixels, batch["data"][0].reshape(3, 32, 32).transpose(1, 2, 0))

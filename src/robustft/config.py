@@ -330,7 +330,7 @@ def _check_real_dataset(name: str, ds: dict) -> list[str]:
             )
     if "classes" not in ds:
         errors.append(
-            f"{where}: a real dataset needs `classes` (a list, {{file: ...}} or {{folders: <split>}})"
+            f"{where}: a real dataset needs `classes` (a list, {{file: ...}} or {{from_split: <split>}})"
         )
     elif isinstance(ds["classes"], dict) and "file" in ds["classes"]:
         if ds["classes"]["file"] not in _data_file_names("classes"):
@@ -349,9 +349,13 @@ def _check_real_dataset(name: str, ds: dict) -> list[str]:
     for key in ("class_folders",):
         if ds.get(key) is not None and ds[key] not in splits:
             errors.append(f"{where}.{key}: split {ds[key]!r} not in splits {sorted(splits)}")
-    if isinstance(ds.get("classes"), dict) and ds["classes"].get("folders") not in (None, *splits):
+    if isinstance(ds.get("classes"), dict) and ds["classes"].get("from_split") not in (
+        None,
+        *splits,
+    ):
         errors.append(
-            f"{where}.classes.folders: split {ds['classes']['folders']!r} not in splits {sorted(splits)}"
+            f"{where}.classes.from_split: split {ds['classes']['from_split']!r} not in splits "
+            f"{sorted(splits)}"
         )
     for split, spec in splits.items():
         at = f"{where}.splits[{split!r}]"
@@ -366,6 +370,8 @@ def _check_real_dataset(name: str, ds: dict) -> list[str]:
                 f"{at}.archive: {spec['archive']!r} is not in datasets[{name!r}].files; "
                 f"valid: {sorted(files)}"
             )
+        if ("format" in spec) != ("part" in spec) or ("format" in spec and "archive" not in spec):
+            errors.append(f"{at}: `format` needs `part` (train or test) and an `archive`")
         generated = [k for k in ("domain", "n", "seed", "mix", "imbalance") if k in spec]
         if generated:
             errors.append(f"{at}: {generated} only apply to generated datasets")

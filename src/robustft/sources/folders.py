@@ -2,12 +2,14 @@
 
 A split is `{archive: <file>, folder: <path inside it>}` (a file of the dataset's `files`, fetched
 by the `fetch_file` rule into `resources/downloads/`) or `{path: <folder>}` (ImageNet and other
-licence-bound sets, downloaded by hand). Either way it must be `<class folder>/<image>`; the
+licence-bound sets, downloaded by hand). Either way it must be `<class folder>/<image>`, or
+`format: cifar10 | cifar100` with `part: train | test` (the python-pickle archives, written out
+once as PNG folders, so that the ResNet's resize and crop apply as to any folder); the
 split becomes `<dataset dir>/<split>` (a link), so `robustft.data.load_split` reads it like any
 other. Class names, folder names and prompts are written into meta.json:
 
-* `classes`: a list, `{file: <name>}` (data_files/classes/<name>.json) or `{folders: <split>}`
-  (the sorted folder names of that split: ImageNet's wnids, torchvision's class order);
+* `classes`: a list, `{file: <name>}` (data_files/classes/<name>.json) or `{from_split: <split>}`
+  (the sorted folder names of that split, or the label names of a CIFAR archive);
 * class folders: the class names (spaces as underscores), or the sorted folders of
   `class_folders: <split>`; a split with `folder_labels: index` names its folders 0..k-1
   (ImageNet-V2);
@@ -78,6 +80,52 @@ def _unpack(archive: Path, into: Path) -> Path:
     return target
 
 
+CIFAR = {  # format -> (folder in the archive, meta file, its label-name key)
+    "cifar10": ("cifar-10-batches-py", "batches.meta", "label_names"),
+    "cifar100": ("cifar-100-python", "meta", "fine_label_names"),
+}
+
+
+def _unpickle(path: Path) -> dict:
+    import pickle
+
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def cifar_label_names(unpacked: Path, fmt: str) -> list[str]:
+    folder, meta, key = CIFAR[fmt]
+    return list(_unpickle(unpacked / folder / meta)[key])
+
+
+def _cifar_to_folder(unpacked: Path, fmt: str, part: str, target: Path) -> Path:
+    """Write one part of a CIFAR archive as `<class>/<index>.png`, once."""
+    import numpy as np
+    from PIL import Image
+
+    if target.is_dir():
+        return target
+    folder = unpacked / CIFAR[fmt][0]
+    if fmt == "cifar10":
+        files = [f"data_batch_{i}" for i in range(1, 6)] if part == "train" else ["test_batch"]
+        label_key = "labels"
+    else:
+        files, label_key = [part], "fine_labels"
+    names = cifar_label_names(unpacked, fmt)
+    tmp = target.with_name(target.name + ".writing")
+    index = 0
+    for file in files:
+        batch = _unpickle(folder / file)
+        images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        for image, label in zip(images.transpose(0, 2, 3, 1), batch[label_key], strict=True):
+            out = tmp / names[label]
+            out.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(out / f"{index:05d}.png")
+            index += 1
+    tmp.rename(target)
+    return target
+
+
 def split_source(name: str, split: str, spec: dict, out_dir: Path, downloads: Path) -> Path:
     """Where split `split`'s image folder is, unpacking its archive if it comes from one."""
     if "path" in spec:
@@ -85,7 +133,12 @@ def split_source(name: str, split: str, spec: dict, out_dir: Path, downloads: Pa
     archive = downloads / spec["archive"]
     if not archive.is_file():
         raise LayoutError(f"datasets[{name!r}].splits[{split!r}]: {archive} was not fetched")
-    return _unpack(archive, out_dir / "_unpacked") / spec.get("folder", "")
+    unpacked = _unpack(archive, out_dir / "_unpacked")
+    if spec.get("format") in CIFAR:
+        target = out_dir / "_converted" / f"{spec['format']}-{spec['part']}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _cifar_to_folder(unpacked, spec["format"], spec["part"], target)
+    return unpacked / spec.get("folder", "")
 
 
 def prepare_folders(
@@ -99,9 +152,15 @@ def prepare_folders(
         for split, spec in sorted(cfg["splits"].items())
     }
     classes = cfg["classes"]
-    if isinstance(classes, dict) and "folders" in classes:
-        check_image_folder(roots[classes["folders"]], f"datasets[{name!r}] class folders")
-        classnames = class_folders(roots[classes["folders"]])
+    if isinstance(classes, dict) and "from_split" in classes:
+        spec = cfg["splits"][classes["from_split"]]
+        root = roots[classes["from_split"]]
+        if spec.get("format") in CIFAR:  # the archive's own label names, in label order
+            unpacked = out_dir / "_unpacked" / spec["archive"]
+            classnames = cifar_label_names(unpacked, spec["format"])
+        else:
+            check_image_folder(root, f"datasets[{name!r}] class folders")
+            classnames = class_folders(root)
     elif isinstance(classes, dict):
         classnames = data_file("classes", classes["file"])
     else:
