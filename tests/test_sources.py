@@ -326,3 +326,23 @@ def test_cifar_archive_becomes_image_folders_with_its_label_names(tmp_path):
     assert first.endswith("airplane/00000.png") and int(y[0]) == 0
     pixels = np.asarray(Image.open(first))
     assert np.array_equal(pixels, batch["data"][0].reshape(3, 32, 32).transpose(1, 2, 0))
+
+
+def test_paper_config_dag_offline(tmp_path):
+    """`snakemake -n all --configfile config/paper.yaml` plans every fetch, import, dataset, run
+    and table offline (HF_HUB_OFFLINE=1), without touching the network or ImageNet."""
+    from .test_workflow import job_counts
+
+    cmd = snakemake_cmd(tmp_path, "all", "-n", "--configfile", str(ROOT / "config/paper.yaml"))
+    dry = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = job_counts(dry.stdout)
+    assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
+        "fetch_file": 8,  # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints
+        "import_backbone": 3,
+        "prepare_dataset": 3,
+    }
+    # 17 runs of the experiments, plus the LP that is CIFAR-100's reference model (theta_0)
+    assert counts.pop("finetune") == 18 and counts.pop("evaluate") == 17
+    assert "pretrain_backbone" not in counts
+    assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout
