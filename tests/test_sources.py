@@ -346,3 +346,22 @@ def test_paper_config_dag_offline(tmp_path):
     assert counts.pop("finetune") == 18 and counts.pop("evaluate") == 17
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout
+
+
+def test_threaded_folder_batches_equal_single_threaded(tmp_path):
+    from robustft.data import FolderSplit
+
+    image_folder(tmp_path / "split", ["a", "b"], n=6, size=300)
+    one = FolderSplit(tmp_path / "split", ["a", "b"], 224, workers=1)
+    two = FolderSplit(tmp_path / "split", ["a", "b"], 224, workers=2)
+    order = [11, 0, 5, 6, 3]
+    x1, y1 = one.get_batch(order)
+    x2, y2 = two.get_batch(order)
+    assert x1.shape == (5, 3, 224, 224) and torch_equal(x1, x2) and y1.tolist() == y2.tolist()
+    assert y1.tolist() == [1, 0, 0, 1, 0]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
