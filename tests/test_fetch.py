@@ -111,3 +111,13 @@ def test_offline_fails_at_once_without_touching_the_network(server, tmp_path, mo
     with pytest.raises(FetchError, match=r"offline \(HF_HUB_OFFLINE/ROBUSTFT_OFFLINE is set\)"):
         fetch(f"{url}/data.bin", tmp_path / "data.bin", log=lambda m: None)
     assert handler.requests == []
+
+
+def test_md5_where_the_host_publishes_only_that(server, tmp_path):
+    url, _ = server
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    dest = fetch(f"{url}/data.bin", tmp_path / "a.bin", md5=md5, log=lambda m: None)
+    assert dest.read_bytes() == PAYLOAD
+    with pytest.raises(ChecksumError, match=f"md5 mismatch: expected {'f' * 32}, got {md5}"):
+        fetch(f"{url}/data.bin", tmp_path / "b.bin", md5="f" * 32, log=lambda m: None)
+    assert not (tmp_path / "b.bin").exists()

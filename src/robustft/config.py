@@ -323,7 +323,7 @@ def _check_real_dataset(name: str, ds: dict) -> list[str]:
     errors, where = [], f"datasets[{name!r}]"
     files = ds.get("files", {})
     for file, spec in files.items():
-        if not any(k in spec for k in ("sha256", "size", "unverified")):
+        if not any(k in spec for k in ("sha256", "md5", "size", "unverified")):
             errors.append(
                 f"{where}.files[{file!r}]: give its sha256, or its size where the host publishes "
                 "no checksum, or `unverified: <why>`"

@@ -103,13 +103,15 @@ def prepare_dataset(
     print(f"dataset {name!r} prepared in {time.time() - t0:.1f}s", flush=True)
 
 
-def fetch_file(url: str, out: str, sha256: str | None = None, size: int | None = None) -> None:
+def fetch_file(
+    url: str, out: str, sha256: str | None = None, size: int | None = None, md5: str | None = None
+) -> None:
     """Download one file of a dataset or checkpoint, verified (`robustft.sources.fetch`)."""
     from .sources.fetch import fetch
 
-    if not sha256 and not size:
+    if not (sha256 or size or md5):
         print(f"WARNING: {url} has no published checksum or size; not verified", flush=True)
-    fetch(url, out, sha256=sha256, size=size)
+    fetch(url, out, sha256=sha256, size=size, md5=md5)
     if not sha256:  # record what was fetched, to pin it in config
         from .sources.fetch import sha256_of
 

@@ -55,7 +55,7 @@ def weights_problems(name: str, spec: dict) -> list[str]:
             "ViT-B-16 open_clip's laion400m_e31"
         ]
     if "open_clip" not in weights:
-        if not any(k in weights for k in ("sha256", "size", "unverified")):
+        if not any(k in weights for k in ("sha256", "md5", "size", "unverified")):
             return [f"{where}.weights: give its sha256, its size, or `unverified: <why>`"]
         return []
     if arch["library"] not in ("open_clip", "open_clip_visual"):

@@ -36,8 +36,8 @@ def is_offline() -> bool:
     return any(os.environ.get(name, "") not in ("", "0") for name in OFFLINE_ENV)
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
+def sha256_of(path: str | Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
@@ -76,7 +76,7 @@ def _download_into(part: Path, url: str, timeout: float) -> None:
             raise http.client.IncompleteRead(b"", expected - received)
 
 
-def _verify(part: Path, url: str, sha256: str | None, size: int | None) -> None:
+def _verify(part: Path, url: str, sha256: str | None, size: int | None, md5: str | None) -> None:
     actual_size = part.stat().st_size
     if size is not None and actual_size != size:
         part.unlink()
@@ -84,13 +84,16 @@ def _verify(part: Path, url: str, sha256: str | None, size: int | None) -> None:
             f"{url}: size mismatch: expected {size} bytes, got {actual_size}; the partial file "
             "was deleted, rerun to fetch it again (or fix the size in config if the host changed)"
         )
-    if sha256:
-        actual = sha256_of(part)
-        if not actual.startswith(sha256.lower()):  # a prefix is allowed (CLIP's URLs carry one)
+    # md5 only where the host publishes nothing stronger (CIFAR's page)
+    for algorithm, expected in (("sha256", sha256), ("md5", md5)):
+        if not expected:
+            continue
+        actual = sha256_of(part, algorithm)
+        if not actual.startswith(expected.lower()):  # a prefix is allowed (CLIP's URLs carry one)
             part.unlink()
             raise ChecksumError(
-                f"{url}: sha256 mismatch: expected {sha256}, got {actual}; the file was deleted, "
-                "not kept at its final path; rerun to fetch it again"
+                f"{url}: {algorithm} mismatch: expected {expected}, got {actual}; the file was "
+                "deleted, not kept at its final path; rerun to fetch it again"
             )
 
 
@@ -100,6 +103,7 @@ def fetch(
     *,
     sha256: str | None = None,
     size: int | None = None,
+    md5: str | None = None,
     attempts: int = 3,
     timeout: float = 30.0,
     backoff: float = 1.0,
@@ -137,7 +141,7 @@ def fetch(
                 ) from None
             log(f"{url}: {reason}; attempt {attempt + 1}/{attempts} resumes at {have} bytes")
             time.sleep(backoff * attempt)
-    _verify(part, url, sha256, size)
+    _verify(part, url, sha256, size, md5)
     os.replace(part, dest)  # atomic: `dest` appears only verified
     log(f"fetched {url} -> {dest} ({dest.stat().st_size} bytes)")
     return dest
