@@ -116,7 +116,7 @@ class Bench:
         if run:
             return run / "resources/datasets/mini"
         if self._dataset is None:
-            from robustft.data import generate_mini
+            from robustft.sources.generated import generate_mini
 
             spec = copy.deepcopy(self.config()["datasets"]["mini"])
             spec["splits"] = {
@@ -508,7 +508,6 @@ def row4_zeroshot_eval(b: Bench) -> list[dict]:
     from robustft.evaluate import sweep_logits, sweep_models
     from robustft.methods import get_method
     from robustft.methods.base import FineTuneContext
-    from robustft.world import fill_template
 
     torch, device = setup_torch(b.threads)
     data_dir = b.dataset()
@@ -517,7 +516,7 @@ def row4_zeroshot_eval(b: Bench) -> list[dict]:
     backbone, weights = b.clip_backbone(trained=True)
     backbone.clip.to(device).eval()
     batch = 1000
-    prompts = {c: [fill_template(t, c) for t in info.templates] for c in info.classnames}
+    prompts = dict(zip(info.classnames, info.class_prompts(), strict=True))
 
     class Batches:  # CLIP_benchmark's dataloader: the batches `sweep_logits` reads, read alike
         def __init__(self, split):

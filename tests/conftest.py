@@ -54,7 +54,7 @@ SPECS = {
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    from robustft.data import generate_mini
+    from robustft.sources.generated import generate_mini
 
     out = tmp_path_factory.mktemp("data") / "tiny"
     generate_mini("tiny", TINY, out)

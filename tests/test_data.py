@@ -12,9 +12,9 @@ from robustft.data import (
     FolderSplit,
     PackedSplit,
     StepSampler,
-    generate_mini,
     load_split,
 )
+from robustft.sources.generated import generate_mini
 
 from .conftest import TINY
 
@@ -131,3 +131,16 @@ def test_split_kinds_for_every_scoring_protocol(tmp_path):
     for split in ("train", "val", "test"):
         a = np.load(tmp_path / "kinds" / f"{split}.npz")["images"]
         assert np.array_equal(a, np.load(tmp_path / "alone" / f"{split}.npz")["images"])
+
+
+def test_mini_prompts_are_the_worlds_filled_templates_byte_for_byte(tiny_dataset):
+    """The generated source writes the prompts the core used to build with `world.fill_template`
+    (articles fixed: "a photo of an oval."), so the mini benchmark's heads are unchanged."""
+    from robustft import world
+
+    info = DatasetInfo.read(tiny_dataset)
+    expected = [[world.fill_template(t, c) for t in world.TEMPLATES] for c in world.CLASSNAMES]
+    assert info.class_prompts() == expected
+    assert info.class_prompts()[1][0] == "a photo of an oval."
+    # A method's own templates (FLYP's override) are used verbatim: real templates are exact.
+    assert info.class_prompts(["a photo of a {}."])[1] == ["a photo of a oval."]

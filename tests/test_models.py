@@ -15,7 +15,6 @@ from robustft.models import (
     open_clip_module,
     read_state_dict,
 )
-from robustft.world import fill_template
 
 
 def test_clip_checkpoint_loads_through_open_clip_exactly(backbone_files, tiny_dataset):
@@ -76,17 +75,17 @@ def test_zeroshot_head_is_scaled_mean_of_normalised_template_embeddings(
     spec, path = backbone_files["clip"]
     backbone = load_backbone("mini-clip", spec, path)
     info = DatasetInfo.read(tiny_dataset)
-    classnames, templates = info.classnames[:3], info.templates[:2]
-    head = zeroshot_head(backbone.clip, backbone.tokenizer, classnames, templates)
+    prompts = [p[:2] for p in info.class_prompts()[:3]]
+    head = zeroshot_head(backbone.clip, backbone.tokenizer, prompts)
     scale = backbone.clip.logit_scale.exp().item()
     with torch.no_grad():
-        for c, name in enumerate(classnames):
-            tokens = backbone.tokenizer([fill_template(t, name) for t in templates])
+        for c, class_prompts in enumerate(prompts):
+            tokens = backbone.tokenizer(class_prompts)
             emb = F.normalize(backbone.clip.encode_text(tokens), dim=-1)
             expected = F.normalize(emb.mean(0), dim=-1) * scale
             assert torch.allclose(head.weight[c], expected, atol=1e-5)
     assert torch.all(head.bias == 0)
-    norms = zeroshot_weights(backbone.clip, backbone.tokenizer, classnames, templates).norm(dim=1)
+    norms = zeroshot_weights(backbone.clip, backbone.tokenizer, prompts).norm(dim=1)
     assert torch.allclose(norms, torch.ones(3), atol=1e-5)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import yaml
 
 from .methods import METHODS
+from .sources import downloads
+from .sources.checkpoints import weights_problems
 
 FAMILY_METHODS = {
     "clip": list(METHODS),
@@ -330,9 +332,20 @@ def _value_problems(config: dict, hp: dict, dataset: str) -> list[str]:
 
 def _check_generated_splits(name: str, ds: dict) -> list[str]:
     """Class names the mini world knows, and protocols the split can be scored by."""
-    from .world import CLASSNAMES
+    from .world import CLASSNAMES  # the generated source's classes (numpy only: no torch)
 
     errors, where = [], f"datasets[{name!r}]"
+    for split, spec in ds["splits"].items():
+        lacking = [k for k in ("domain", "n") if k not in spec]
+        foreign = [k for k in ("archive", "folder", "path", "folder_labels") if k in spec]
+        if lacking or foreign:
+            errors.append(
+                f"{where}.splits[{split!r}]: a generated split needs domain and n"
+                + (f" (lacks {lacking})" if lacking else "")
+                + (f"; {foreign} belong to real (download/path) datasets" if foreign else "")
+            )
+    if errors:
+        return errors
     bad = [c for c in ds["generator"].get("classes", []) if c not in CLASSNAMES]
     if bad:
         errors.append(f"{where}.generator.classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
@@ -356,6 +369,72 @@ def _check_generated_splits(name: str, ds: dict) -> list[str]:
             errors.append(f"{at}: classes: finetuning needs the dataset's absent_classes")
         if spec.get("class_map") and spec.get("classes") not in (None, "all"):
             errors.append(f"{at}: give either classes or class_map, not both")
+    return errors
+
+
+def _data_file_names(kind: str) -> list[str]:
+    root = Path(__file__).parent / "data_files" / kind
+    return sorted(p.stem for p in root.glob("*.json"))
+
+
+def _check_real_dataset(name: str, ds: dict) -> list[str]:
+    """A download/path dataset: each split names one source, files are verifiable, the class
+    names and templates resolve."""
+    errors, where = [], f"datasets[{name!r}]"
+    files = ds.get("files", {})
+    for file, spec in files.items():
+        if not any(k in spec for k in ("sha256", "md5", "size", "unverified")):
+            errors.append(
+                f"{where}.files[{file!r}]: give its sha256, or its size where the host publishes "
+                "no checksum, or `unverified: <why>`"
+            )
+    if "classes" not in ds:
+        errors.append(
+            f"{where}: a real dataset needs `classes` (a list, {{file: ...}} or {{from_split: <split>}})"
+        )
+    elif isinstance(ds["classes"], dict) and "file" in ds["classes"]:
+        if ds["classes"]["file"] not in _data_file_names("classes"):
+            errors.append(
+                f"{where}.classes.file: no data file {ds['classes']['file']!r}; valid: "
+                f"{_data_file_names('classes')}"
+            )
+    if "templates" not in ds:
+        errors.append(f"{where}: a real dataset needs `templates` (a list or a data file name)")
+    elif isinstance(ds["templates"], str) and ds["templates"] not in _data_file_names("templates"):
+        errors.append(
+            f"{where}.templates: no data file {ds['templates']!r}; valid: "
+            f"{_data_file_names('templates')}"
+        )
+    splits = ds["splits"]
+    for key in ("class_folders",):
+        if ds.get(key) is not None and ds[key] not in splits:
+            errors.append(f"{where}.{key}: split {ds[key]!r} not in splits {sorted(splits)}")
+    if isinstance(ds.get("classes"), dict) and ds["classes"].get("from_split") not in (
+        None,
+        *splits,
+    ):
+        errors.append(
+            f"{where}.classes.from_split: split {ds['classes']['from_split']!r} not in splits "
+            f"{sorted(splits)}"
+        )
+    for split, spec in splits.items():
+        at = f"{where}.splits[{split!r}]"
+        sources = [k for k in ("archive", "path") if k in spec]
+        if len(sources) != 1:
+            errors.append(
+                f"{at}: name exactly one source, `archive: <file>` (one of files "
+                f"{sorted(files)}) or `path: <folder>`; got {sources or 'none'}"
+            )
+        elif "archive" in spec and spec["archive"] not in files:
+            errors.append(
+                f"{at}.archive: {spec['archive']!r} is not in datasets[{name!r}].files; "
+                f"valid: {sorted(files)}"
+            )
+        if ("format" in spec) != ("part" in spec) or ("format" in spec and "archive" not in spec):
+            errors.append(f"{at}: `format` needs `part` (train or test) and an `archive`")
+        generated = [k for k in ("domain", "n", "seed", "mix", "imbalance") if k in spec]
+        if generated:
+            errors.append(f"{at}: {generated} only apply to generated datasets")
     return errors
 
 
@@ -383,6 +462,8 @@ def check_references(config: dict) -> list[str]:
                     )
         if "generator" in ds:
             errors += _check_generated_splits(name, ds)
+        else:
+            errors += _check_real_dataset(name, ds)
         if ds.get("source") is not None and ds["source"] not in datasets:
             errors.append(
                 f"datasets[{name!r}].source: unknown dataset {ds['source']!r}; valid: {sorted(datasets)}"
@@ -393,6 +474,7 @@ def check_references(config: dict) -> list[str]:
                 "(the oracle's training data and NCM's class means)"
             )
     for name, bb in backbones.items():
+        errors += weights_problems(name, bb)
         pre = bb.get("pretrain")
         if pre and pre["dataset"] not in datasets:
             errors.append(
@@ -446,6 +528,7 @@ def check_references(config: dict) -> list[str]:
                     f"{exp['backbone']!r} is a {family!r} backbone without one; methods for it: "
                     f"{FAMILY_METHODS[family]}"
                 )
+    errors += downloads(config)[1]
     return errors + check_recipes(config) + check_catalog(config) + check_hparams(config)
 
 

@@ -1,29 +1,27 @@
-"""Datasets: the packed mini world and image folders, behind one interface.
+"""Datasets: packed splits and image folders, behind one interface.
 
-A prepared dataset is a directory holding `meta.json` (class names, templates, which split plays which
+A prepared dataset is a directory holding `meta.json` (class names, prompts, which split plays which
 role) and one entry per split: either `<split>.npz` (packed uint8 images, labels, optional captions:
 the mini benchmark, thousands of images in one file) or a folder `<split>/<class>/<image>` (real
-data). `load_split` returns a torch Dataset for either; both answer `get_batch(indices)`, which the
+data). Data sources (`robustft.sources`: the generated mini world, downloads, user paths) write
+this layout; `load_split` returns a torch Dataset for either; both answer `get_batch(indices)`, which the
 training loop and the evaluator use, so the mini path is the path real data takes.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import world
 from .errors import CorruptFileError, corrupt_message
 
 # open_clip's OPENAI_DATASET_MEAN/STD: the normalisation every CLIP preprocess applies.
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
-DEFAULT_POOL_MIX = {"photo": 0.4, "sketch": 0.2, "rendition": 0.2, "hard": 0.2}
 
 
 @dataclass
@@ -36,6 +34,10 @@ class DatasetInfo:
     scores as the max over the model logits in class_map[j]) and `groups` (group names, for
     worst-group accuracy). Calibration datasets also name the split holding every class
     (`oracle_train`) and the `source` dataset whose linear probe is the source model.
+
+    `prompts[c]` are class c's zero-shot prompts, filled in by the data source (the papers' exact
+    templates for real data; the mini world's with its articles fixed); `folder_classes[c]` is
+    class c's folder name in image-folder splits (ImageNet's wnids), class names by default.
     """
 
     name: str
@@ -52,6 +54,8 @@ class DatasetInfo:
     oracle_train: str | None = None
     source: str | None = None
     splits: dict[str, dict] = field(default_factory=dict)
+    prompts: list[list[str]] | None = None
+    folder_classes: list[str] | None = None
 
     @property
     def eval_splits(self) -> list[str]:
@@ -82,6 +86,13 @@ class DatasetInfo:
             protocol["label_subset"] = spec["classes"]
         return protocol
 
+    def class_prompts(self, templates: list[str] | None = None) -> list[list[str]]:
+        """Per class, its prompts: `templates` (a method's override) used verbatim, else the
+        prompts the data source wrote, else the dataset's templates filled verbatim."""
+        if templates is None and self.prompts is not None:
+            return self.prompts
+        return [[fill_prompt(t, c) for t in templates or self.templates] for c in self.classnames]
+
     @property
     def seen_mask(self) -> list[bool]:
         """Per model class: is it a fine-tuning class (True) or absent from fine-tuning data."""
@@ -99,6 +110,14 @@ class DatasetInfo:
             raise CorruptFileError(
                 corrupt_message("dataset description", path, err, target=path.parent)
             ) from None
+
+
+def fill_prompt(template: str, classname: str) -> str:
+    """A template filled verbatim: "{}" is the class name; "{a}" the name with underscores as spaces
+    and its article (wise-ft's `append_proper_article`, in two of FMoW's 16 templates)."""
+    spoken = classname.replace("_", " ")
+    article = "an" if spoken[:1] in "aeiou" else "a"
+    return template.replace("{a}", f"{article} {spoken}").replace("{}", classname)
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -147,9 +166,19 @@ class PackedSplit(torch.utils.data.Dataset):
 
 
 class FolderSplit(torch.utils.data.Dataset):
-    """A split stored as an image folder (`<class>/<image>`), read with CLIP's eval preprocessing."""
+    """A split stored as an image folder (`<class>/<image>`), read with CLIP's eval preprocessing
+    (bicubic resize of the short side, centre crop). A batch's images are decoded by `workers`
+    threads (default: torch's threads, which jobs set from the rule's `threads`): PIL releases the
+    GIL while decoding and resizing, so threads scale without worker processes' start-up and
+    copies. On CUDA machines batches come back in pinned memory, for asynchronous copies."""
 
-    def __init__(self, root: str | Path, classnames: list[str], image_size: int):
+    def __init__(
+        self,
+        root: str | Path,
+        folder_classes: list[str],
+        image_size: int,
+        workers: int | None = None,
+    ):
         from torchvision import datasets, transforms
 
         self.folder = datasets.ImageFolder(str(root))
@@ -161,25 +190,43 @@ class FolderSplit(torch.utils.data.Dataset):
                 transforms.Normalize(MEAN, STD),
             ]
         )
-        # Folder names are class names (spaces as underscores); map them to config's class order.
-        order = {name.replace(" ", "_"): i for i, name in enumerate(classnames)}
+        # A split may hold a subset of the classes (ImageNet-R's 200 of 1000): map by folder name.
+        order = {name: i for i, name in enumerate(folder_classes)}
         unknown = [c for c in self.folder.classes if c not in order]
         if unknown:
-            raise ValueError(f"{root}: folders {unknown[:5]} are not classes of this dataset")
+            raise ValueError(
+                f"{root}: folders {unknown[:5]} are not classes of this dataset "
+                f"(class folders: {folder_classes[:5]}...)"
+            )
         self.labels = torch.tensor([order[self.folder.classes[t]] for _, t in self.folder.samples])
         self.captions = None
         self.groups = None
+        self.workers = workers or torch.get_num_threads()
+        self._pool = None
+        self.pin = torch.cuda.is_available()
 
     def __len__(self) -> int:
         return len(self.folder)
+
+    def __getstate__(self):  # a thread pool does not pickle; a copy starts its own
+        return {**self.__dict__, "_pool": None}
 
     def __getitem__(self, i: int):
         path, _ = self.folder.samples[i]
         return self.transform(self.folder.loader(path)), int(self.labels[i])
 
     def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        items = [self[int(i)] for i in indices]
-        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+        indices = [int(i) for i in indices]
+        if self.workers > 1:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.workers)
+            images = list(self._pool.map(lambda i: self[i][0], indices))
+        else:
+            images = [self[i][0] for i in indices]
+        batch = torch.stack(images)
+        return (batch.pin_memory() if self.pin else batch), self.labels[indices]
 
 
 class Subset(torch.utils.data.Dataset):
@@ -234,7 +281,10 @@ def load_split(dataset_dir: str | Path, split: str) -> PackedSplit | FolderSplit
         return PackedSplit(packed)
     if (dataset_dir / split).is_dir():
         info = DatasetInfo.read(dataset_dir)
-        return FolderSplit(dataset_dir / split, info.classnames, info.image_size)
+        folders = info.folder_classes or [c.replace(" ", "_") for c in info.classnames]
+        if info.splits.get(split, {}).get("folder_labels") == "index":  # ImageNet-V2: 0..999
+            folders = [str(i) for i in range(len(info.classnames))]
+        return FolderSplit(dataset_dir / split, folders, info.image_size)
     raise FileNotFoundError(
         f"split {split!r} not found in {dataset_dir} (no {split}.npz, no folder)"
     )
@@ -260,135 +310,3 @@ class StepSampler:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             self._epoch = epoch
         return self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
-
-
-# ----------------------------------------------------------------------------------------------
-# Generating the mini benchmark
-# ----------------------------------------------------------------------------------------------
-def _save_npz(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-
-
-def _class_index(names, classnames, where: str) -> list[int]:
-    unknown = [c for c in names if c not in classnames]
-    if unknown:
-        raise ValueError(f"{where}: unknown classes {unknown}; valid: {list(classnames)}")
-    return [classnames.index(c) for c in names]
-
-
-def _split_classes(spec: dict, classnames, absent: list[str], where: str) -> list[int]:
-    """Model class indices a split draws from: all, a listed subset, or the fine-tuning classes."""
-    classes = spec.get("classes", "all")
-    if classes == "all":
-        return list(range(len(classnames)))
-    if classes == "finetuning":  # the holistic-transfer training data: no absent class
-        return [i for i, c in enumerate(classnames) if c not in set(absent)]
-    return _class_index(classes, classnames, where)
-
-
-def _imbalanced_counts(n: int, k: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
-    """Per-class counts summing to n, geometric from the most to the least frequent class, whose
-    frequencies differ by `ratio` (a long tail, like iWildCam's); class order is seeded."""
-    weights = ratio ** (-np.arange(k) / max(1, k - 1))
-    want = weights / weights.sum() * n
-    counts = np.floor(want).astype(np.int64)
-    counts[np.argsort(-(want - counts), kind="stable")[: n - counts.sum()]] += 1
-    return counts[rng.permutation(k).argsort()]
-
-
-def _generate_split(split_seed: int, spec: dict, info: DatasetInfo, gen: dict, processes: int):
-    """Arrays of one split, and what meta.json records about it."""
-    size, where = gen["image_size"], f"datasets[{info.name!r}].splits"
-    if spec["domain"] == "pool":
-        out = world.generate_pool(spec["n"], split_seed, gen["pool_mix"], processes, size)
-        arrays = {"images": out["images"], "labels": out["labels"]}
-        arrays.update(captions=np.array(out["captions"]), domains=out["domains"])
-        return arrays, {"n": spec["n"]}
-
-    class_map = spec.get("class_map")
-    if class_map:  # ObjectNet style: images of the mapped classes, labelled by their group
-        groups = list(class_map)
-        mapped = [_class_index(class_map[g], info.classnames, where) for g in groups]
-        classes = sorted({c for members in mapped for c in members})
-    else:
-        classes = _split_classes(spec, info.classnames, info.absent_classes, where)
-    rng = np.random.default_rng([split_seed, 17])
-    explicit = spec["domain"] == "mixed" or spec.get("imbalance", 1) != 1
-    # A dataset may hold a subset of the world's classes (generator.classes): the world renders by
-    # its own class ids, the dataset labels by its own.
-    to_world = np.array([world.CLASSNAMES.index(c) for c in info.classnames])
-    to_local = {int(w): i for i, w in enumerate(to_world)}
-    if not explicit:
-        out = world.generate_split(
-            spec["domain"], spec["n"], split_seed, [int(to_world[c]) for c in classes], processes,
-            size,
-        )  # fmt: skip
-        labels = np.array([to_local[int(w)] for w in out["labels"]], dtype=np.int64)
-        domains = None
-    else:
-        counts = _imbalanced_counts(spec["n"], len(classes), spec.get("imbalance", 1.0), rng)
-        labels = rng.permutation(np.repeat(np.asarray(classes, dtype=np.int64), counts))
-        if spec["domain"] == "mixed":  # groups are domains, mixed in the given proportions
-            mix = spec["mix"]
-            names = list(mix)
-            share = np.array([mix[d] for d in names], dtype=float)
-            domains_of = rng.choice(len(names), size=spec["n"], p=share / share.sum())
-            domains = np.array([world.DOMAINS.index(names[g]) for g in domains_of])
-        else:
-            domains = np.full(spec["n"], world.DOMAINS.index(spec["domain"]))
-        out = world.generate_labelled(domains, to_world[labels], split_seed, processes, size)
-    record = {"n": spec["n"], "metric": spec.get("metric", "top1")}
-    if len(classes) < len(info.classnames):
-        record["classes"] = classes
-    record["restrict_logits"] = bool(spec.get("restrict_logits", False))
-    arrays = {"images": out["images"], "labels": labels}
-    if class_map:
-        to_group = {c: g for g, members in enumerate(mapped) for c in members}
-        arrays["labels"] = np.array([to_group[int(c)] for c in labels], dtype=np.int64)
-        arrays["model_labels"] = labels
-        record.update(class_map=mapped, class_map_names=groups)
-    if spec["domain"] == "mixed":
-        arrays["groups"] = domains_of
-        record["groups"] = names
-    return arrays, record
-
-
-def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1) -> DatasetInfo:
-    """Render every split of a procedurally generated dataset into `out_dir` (npz + meta.json)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    gen = {"image_size": 32, "pool_mix": DEFAULT_POOL_MIX, **cfg["generator"]}
-    roles = cfg["roles"]
-    info = DatasetInfo(
-        name=name,
-        classnames=list(gen.get("classes") or world.CLASSNAMES),
-        templates=list(cfg.get("templates") or world.TEMPLATES),
-        train=roles["train"],
-        val=roles["val"],
-        test=roles["test"],
-        shifts=list(roles.get("shifts", [])),
-        pretrain=roles.get("pretrain"),
-        absent_classes=list(cfg.get("absent_classes", [])),
-        image_size=gen["image_size"],
-        extra=list(roles.get("extra", [])),
-        oracle_train=roles.get("oracle_train"),
-        source=cfg.get("source"),
-    )
-    # Distinct, stable seed per split: by sorted order among the splits without a pinned `seed`,
-    # so adding a pinned split leaves every other split's images unchanged.
-    unpinned = sorted(s for s, spec in cfg["splits"].items() if "seed" not in spec)
-    for split, spec in sorted(cfg["splits"].items()):
-        t0 = time.time()
-        if "seed" in spec:
-            split_seed = spec["seed"]
-        else:
-            split_seed = gen["seed"] * 1000 + unpinned.index(split)
-        arrays, info.splits[split] = _generate_split(split_seed, spec, info, gen, processes)
-        _save_npz(out_dir / f"{split}.npz", arrays)
-        print(
-            f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True
-        )
-    (out_dir / "meta.json").write_text(json.dumps(info.__dict__, indent=2))
-    return info

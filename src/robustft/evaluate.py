@@ -35,7 +35,7 @@ def classifier_from_state(
     if kind == "clip":
         clip = copy.deepcopy(backbone.clip)
         clip.load_state_dict(state_dict)
-        head = zeroshot_head(clip, backbone.tokenizer, info.classnames, info.templates)
+        head = zeroshot_head(clip, backbone.tokenizer, info.class_prompts())
         return ImageClassifier(clip.visual, head, normalize=True)
     return linear_classifier(backbone, state_dict, normalize)
 

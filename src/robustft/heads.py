@@ -10,24 +10,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .world import fill_template
-
 
 @torch.no_grad()
-def zeroshot_weights(clip: nn.Module, tokenizer, classnames, templates) -> torch.Tensor:
-    """Unit-norm class embeddings (classes x dim) from a template ensemble."""
+def zeroshot_weights(clip: nn.Module, tokenizer, prompts: list[list[str]]) -> torch.Tensor:
+    """Unit-norm class embeddings (classes x dim) from each class's prompt ensemble
+    (`DatasetInfo.class_prompts`: the data source's filled templates)."""
     device = next(clip.parameters()).device
     weights = []
-    for name in classnames:
-        tokens = tokenizer([fill_template(t, name) for t in templates]).to(device)
+    for class_prompts in prompts:
+        tokens = tokenizer(class_prompts).to(device)
         emb = clip.encode_text(tokens, normalize=True)
         weights.append(nn.functional.normalize(emb.mean(dim=0), dim=-1))
     return torch.stack(weights)
 
 
-def zeroshot_head(clip: nn.Module, tokenizer, classnames, templates) -> nn.Linear:
+def zeroshot_head(clip: nn.Module, tokenizer, prompts: list[list[str]]) -> nn.Linear:
     """Linear head (with zero bias) whose weights are the class embeddings times exp(logit_scale)."""
-    weights = zeroshot_weights(clip, tokenizer, classnames, templates)
+    weights = zeroshot_weights(clip, tokenizer, prompts)
     weights = weights * clip.logit_scale.detach().exp()
     head = nn.Linear(weights.shape[1], weights.shape[0])
     with torch.no_grad():

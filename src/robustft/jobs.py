@@ -75,24 +75,47 @@ def _timed_fingerprint(fingerprint: dict, hashed: int, seconds: float) -> dict:
 
 # ------------------------------------------------------------------------------------------------
 def prepare_dataset(
-    name: str, cfg: dict, out_dir: str, threads: int = 1, version: str | None = None
+    name: str,
+    cfg: dict,
+    out_dir: str,
+    threads: int = 1,
+    version: str | None = None,
+    downloads: str = "resources/downloads",
 ) -> None:
-    """Materialise a dataset (the mini world is generated; real datasets come in a later stage).
+    """Materialise a dataset from its source: generated (the mini world), or image folders from
+    fetched archives (in `downloads`) or a user's path (`robustft.sources`).
 
     `version` (the Snakefile's `dataset_version`: config entry and generator code) is recorded in
     the directory, so that the Snakefile knows the dataset is current without comparing mtimes."""
-    from .data import generate_mini
     from .provenance import DATASET_VERSION_FILE
 
-    if "generator" not in cfg:
-        raise ValueError(
-            f"dataset {name!r} has no generator; fetching real datasets is not implemented yet"
-        )
     t0 = time.time()
-    generate_mini(name, cfg, out_dir, processes=threads)
+    if "generator" in cfg:
+        from .sources.generated import generate_mini
+
+        generate_mini(name, cfg, out_dir, processes=threads)
+    else:
+        from .sources.folders import prepare_folders
+
+        prepare_folders(name, cfg, out_dir, downloads)
     if version:
         (Path(out_dir) / DATASET_VERSION_FILE).write_text(version + "\n")
-    print(f"dataset {name!r} generated in {time.time() - t0:.1f}s", flush=True)
+    print(f"dataset {name!r} prepared in {time.time() - t0:.1f}s", flush=True)
+
+
+def fetch_file(
+    url: str, out: str, sha256: str | None = None, size: int | None = None, md5: str | None = None
+) -> None:
+    """Download one file of a dataset or checkpoint, verified (`robustft.sources.fetch`)."""
+    from .sources.fetch import fetch
+
+    if not (sha256 or size or md5):
+        print(f"WARNING: {url} has no published checksum or size; not verified", flush=True)
+    fetch(url, out, sha256=sha256, size=size, md5=md5)
+    if not sha256:  # record what was fetched, to pin it in config
+        from .sources.fetch import sha256_of
+
+        print(f"sha256 of {out}: {sha256_of(out)}", flush=True)
 
 
 def pretrain(

@@ -342,12 +342,17 @@ def pretrain_backbone(
 
 def _source_indices(pool_path, domains: list[str] | None) -> np.ndarray:
     """Indices of pool images from the source domains (all of them if none are named)."""
-    from .world import DOMAINS
+    from .data import DatasetInfo
 
+    info = DatasetInfo.read(Path(pool_path).parent)  # the pool's domain names, as generated
+    names = info.splits.get(info.pretrain, {}).get("domain_names", [])
     with np.load(pool_path) as data:
         pool_domains = data["domains"] if "domains" in data else None
         n = len(data["labels"])
     if not domains or pool_domains is None:
         return np.arange(n)
-    wanted = [DOMAINS.index(d) for d in domains]
+    unknown = [d for d in domains if d not in names]
+    if unknown:
+        raise ValueError(f"{pool_path}: source_domains {unknown} not in the pool's {names}")
+    wanted = [names.index(d) for d in domains]
     return np.flatnonzero(np.isin(pool_domains, wanted))

@@ -1,4 +1,6 @@
 rule pretrain_backbone:
+    wildcard_constraints:
+        backbone=_choices(PRETRAINED),
     input:
         dataset=pretrain_dataset,
     output:
@@ -24,3 +26,24 @@ rule pretrain_backbone:
         code=job_code("pretrain_backbone.py"),
     script:
         "../scripts/pretrain_backbone.py"
+
+
+# Published weights (open_clip's CLIP, MoCo-v2, torchvision ResNet-50): fetched once, loaded
+# strictly into the configured architecture, written where every job loads backbones from.
+rule import_backbone:
+    wildcard_constraints:
+        backbone=_choices(IMPORTED),
+    input:
+        weights=backbone_weights,
+    output:
+        weights=BACKBONE,
+    log:
+        "logs/import_backbone/{backbone}.log",
+    localrule: True
+    conda:
+        "../../envs/robustft.yaml"
+    params:
+        spec=import_spec,
+        code=job_code("import_backbone.py"),
+    script:
+        "../scripts/import_backbone.py"

@@ -21,6 +21,7 @@ from robustft.catalog import FIGURE_KINDS, TABLE_KINDS, grid_cells, needs_sweep
 from robustft.catalog import seeds as catalog_seeds
 from robustft.methods import METHODS
 from robustft.provenance import DATASET_VERSION_FILE, script_code
+from robustft.sources import DOWNLOADS, downloads
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -44,7 +45,14 @@ def stop_jobserver():
 
 
 def _choices(names):
-    return "|".join(re.escape(n) for n in names)
+    return "|".join(re.escape(n) for n in names) or "(?!)"  # (?!): no name, matches nothing
+
+
+# Files fetched from the internet (datasets' files, backbones' weights), by their path under
+# resources/downloads; backbones pretrained here vs imported from published weights.
+DOWNLOAD_FILES = downloads(config)[0]
+PRETRAINED = [b for b, spec in config["backbones"].items() if spec.get("pretrain")]
+IMPORTED = [b for b, spec in config["backbones"].items() if spec.get("weights")]
 
 
 wildcard_constraints:
@@ -53,6 +61,7 @@ wildcard_constraints:
     recipe=_choices(known_recipes(config)),
     seed=r"\d+",
     variant=r"oracle|pcv\d+",
+    file=_choices(DOWNLOAD_FILES),
 
 
 # ---- paths --------------------------------------------------------------------------------------
@@ -211,13 +220,24 @@ def dataset_input(dataset):
 
 
 def pretrain_dataset_name(wildcards):
-    spec = config["backbones"][wildcards.backbone]
-    if "pretrain" not in spec:
-        raise WorkflowError(
-            f"backbone {wildcards.backbone!r} has no pretrain entry; fetching real checkpoints "
-            "is not implemented yet"
-        )
-    return spec["pretrain"]["dataset"]
+    return config["backbones"][wildcards.backbone]["pretrain"]["dataset"]
+
+
+def download_spec(wildcards):
+    """url and sha256 / size / unverified of one fetched file."""
+    return DOWNLOAD_FILES[wildcards.file]
+
+
+def dataset_downloads(wildcards):
+    """The fetched archives a real dataset's splits are unpacked from."""
+    splits = config["datasets"][wildcards.dataset]["splits"].values()
+    return sorted({f"{DOWNLOADS}/{s['archive']}" for s in splits if "archive" in s})
+
+
+def backbone_weights(wildcards):
+    from robustft.sources.checkpoints import weights_download
+
+    return f"{DOWNLOADS}/{weights_download(config['backbones'][wildcards.backbone])['file']}"
 
 
 def pretrain_dataset(wildcards):
@@ -239,6 +259,11 @@ def backbone_spec(wildcards):
     """What loading a backbone reads (not its pretraining, nor other methods' hparams)."""
     spec = config["backbones"][wildcards.backbone]
     return {k: spec[k] for k in ("family", "arch", "checkpoint") if k in spec}
+
+
+def import_spec(wildcards):
+    spec = config["backbones"][wildcards.backbone]
+    return {k: spec[k] for k in ("family", "arch", "checkpoint", "weights") if k in spec}
 
 
 def pretrain_spec(wildcards):

@@ -1,4 +1,23 @@
+# Downloads run on the machine that has internet (the login node under SLURM), retried; the job
+# itself resumes a cut transfer and keeps only a verified file (robustft.sources.fetch).
+rule fetch_file:
+    output:
+        "resources/downloads/{file}",  # = robustft.sources.DOWNLOADS
+    log:
+        "logs/fetch_file/{file}.log",
+    localrule: True
+    conda:
+        "../../envs/robustft.yaml"
+    retries: 2
+    params:
+        spec=download_spec,
+    script:
+        "../scripts/fetch_file.py"
+
+
 rule prepare_dataset:
+    input:
+        dataset_downloads,
     output:
         directory(DATASET_DIR),
     log:
@@ -12,5 +31,6 @@ rule prepare_dataset:
         spec=dataset_spec,
         code=job_code("prepare_dataset.py"),
         version=lambda wildcards: dataset_version(wildcards.dataset),
+        downloads=DOWNLOADS,
     script:
         "../scripts/prepare_dataset.py"

@@ -9,4 +9,5 @@ run_job(
     snakemake.output[0],
     snakemake.threads,
     version=snakemake.params.version,
+    downloads=snakemake.params.downloads,
 )

@@ -90,7 +90,7 @@ class FineTuneContext:
 
 def zeroshot_classifier(backbone: Backbone, info: DatasetInfo) -> ImageClassifier:
     """The zero-shot model theta_0 of WiSE-FT: image tower + template-ensemble head."""
-    head = zeroshot_head(backbone.clip, backbone.tokenizer, info.classnames, info.templates)
+    head = zeroshot_head(backbone.clip, backbone.tokenizer, info.class_prompts())
     return ImageClassifier(copy.deepcopy(backbone.image_encoder), head, normalize=True)
 
 

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from ..contrastive import clip_loss
-from ..world import fill_template
 from .base import Artifact, FineTuneContext, Method, _cpu
 
 
@@ -29,11 +28,9 @@ class FLYP(Method):
             raise ValueError(f"flyp needs a text tower; backbone {ctx.backbone.name!r} has none")
         model = copy.deepcopy(ctx.backbone.clip)
         # Every (class, template) caption, tokenised once: a step only indexes into this table.
-        templates = ctx.hparams.get("templates") or ctx.info.templates
-        captions = [fill_template(t, c) for c in ctx.info.classnames for t in templates]
-        self.tokens = ctx.backbone.tokenizer(captions).view(
-            len(ctx.info.classnames), len(templates), -1
-        )
+        prompts = ctx.info.class_prompts(ctx.hparams.get("templates"))
+        captions = [p for class_prompts in prompts for p in class_prompts]
+        self.tokens = ctx.backbone.tokenizer(captions).view(len(prompts), len(prompts[0]), -1)
         return model
 
     def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:
