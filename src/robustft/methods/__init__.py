@@ -42,9 +42,11 @@ OPTIM_OPTIONAL = (
     "momentum",
     "checkpoint_every",
 )
+# `jobs.finetune`: how many DDP processes (GPUs) train one run (`robustft.distributed`).
+RUN_OPTIONAL = ("gpus",)
 # `base.Method.param_groups` (encoder_lr_scale; only for an `ImageClassifier`, so not FLYP's CLIP)
 # and `base.Method.train_mode` (freeze_bn; every trained model).
-CLASSIFIER_OPTIONAL = (*OPTIM_OPTIONAL, "encoder_lr_scale", "freeze_bn")
+CLASSIFIER_OPTIONAL = (*OPTIM_OPTIONAL, *RUN_OPTIONAL, "encoder_lr_scale", "freeze_bn")
 
 
 METHODS: dict[str, MethodInfo] = {
@@ -84,7 +86,7 @@ METHODS: dict[str, MethodInfo] = {
         True,
         True,
         required=TRAIN_REQUIRED,
-        optional=(*OPTIM_OPTIONAL, "freeze_bn", "templates"),
+        optional=(*OPTIM_OPTIONAL, *RUN_OPTIONAL, "freeze_bn", "templates"),
     ),
     "coretuning": MethodInfo(
         "Core-tuning (Zhang et al. NeurIPS 2021)",
