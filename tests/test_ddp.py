@@ -5,6 +5,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,16 +37,23 @@ HPARAMS = {
 ATOL, RTOL = 1e-5, 1e-5
 
 
-def finetune_run(backbone_files, tiny_dataset, tmp_path, method, gpus):
+def finetune_args(backbone_files, tiny_dataset, tmp_path, method, gpus, **hparams):
     family = "clip"  # its mini CNN has BatchNorm, its text tower LayerNorm: both paths
     spec, path = backbone_files[family]
-    out = tmp_path / f"{method}-gpus{gpus}" / "model.pt"
-    finetune(
-        family, spec, str(path), str(tiny_dataset), method, {**HPARAMS[method], "gpus": gpus},
-        seed=0, out=str(out), scratch=str(tmp_path / f"scratch-{method}-{gpus}"), threads=2,
-        precision="fp32",
+    return dict(
+        backbone_name=family, backbone_spec=spec, backbone_path=str(path),
+        dataset_dir=str(tiny_dataset), method=method,
+        hparams={**HPARAMS[method], "gpus": gpus, **hparams}, seed=0,
+        out=str(tmp_path / f"{method}-gpus{gpus}" / "model.pt"),
+        scratch=str(tmp_path / f"scratch-{method}-{gpus}"), threads=2, precision="fp32",
     )  # fmt: skip
-    return Artifact.load(out), json.loads(out.with_name("timing.json").read_text())
+
+
+def finetune_run(backbone_files, tiny_dataset, tmp_path, method, gpus, **hparams):
+    args = finetune_args(backbone_files, tiny_dataset, tmp_path, method, gpus, **hparams)
+    finetune(**args)
+    out = args["out"]
+    return Artifact.load(out), json.loads(Path(out).with_name("timing.json").read_text())
 
 
 @pytest.mark.parametrize("method", ["ft", "coretuning", "flyp"])
@@ -65,3 +78,86 @@ def test_two_processes_train_the_weights_one_process_does(
         "timing.json",
     ]
     assert not any((tmp_path / f"scratch-{method}-2").glob("*"))
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_weights(
+    backbone_files, tiny_dataset, tmp_path, capfd
+):
+    """SIGKILL the job (torchrun and both workers) after a step checkpoint; the rerun resumes
+    from it and ends where an uninterrupted 2-process run does."""
+    longer = {"steps": 60, "checkpoint_every": 5}
+    whole, _ = finetune_run(backbone_files, tiny_dataset, tmp_path / "whole", "ft", 2, **longer)
+    args = finetune_args(backbone_files, tiny_dataset, tmp_path / "killed", "ft", 2, **longer)
+    job = (
+        "import json, sys; from robustft.jobs import finetune; finetune(**json.loads(sys.argv[1]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", job, json.dumps(args)], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    ckpt, deadline, step = Path(args["scratch"]) / "train.ckpt", time.time() + 120, 0
+    try:
+        while time.time() < deadline and proc.poll() is None and not ckpt.exists():
+            time.sleep(0.05)
+        assert ckpt.exists(), "no step checkpoint appeared"
+        step = torch.load(ckpt, weights_only=False)["step"]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not Path(args["out"]).exists() and 0 < step < 60
+    capfd.readouterr()
+    finetune(**args)
+    assert "resuming from step " in capfd.readouterr().out
+    resumed = Artifact.load(args["out"])
+    assert [h["loss"] for h in resumed.meta["history"]] == [
+        h["loss"] for h in whole.meta["history"]
+    ]
+    for key, value in whole.state_dict.items():
+        assert torch.equal(resumed.state_dict[key], value), key
+
+
+# -- the setting, checked before any job runs -----------------------------------------------------
+def smoke_config():
+    import yaml
+
+    from tests.test_config import ROOT
+
+    return yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+
+
+def test_gpus_is_accepted_by_every_training_method():
+    from robustft.config import check_config
+    from tests.test_config import SCHEMA
+
+    config = smoke_config()
+    for method in ("ft", "lpft", "l2sp", "flyp", "coretuning"):
+        config["methods"][method]["gpus"] = 2  # smoke batch 32: divisible
+    check_config(config, SCHEMA)
+
+
+def test_a_batch_that_does_not_split_over_the_gpus_is_refused():
+    from robustft.config import ConfigError, check_config
+    from tests.test_config import SCHEMA
+
+    config = smoke_config()
+    config["methods"]["flyp"]["gpus"] = 3
+    with pytest.raises(ConfigError, match=r"'flyp'.*batch_size 32 is not divisible by gpus 3.*33"):
+        check_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "method, value, message",
+    [
+        ("ft", 0, r"\['gpus'\]: 0 is less than the minimum of 1"),
+        ("ft", 1.5, r"\['gpus'\]: 1.5 is not of type 'integer'"),
+        ("lp", 2, r"unknown key\(s\) \['gpus'\] for method 'lp'"),  # no training loop to share
+    ],
+)
+def test_a_bad_gpus_value_is_named(method, value, message):
+    from robustft.config import ConfigError, check_config
+    from tests.test_config import SCHEMA
+
+    config = smoke_config()
+    config["methods"][method]["gpus"] = value
+    with pytest.raises(ConfigError, match=message):
+        check_config(config, SCHEMA)

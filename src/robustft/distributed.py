@@ -19,8 +19,10 @@ What makes N processes equal one process at the same global batch (`tests/test_d
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -224,8 +226,8 @@ def launch(func, args: tuple, kwargs: dict, nprocs: int, scratch: str | Path) ->
     print(f"launching {nprocs} DDP processes ({backend}) with torchrun", flush=True)
     sys.stdout.flush(), sys.stderr.flush()
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-        f"--nproc-per-node={nprocs}", "-m", "robustft.distributed", str(call),
+        sys.executable, "-m", "robustft.distributed", "torchrun", "--standalone", "--nnodes=1",
+        f"--nproc-per-node={nprocs}", "-m", "robustft.distributed", "worker", str(call),
     ]  # fmt: skip
     env = {**os.environ, WORKER_ENV: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     done = subprocess.run(command, env=env, stdout=sys.stdout, stderr=sys.stderr)
@@ -237,7 +239,26 @@ def launch(func, args: tuple, kwargs: dict, nprocs: int, scratch: str | Path) ->
         )
 
 
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (Linux). torchrun starts each worker in a new
+    session, so killing the job's process group (SIGKILL from a user, Snakemake or the job
+    server) would leave the workers training and writing the outputs of a job that was stopped."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the call above
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _torchrun(args: list[str]) -> None:
+    die_with_parent()  # the parent: the job's process
+    from torch.distributed.run import main
+
+    main(args)
+
+
 def _worker(call_path: str) -> None:
+    die_with_parent()  # the parent: torchrun's agent
     call: _Call = pickle.loads(Path(call_path).read_bytes())
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
@@ -252,7 +273,9 @@ def _worker(call_path: str) -> None:
         dist.destroy_process_group()
 
 
-if __name__ == "__main__":  # the module's own copy runs the worker, so the state has one home
-    from robustft.distributed import _worker as worker
+if __name__ == "__main__":  # `torchrun ARGS...` (the agent) or `worker CALL` (one rank)
+    # The package's copy of this module does the work, so its state has one home, not two.
+    from robustft import distributed
 
-    worker(sys.argv[1])
+    role, *rest = sys.argv[1:]
+    {"torchrun": distributed._torchrun, "worker": lambda a: distributed._worker(*a)}[role](rest)
