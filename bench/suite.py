@@ -428,8 +428,9 @@ def _training_arms(b, backbone, method, info, train, val, device, precision, ste
         if method == "l2sp":
             ref = {n: p.detach().clone() for n, p in model.encoder.named_parameters()}
         if method == "flyp":
-            which = torch.randint(m.tokens.shape[1], (steps, batch), generator=gen)
-            texts = [m.tokens[y.cpu(), which[i]].to(device) for i, (_, y) in enumerate(batches)]
+            tokens = m.training_step(model, context()).tokens
+            which = torch.randint(tokens.shape[1], (steps, batch), generator=gen)
+            texts = [tokens[y.cpu(), which[i]].to(device) for i, (_, y) in enumerate(batches)]
 
         def loss_fn(i, x, y):
             if method == "flyp":

@@ -319,6 +319,13 @@ def _value_problems(config: dict, hp: dict, dataset: str) -> list[str]:
             f"c_min_log10 ({hp['c_min_log10']}) > c_max_log10 ({hp['c_max_log10']}); the linear "
             "probe sweeps C from 10**c_min_log10 up to 10**c_max_log10"
         )
+    gpus, batch = hp.get("gpus", 1), hp.get("batch_size")
+    if isinstance(batch, int) and isinstance(gpus, int) and gpus > 1 and batch % gpus:
+        problems.append(
+            f"batch_size {batch} is not divisible by gpus {gpus}: each of the {gpus} DDP processes "
+            f"takes batch_size / gpus examples; choose a multiple of {gpus}, such as "
+            f"{(batch // gpus + 1) * gpus}"
+        )
     ds = config["datasets"][dataset]
     train = ds.get("roles", {}).get("train")
     n = ds.get("splits", {}).get(train, {}).get("n")

@@ -224,9 +224,23 @@ def finetune(
     `variant` picks the training data: `main` the dataset's training split; on a calibration
     dataset, `oracle` the split holding every class and `pcv<k>` the training split without the
     fine-tuning classes pseudo split k hides (gamma_PCV).
+
+    `hparams["gpus"]` > 1: the job re-runs itself as that many DDP processes (`distributed`), the
+    CPU threads shared among them; rank 0 writes `out`, `timing_out` and the log.
     """
+    call = dict(locals())  # this call's arguments, for the DDP workers
     import numpy as np
     import torch
+
+    from . import distributed
+
+    gpus = hparams.get("gpus", 1)
+    if gpus > 1 and not distributed.is_worker():
+        distributed.check_divisible(hparams["batch_size"], gpus)
+        ensure_writable(out)
+        call["threads"] = max(1, threads // gpus)
+        distributed.launch(finetune, (), call, nprocs=gpus, scratch=scratch)
+        return
 
     from .data import DatasetInfo, class_subset, few_shot_subset, load_split, pcv_hidden_classes
     from .methods import get_method
@@ -312,6 +326,8 @@ def finetune(
         threads=threads,
         precision=precision,
     )
+    if not distributed.is_main():  # rank 0 writes the job's outputs
+        return
     artifact.save(out)
     timing = {
         "backbone": backbone_name,
@@ -322,6 +338,7 @@ def finetune(
         "variant": variant,
         "device": str(device),
         "threads": threads,
+        "processes": distributed.world_size(),
         "precision": precision,
         "steps": hparams.get("steps"),
         "batch_size": hparams.get("batch_size"),

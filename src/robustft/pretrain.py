@@ -7,8 +7,10 @@
               MoCo-v2's momentum key encoder and queue of negatives (`objective: moco`).
 * supervised: cross-entropy over all classes on the pool's source-domain images.
 
-All three run through `training.train` (resumable) and save with `models.save_backbone`, so the
-files have the on-disk format of the real checkpoints of each family.
+All three run through `training.train` (resumable) as a `TrainingStep` whose forward returns the
+loss, and save with `models.save_backbone`, so the files have the on-disk format of the real
+checkpoints of each family. Pretraining runs in one process: its steps do not shard the batch
+(augmentations, MoCo's queue and shuffled BN are drawn for the whole batch).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch.nn import functional as F
 from .contrastive import clip_loss
 from .data import PackedSplit, StepSampler
 from .models import build_clip, build_image_encoder, save_backbone
-from .training import OptimConfig, train
+from .training import OptimConfig, TrainingStep, train
 
 # The two views' augmentation. These defaults are the original mild recipe; a backbone's
 # `pretrain.aug` overrides any of them (ranges as [lo, hi]). config/config.yaml's mini-ssl sets the
@@ -134,6 +136,27 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
     return F.cross_entropy(logits, target)
 
 
+class CLIPPretrainStep(TrainingStep):
+    """CLIP's contrastive loss on a step's (image, caption) pairs of the pool."""
+
+    def __init__(self, clip: nn.Module, tokens: torch.Tensor, pool, sampler, device):
+        super().__init__()
+        self.model, self.tokens = clip, tokens
+        self.pool, self.sampler, self.device = pool, sampler, device
+
+    def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.sampler.indices(step)
+        images, _ = self.pool.get_batch(idx)
+        return images.to(self.device), self.tokens[idx].to(self.device)
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, np.log(100))  # CLIP's clamp
+        img = self.model.encode_image(images, normalize=True)
+        txt = self.model.encode_text(text, normalize=True)
+        return clip_loss(img, txt, self.model.logit_scale.exp())
+
+
 def _clip_objective(arch, hp, pool, sampler, device, pool_path):
     if pool.captions is None:
         raise ValueError(f"{pool_path} has no captions: CLIP pretraining needs a captioned pool")
@@ -141,17 +164,8 @@ def _clip_objective(arch, hp, pool, sampler, device, pool_path):
 
     model = build_clip(arch).to(device)
     tokens = open_clip_module().get_tokenizer(arch["name"])(pool.captions)
-
-    def loss_fn(step):
-        idx = sampler.indices(step)
-        images, _ = pool.get_batch(idx)
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, np.log(100))  # CLIP's clamp
-        img = model.encode_image(images.to(device), normalize=True)
-        txt = model.encode_text(tokens[idx].to(device), normalize=True)
-        return clip_loss(img, txt, model.logit_scale.exp())
-
-    return model, loss_fn, lambda out: save_backbone(out, "clip", model)
+    step = CLIPPretrainStep(model, tokens, pool, sampler, device)
+    return step, step.loss, lambda out: save_backbone(out, "clip", model)
 
 
 def _projector(dim: int, hp: dict) -> nn.Module:
@@ -163,28 +177,39 @@ def _projector(dim: int, hp: dict) -> nn.Module:
     return nn.Sequential(*layers, nn.ReLU(inplace=True), nn.Linear(hidden, hp["proj_dim"]))
 
 
+class SimCLRStep(TrainingStep):
+    """SimCLR's NT-Xent between two augmented views of a step's pool images (`joint_bn`: both
+    views in one forward, BatchNorm over 2B, as SimCLR)."""
+
+    def __init__(self, encoder, projector, hp: dict, pool, sampler, device, seed: int):
+        super().__init__()
+        self.encoder, self.projector = encoder, projector
+        self.pool, self.sampler, self.device, self.seed = pool, sampler, device, seed
+        self.aug, self.tau, self.joint_bn = hp.get("aug"), hp["tau"], hp.get("joint_bn", False)
+
+    def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, _ = self.pool.get_batch(self.sampler.indices(step))
+        images = images.to(self.device)
+        return tuple(augment(images, self.seed * 7919 + step * 2 + k, self.aug) for k in range(2))
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        if self.joint_bn:
+            z1, z2 = self.projector(self.encoder(torch.cat([view1, view2]))).chunk(2)
+        else:
+            z1, z2 = (self.projector(self.encoder(v)) for v in (view1, view2))
+        return nt_xent(z1, z2, self.tau)
+
+
 def _ssl_objective(arch, hp, pool, sampler, device, seed):
     if hp.get("objective", "simclr") == "moco":
         return _moco_objective(arch, hp, pool, sampler, device, seed)
     encoder, dim = build_image_encoder(arch)
     projector = _projector(dim, hp)
-    model = nn.ModuleDict({"encoder": encoder, "projector": projector}).to(device)
-    aug = hp.get("aug")
-
-    def loss_fn(step):
-        images, _ = pool.get_batch(sampler.indices(step))
-        images = images.to(device)
-        views = [augment(images, seed * 7919 + step * 2 + k, aug) for k in range(2)]
-        if hp.get("joint_bn", False):  # SimCLR's: both views in one batch, BN over 2B
-            z1, z2 = model["projector"](model["encoder"](torch.cat(views))).chunk(2)
-        else:
-            z1, z2 = (model["projector"](model["encoder"](v)) for v in views)
-        return nt_xent(z1, z2, hp["tau"])
-
-    return model, loss_fn, lambda out: save_backbone(out, "ssl", encoder, projector)
+    step = SimCLRStep(encoder, projector, hp, pool, sampler, device, seed).to(device)
+    return step, step.loss, lambda out: save_backbone(out, "ssl", encoder, projector)
 
 
-class MoCo(nn.Module):
+class MoCo(TrainingStep):
     """MoCo-v2's two towers and queue: the key tower is an EMA of the query tower (no gradients) and
     the queue holds the last `queue_size` keys (L2-normalised), the negatives of every query. All of
     it is module state (parameters and buffers), so a step checkpoint resumes it exactly."""
@@ -234,54 +259,75 @@ def _split_bn_forward(net: Callable, x: torch.Tensor, splits: int) -> torch.Tens
     return torch.cat([net(c) for c in x.chunk(splits)])
 
 
-def _moco_objective(arch, hp, pool, sampler, device, seed):
-    """MoCo-v2: query tower trained, key tower its momentum average, a queue of past keys as the
-    negatives, shuffled BN over `bn_splits` sub-batches; `symmetric` adds the swapped view pair."""
-    encoder, dim = build_image_encoder(arch)
-    projector = _projector(dim, hp)
-    model = MoCo(encoder, projector, hp.get("queue_size", 4096), hp.get("momentum", 0.99))
-    model = model.to(device)
-    aug, splits, tau = hp.get("aug"), hp.get("bn_splits", 1), hp["tau"]
-    symmetric = hp.get("symmetric", False)
+class MoCoStep(MoCo):
+    """MoCo-v2's step: query tower trained, key tower its momentum average, the queue of past keys
+    the negatives, shuffled BN over `bn_splits` sub-batches; `symmetric` adds the swapped pair."""
 
-    def tower(enc, proj, x):
-        return F.normalize(_split_bn_forward(lambda v: proj(enc(v)), x, splits), dim=1)
+    def __init__(self, encoder, projector, hp: dict, pool, sampler, device, seed: int):
+        super().__init__(encoder, projector, hp.get("queue_size", 4096), hp.get("momentum", 0.99))
+        self.pool, self.sampler, self.device, self.seed = pool, sampler, device, seed
+        self.aug, self.splits, self.tau = hp.get("aug"), hp.get("bn_splits", 1), hp["tau"]
+        self.symmetric = hp.get("symmetric", False)
 
-    def loss_fn(step):
-        images, _ = pool.get_batch(sampler.indices(step))
-        images = images.to(device)
-        views = [augment(images, seed * 7919 + step * 2 + k, aug) for k in range(2)]
-        model.momentum_update()
+    def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, _ = self.pool.get_batch(self.sampler.indices(step))
+        images = images.to(self.device)
+        return tuple(augment(images, self.seed * 7919 + step * 2 + k, self.aug) for k in range(2))
+
+    def _tower(self, enc, proj, x):
+        return F.normalize(_split_bn_forward(lambda v: proj(enc(v)), x, self.splits), dim=1)
+
+    def forward(self, *views: torch.Tensor) -> torch.Tensor:
+        self.momentum_update()
         # Shuffle BN: the keys' sub-batches are not the queries' (seeded by the loop per step).
-        perm = torch.randperm(len(images), device=device)
+        perm = torch.randperm(len(views[0]), device=views[0].device)
         inv = torch.argsort(perm)
-        pairs = [(0, 1), (1, 0)] if symmetric else [(0, 1)]  # (query view, key view)
+        pairs = [(0, 1), (1, 0)] if self.symmetric else [(0, 1)]  # (query view, key view)
         with torch.no_grad():
             keys = {
-                j: tower(model.encoder_k, model.projector_k, views[j][perm])[inv] for _, j in pairs
+                j: self._tower(self.encoder_k, self.projector_k, views[j][perm])[inv]
+                for _, j in pairs
             }
-        queue = model.queue.clone()
+        queue = self.queue.clone()
         loss = sum(
-            moco_loss(tower(model.encoder_q, model.projector_q, views[i]), keys[j], queue, tau)
+            moco_loss(self._tower(self.encoder_q, self.projector_q, views[i]), keys[j], queue,
+                      self.tau)
             for i, j in pairs
-        ) / len(pairs)
-        model.enqueue(torch.cat([keys[j] for _, j in pairs]))
+        ) / len(pairs)  # fmt: skip
+        self.enqueue(torch.cat([keys[j] for _, j in pairs]))
         return loss
 
-    return model, loss_fn, lambda out: save_backbone(out, "ssl", encoder, projector)
+
+def _moco_objective(arch, hp, pool, sampler, device, seed):
+    """MoCo-v2 (`MoCoStep`)."""
+    encoder, dim = build_image_encoder(arch)
+    projector = _projector(dim, hp)
+    step = MoCoStep(encoder, projector, hp, pool, sampler, device, seed).to(device)
+    return step, step.loss, lambda out: save_backbone(out, "ssl", encoder, projector)
+
+
+class SupervisedPretrainStep(TrainingStep):
+    """Cross-entropy over all classes on a step's source-domain pool images."""
+
+    def __init__(self, encoder, head, pool, sampler, device, source):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.pool, self.sampler, self.device, self.source = pool, sampler, device, source
+
+    def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.pool.get_batch(self.source[self.sampler.indices(step)])
+        return images.to(self.device), labels.to(self.device)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.head(self.encoder(images)), labels)
 
 
 def _supervised_objective(arch, pool, sampler, device, source):
     encoder, dim = build_image_encoder(arch)
     num_classes = int(pool.labels.max()) + 1
-    model = nn.ModuleDict({"encoder": encoder, "head": nn.Linear(dim, num_classes)}).to(device)
-
-    def loss_fn(step):
-        images, labels = pool.get_batch(source[sampler.indices(step)])
-        logits = model["head"](model["encoder"](images.to(device)))
-        return F.cross_entropy(logits, labels.to(device))
-
-    return model, loss_fn, lambda out: save_backbone(out, "supervised", encoder, model["head"])
+    head = nn.Linear(dim, num_classes)
+    step = SupervisedPretrainStep(encoder, head, pool, sampler, device, source).to(device)
+    return step, step.loss, lambda out: save_backbone(out, "supervised", encoder, head)
 
 
 def pretrain_backbone(
@@ -318,7 +364,7 @@ def pretrain_backbone(
 
     result = train(
         model,
-        loss_fn,
+        None,  # the step module's forward
         cfg,
         seed=seed,
         checkpoint_path=checkpoint_path,

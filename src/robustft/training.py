@@ -2,7 +2,9 @@
 
 What it owns: the optimiser (AdamW or SGD), the cosine schedule with linear warm-up (wise-ft's
 `cosine_lr`), gradient clipping, bf16 autocast (`precision`), per-step seeding, and resumable step
-checkpoints. A caller supplies `loss_fn(step) -> loss`; the loop calls it once per step.
+checkpoints. A caller supplies a `TrainingStep` (a module whose `forward` returns the loss: what DDP
+wraps when the run has several processes, see `distributed`) or, single-process only, a
+`loss_fn(step) -> loss`; the loop computes the loss once per step.
 
 Resuming: every `checkpoint_every` steps the loop writes model, optimiser, history and the job's
 fingerprint to `checkpoint_path` (an undeclared scratch file: Snakemake deletes declared outputs
@@ -24,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from . import distributed
 
 
 @dataclass
@@ -58,7 +62,25 @@ class TrainResult:
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA where there is one (a DDP worker's own GPU), else the CPU."""
+    return distributed.device()
+
+
+class TrainingStep(nn.Module):
+    """One run's training step: `inputs(step)` draws this process's share of the step's batch
+    (`distributed.shard` of the global batch), `forward(*inputs)` returns the loss.
+
+    Every parameter the loss depends on is reached through `forward`, so DDP (which wraps this
+    module) sees the whole computation and averages every gradient. Per-run state (the sampler,
+    L2-SP's reference weights, FLYP's caption tokens) lives here, not on the method object.
+    """
+
+    def inputs(self, step: int) -> tuple:
+        raise NotImplementedError
+
+    def loss(self, step: int) -> torch.Tensor:
+        """The step's loss in this process, without DDP (tests, single-process callers)."""
+        return self(*self.inputs(step))
 
 
 def resolve_precision(precision: str, device: torch.device, purpose: str = "train") -> str:
@@ -166,19 +188,15 @@ def _matching_checkpoint(ckpt: Path, identity: dict, steps: int, device) -> dict
     try:
         state = torch.load(ckpt, map_location=device, weights_only=False)
     except Exception as err:  # a checkpoint we cannot read is one we cannot resume
-        print(
-            f"not resuming {ckpt}: unreadable ({type(err).__name__}: {err}); starting fresh",
-            flush=True,
-        )
+        _say(f"not resuming {ckpt}: unreadable ({type(err).__name__}: {err}); starting fresh")
         return None
     differences = fingerprint_differences(state.get("fingerprint"), identity)
     if not differences and not 0 < state["step"] < steps:
         differences = [f"its step {state['step']} is not within this run's {steps} steps"]
     if differences:
-        print(
+        _say(
             f"not resuming {ckpt} (step {state['step']}): it was written by a different job, "
-            f"starting fresh from step 0; differs in {'; '.join(differences)}",
-            flush=True,
+            f"starting fresh from step 0; differs in {'; '.join(differences)}"
         )
         return None
     return state
@@ -186,7 +204,7 @@ def _matching_checkpoint(ckpt: Path, identity: dict, steps: int, device) -> dict
 
 def train(
     model: nn.Module,
-    loss_fn: Callable[[int], torch.Tensor],
+    loss_fn: Callable[[int], torch.Tensor] | None,
     cfg: OptimConfig,
     *,
     seed: int,
@@ -198,7 +216,11 @@ def train(
     precision: str = "fp32",
     fingerprint: dict | None = None,
 ) -> TrainResult:
-    """Run `cfg.steps` optimiser steps of `loss_fn`; return the per-step history and timing.
+    """Run `cfg.steps` optimiser steps; return the per-step history and timing.
+
+    `loss_fn=None`: `model` is a `TrainingStep` and the loss is its `forward`, under DDP when this
+    process is one of several (`distributed.wrap`); a `loss_fn(step)` calls submodules DDP cannot
+    see, so it is refused in a distributed run. Only rank 0 writes checkpoints and progress.
 
     `param_groups` may carry an `lr_scale` each (e.g. a 0.1x backbone learning rate); by default all
     trainable parameters of `model` form one group. `train_mode` sets train/eval mode of submodules
@@ -226,12 +248,27 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
-        print(f"resuming from step {start} ({ckpt})", flush=True)
+        _say(f"resuming from step {start} ({ckpt})")
 
     (train_mode or nn.Module.train)(model)
+    if loss_fn is None:
+        if not isinstance(model, TrainingStep):
+            raise TypeError(f"train() without a loss_fn needs a TrainingStep, not {type(model)}")
+        net = distributed.wrap(model)
+
+        def loss_fn(step: int) -> torch.Tensor:
+            return net(*model.inputs(step))
+
+    elif distributed.world_size() > 1:
+        raise ValueError(
+            "a distributed run needs a TrainingStep (loss through forward), not loss_fn"
+        )
     amp = autocast(device, precision)
     t0, seen = time.time(), 0
-    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=5)
+    bar = tqdm(
+        range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=5,
+        disable=not distributed.is_main(),
+    )  # fmt: skip
     for step in bar:
         lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps)
         for group in optimizer.param_groups:
@@ -244,11 +281,13 @@ def train(
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimizer.step()
-        history.append({"step": step, "lr": lr, "loss": float(loss.detach())})
+        logged = distributed.mean_over_ranks(loss.detach())  # the global batch's loss
+        history.append({"step": step, "lr": lr, "loss": float(logged)})
         seen += 1
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
         done = step + 1
-        if ckpt and (done % cfg.checkpoint_every == 0) and done < cfg.steps:
+        due = ckpt and done % cfg.checkpoint_every == 0 and done < cfg.steps
+        if due and distributed.is_main():
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _atomic_save(
                 {
@@ -262,11 +301,17 @@ def train(
             )
     elapsed = time.time() - t0
     if seen:
-        print(f"{desc}: {seen} steps in {elapsed:.1f}s ({seen / elapsed:.2f} steps/s)", flush=True)
+        _say(f"{desc}: {seen} steps in {elapsed:.1f}s ({seen / elapsed:.2f} steps/s)")
     return TrainResult(history, steps_run=seen, seconds=elapsed)
+
+
+def _say(line: str) -> None:
+    """A log line, from rank 0 only (one log per job)."""
+    if distributed.is_main():
+        print(line, flush=True)
 
 
 def remove_checkpoint(checkpoint_path: str | Path | None) -> None:
     """Drop the scratch checkpoint once the final output is safely written."""
-    if checkpoint_path and Path(checkpoint_path).exists():
+    if checkpoint_path and Path(checkpoint_path).exists() and distributed.is_main():
         Path(checkpoint_path).unlink()

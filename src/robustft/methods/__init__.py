@@ -44,9 +44,13 @@ OPTIM_OPTIONAL = (
 )
 # Read by the fine-tuning job before the method runs (`jobs.finetune`): k-shot training data.
 DATA_OPTIONAL = ("shots",)
+# `jobs.finetune`: how many DDP processes (GPUs) train one run (`robustft.distributed`).
+RUN_OPTIONAL = ("gpus",)
 # `base.Method.param_groups` (encoder_lr_scale; only for an `ImageClassifier`, so not FLYP's CLIP)
 # and `base.Method.train_mode` (freeze_bn; every trained model).
-CLASSIFIER_OPTIONAL = (*OPTIM_OPTIONAL, *DATA_OPTIONAL, "encoder_lr_scale", "freeze_bn")
+CLASSIFIER_OPTIONAL = (
+    *OPTIM_OPTIONAL, *DATA_OPTIONAL, *RUN_OPTIONAL, "encoder_lr_scale", "freeze_bn"
+)  # fmt: skip
 
 
 METHODS: dict[str, MethodInfo] = {
@@ -87,7 +91,7 @@ METHODS: dict[str, MethodInfo] = {
         True,
         True,
         required=TRAIN_REQUIRED,
-        optional=(*OPTIM_OPTIONAL, *DATA_OPTIONAL, "freeze_bn", "templates"),
+        optional=(*OPTIM_OPTIONAL, *DATA_OPTIONAL, *RUN_OPTIONAL, "freeze_bn", "templates"),
     ),
     "coretuning": MethodInfo(
         "Core-tuning (Zhang et al. NeurIPS 2021)",

@@ -7,8 +7,10 @@ form the evaluator (and WiSE-FT interpolation) understands:
 * ``kind="clip"``: state dict of the whole open_clip model (FLYP): the head is rebuilt from the
   text tower at evaluation time, so interpolating it interpolates both towers and the logit scale.
 
-Methods that train override `build` / `loss` (and maybe `param_groups`, `train_mode`, `export`);
-`Method.run` drives the one shared loop in `training.train`.
+Methods that train override `build` / `training_step` (and maybe `param_groups`, `train_mode`,
+`export`); `Method.run` drives the one shared loop in `training.train`. A training step is a
+`training.TrainingStep` built per run: its `forward` returns the loss (so DDP sees every parameter
+the loss uses) and it holds the run's state; the method object itself stays stateless.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import distributed
 from ..data import DatasetInfo, StepSampler
 from ..errors import CorruptFileError, corrupt_message
 from ..heads import linear_head, zeroshot_head
 from ..models import Backbone, ImageClassifier
-from ..training import OptimConfig, train
+from ..training import OptimConfig, TrainingStep, train
 
 
 @dataclass
@@ -127,6 +130,30 @@ def classifier_from_artifact(backbone: Backbone, artifact: Artifact) -> ImageCla
     return linear_classifier(backbone, artifact.state_dict, artifact.normalize)
 
 
+class ClassifierStep(TrainingStep):
+    """Cross-entropy of `model` on this process's share of each step's batch (FT, LP-FT).
+
+    The global batch of step s is `StepSampler`'s (a function of seed and s, so a resumed run
+    draws the batches an uninterrupted one would); each DDP rank keeps its contiguous share.
+    """
+
+    def __init__(self, model: nn.Module, ctx: FineTuneContext):
+        super().__init__()
+        self.model = model
+        self.sampler = StepSampler(len(ctx.train), ctx.hparams["batch_size"], ctx.seed)
+        self.data, self.device = ctx.train, ctx.device
+
+    def global_indices(self, step: int):
+        return self.sampler.indices(step)
+
+    def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.data.get_batch(distributed.shard(self.global_indices(step)))
+        return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(images), labels)
+
+
 class Method:
     name = "base"
 
@@ -139,9 +166,9 @@ class Method:
             return classifier_from_artifact(ctx.backbone, Artifact.load(ctx.inputs["reference"]))
         return initial_classifier(ctx.backbone, ctx.info, ctx.seed)
 
-    def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:
-        images, labels = self.batch(step, ctx)
-        return F.cross_entropy(model(images), labels)
+    def training_step(self, model: nn.Module, ctx: FineTuneContext) -> TrainingStep:
+        """This run's training step around `model` (its forward returns the loss)."""
+        return ClassifierStep(model, ctx)
 
     def param_groups(self, model: nn.Module, ctx: FineTuneContext) -> list[dict] | None:
         """Optional smaller learning rate on the encoder (calibration paper: 0.1x backbone)."""
@@ -170,18 +197,11 @@ class Method:
         return Artifact("classifier", _cpu(model.state_dict()), normalize=model.normalize)
 
     # -- shared machinery ------------------------------------------------------------------
-    def batch(self, step: int, ctx: FineTuneContext) -> tuple[torch.Tensor, torch.Tensor]:
-        if not hasattr(self, "_sampler") or self._sampler_key != id(ctx):
-            self._sampler = StepSampler(len(ctx.train), ctx.hparams["batch_size"], ctx.seed)
-            self._sampler_key = id(ctx)
-        images, labels = ctx.train.get_batch(self._sampler.indices(step))
-        return images.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
-
     def run(self, ctx: FineTuneContext) -> Artifact:
         model = self.build(ctx).to(ctx.device)
         result = train(
-            model,
-            lambda step: self.loss(model, step, ctx),
+            self.training_step(model, ctx),
+            None,  # the loss is the step's forward (through DDP in a multi-process run)
             OptimConfig.from_hparams(ctx.hparams),
             seed=ctx.seed,
             param_groups=self.param_groups(model, ctx),

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import Artifact, FineTuneContext, Method, _cpu
+from .. import distributed
+from .base import Artifact, ClassifierStep, FineTuneContext, Method, _cpu
 
 
 def mixup_draws(batch: int, alpha: float, device) -> tuple[torch.Tensor, ...]:
@@ -105,6 +106,24 @@ class ContrastRegularised(nn.Module):
         )
 
 
+class CoreTuningStep(ClassifierStep):
+    """`coretuning_loss` of a `ContrastRegularised` model on the step's batch. The loss mixes
+    samples across the batch, so the encoder features of every rank are gathered first and each
+    rank computes the global batch's loss (mixup draws are seeded per step: equal on every rank)."""
+
+    def __init__(self, model: ContrastRegularised, ctx: FineTuneContext):
+        super().__init__(model, ctx)
+        self.num_classes, self.hparams = ctx.num_classes, ctx.hparams
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        feats = self.model.classifier.features(images)  # the step's only forward: BN moves once
+        feats = distributed.all_gather_with_grad(feats)
+        labels = distributed.all_gather_with_grad(labels)
+        onehot = F.one_hot(labels, self.num_classes)
+        model = self.model
+        return coretuning_loss(feats, onehot, model.classifier.head, model.contrastor, self.hparams)
+
+
 class CoreTuning(Method):
     name = "coretuning"
 
@@ -117,11 +136,8 @@ class CoreTuning(Method):
         classifier.head.bias.requires_grad_(False)
         return ContrastRegularised(classifier, ctx.backbone.feature_dim, ctx.hparams["proj_dim"])
 
-    def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:
-        images, labels = self.batch(step, ctx)
-        feats = model.classifier.features(images)  # the step's only forward: BatchNorm moves once
-        onehot = F.one_hot(labels, ctx.num_classes)
-        return coretuning_loss(feats, onehot, model.classifier.head, model.contrastor, ctx.hparams)
+    def training_step(self, model: nn.Module, ctx: FineTuneContext) -> CoreTuningStep:
+        return CoreTuningStep(model, ctx)
 
     def param_groups(self, model: nn.Module, ctx: FineTuneContext):
         groups = super().param_groups(model.classifier, ctx)  # None: one group of everything

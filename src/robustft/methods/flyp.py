@@ -16,8 +16,45 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..contrastive import clip_loss
-from .base import Artifact, FineTuneContext, Method, _cpu
+from .base import Artifact, ClassifierStep, FineTuneContext, Method, _cpu
+
+
+class FLYPStep(ClassifierStep):
+    """CLIP's loss on (image, caption) pairs of the step's batch.
+
+    The captions' templates are drawn for the global batch (a function of seed and step) and
+    each rank keeps its share; features of every rank are gathered before the loss, so its
+    in-batch negatives are the global batch's, as in one process.
+    """
+
+    def __init__(self, clip: nn.Module, ctx: FineTuneContext):
+        super().__init__(clip, ctx)
+        # Every (class, template) caption, tokenised once: a step only indexes into this table.
+        prompts = ctx.info.class_prompts(ctx.hparams.get("templates"))
+        captions = [p for class_prompts in prompts for p in class_prompts]
+        self.tokens = ctx.backbone.tokenizer(captions).view(len(prompts), len(prompts[0]), -1)
+        self.seed = ctx.seed
+
+    def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.global_indices(step)
+        images, labels = self.data.get_batch(distributed.shard(batch))
+        rng = np.random.default_rng([self.seed, step, 7])  # caption choice: a function of the step
+        which = distributed.shard(
+            torch.from_numpy(rng.integers(0, self.tokens.shape[1], len(batch)))
+        )
+        text = self.tokens[labels.cpu(), which]
+        return images.to(self.device, non_blocking=True), text.to(self.device)
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        image_features = self.model.encode_image(images, normalize=True)
+        text_features = self.model.encode_text(text, normalize=True)
+        return clip_loss(
+            distributed.all_gather_with_grad(image_features),
+            distributed.all_gather_with_grad(text_features),
+            self.model.logit_scale.exp(),
+        )
 
 
 class FLYP(Method):
@@ -26,21 +63,10 @@ class FLYP(Method):
     def build(self, ctx: FineTuneContext) -> nn.Module:
         if ctx.backbone.clip is None:
             raise ValueError(f"flyp needs a text tower; backbone {ctx.backbone.name!r} has none")
-        model = copy.deepcopy(ctx.backbone.clip)
-        # Every (class, template) caption, tokenised once: a step only indexes into this table.
-        prompts = ctx.info.class_prompts(ctx.hparams.get("templates"))
-        captions = [p for class_prompts in prompts for p in class_prompts]
-        self.tokens = ctx.backbone.tokenizer(captions).view(len(prompts), len(prompts[0]), -1)
-        return model
+        return copy.deepcopy(ctx.backbone.clip)
 
-    def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:
-        images, labels = self.batch(step, ctx)
-        rng = np.random.default_rng([ctx.seed, step, 7])  # caption choice: a function of the step
-        which = torch.from_numpy(rng.integers(0, self.tokens.shape[1], len(labels)))
-        text = self.tokens[labels.cpu(), which].to(ctx.device)
-        image_features = model.encode_image(images, normalize=True)
-        text_features = model.encode_text(text, normalize=True)
-        return clip_loss(image_features, text_features, model.logit_scale.exp())
+    def training_step(self, model: nn.Module, ctx: FineTuneContext) -> FLYPStep:
+        return FLYPStep(model, ctx)
 
     def export(self, model: nn.Module, ctx: FineTuneContext) -> Artifact:
         return Artifact("clip", _cpu(model.state_dict()), normalize=True)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import FineTuneContext, Method
+from .base import ClassifierStep, FineTuneContext, Method
 
 
 def l2sp_penalty(module: nn.Module, reference: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -20,20 +20,28 @@ def l2sp_penalty(module: nn.Module, reference: dict[str, torch.Tensor]) -> torch
     return torch.stack(terms).sum()
 
 
-class L2SP(Method):
-    name = "l2sp"
+class L2SPStep(ClassifierStep):
+    """Cross-entropy plus the penalty; the reference (theta_0's encoder) is this run's, kept as a
+    plain attribute: a constant, neither trained, checkpointed nor synchronised by DDP."""
 
-    def build(self, ctx: FineTuneContext) -> nn.Module:
-        model = super().build(ctx)
+    def __init__(self, model: nn.Module, ctx: FineTuneContext):
+        super().__init__(model, ctx)
         self.reference = {
             n: p.detach().clone().to(ctx.device) for n, p in model.encoder.named_parameters()
         }
-        return model
+        self.l2sp_lambda = ctx.hparams["l2sp_lambda"]
 
-    def loss(self, model: nn.Module, step: int, ctx: FineTuneContext) -> torch.Tensor:
-        images, labels = self.batch(step, ctx)
-        penalty = l2sp_penalty(model.encoder, self.reference)
-        return F.cross_entropy(model(images), labels) + ctx.hparams["l2sp_lambda"] * penalty
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # Each rank adds the whole penalty: DDP's average over ranks keeps it once.
+        penalty = l2sp_penalty(self.model.encoder, self.reference)
+        return F.cross_entropy(self.model(images), labels) + self.l2sp_lambda * penalty
+
+
+class L2SP(Method):
+    name = "l2sp"
+
+    def training_step(self, model: nn.Module, ctx: FineTuneContext) -> L2SPStep:
+        return L2SPStep(model, ctx)
 
 
 METHOD = L2SP()
