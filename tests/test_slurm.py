@@ -151,5 +151,8 @@ def test_a_failing_job_is_retried_with_more_memory_then_fails_the_run(runs):
     assert [r["State"] for r in rows] == ["FAILED"] * 3, rows
     memory = [int(re.match(r"(\d+)M", r["ReqMem"]).group(1)) for r in rows]
     assert memory[1] >= 2 * memory[0] - 1 and memory[2] >= 2 * memory[1] - 1, rows
+    minutes = [int(r["Timelimit"].split(":")[-2]) + 60 * int(r["Timelimit"].split(":")[-3])
+               for r in rows]  # fmt: skip
+    assert minutes[1] == 2 * minutes[0] and minutes[2] == 4 * minutes[0], rows
     assert "FAILED" in run["log"]
     assert Counter(rule_of(log) for _, _, log in run["submitted"]) == {"rule_fail_on_purpose": 3}
