@@ -17,7 +17,9 @@ rule pretrain_backbone:
         "../../envs/robustft.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=pretrain_resource("mem_mb"),
+        runtime=pretrain_resource("runtime"),
+        gpu=pretrain_resource("gpu"),
     params:
         precision=config["precision"],
         eval_precision=config["eval_precision"],

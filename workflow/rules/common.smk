@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from robustft import resources
 from robustft.config import (
     ConfigError,
     check_config,
@@ -421,3 +422,51 @@ def distortion_inputs(wildcards):
 
 
 PAPER_TARGETS = {(spec["paper"], spec["item"]): name for name, spec in CATALOG.items()}
+
+
+# ---- what a job asks a cluster for (robustft/resources.py; unconstrained in local runs) ---------
+# Each returns a function of (wildcards, attempt) giving one resource: a retry asks for more.
+def _pick(estimate, name):
+    return lambda wildcards, attempt: estimate(wildcards, attempt)[name]
+
+
+def finetune_resource(name):
+    def estimate(wildcards, attempt):
+        spec = config["backbones"][wildcards.backbone]["arch"]
+        dataset = config["datasets"][wildcards.dataset]
+        return resources.training(spec, dataset, method_hparams(wildcards), attempt)
+
+    return _pick(estimate, name)
+
+
+def evaluate_resource(name):
+    def estimate(wildcards, attempt):
+        dataset = config["datasets"][wildcards.dataset]
+        if "variant" in wildcards.keys():
+            splits, alphas = variant_splits(wildcards), 1
+        else:  # every split but the pretraining pool
+            pool = dataset["roles"].get("pretrain")
+            splits = [s for s in dataset["splits"] if s != pool]
+            alphas = len(evaluate_alphas(wildcards))
+        spec = config["backbones"][wildcards.backbone]["arch"]
+        return resources.evaluation(spec, dataset, splits, alphas, attempt)
+
+    return _pick(estimate, name)
+
+
+def pretrain_resource(name):
+    def estimate(wildcards, attempt):
+        spec = config["backbones"][wildcards.backbone]
+        dataset = config["datasets"][pretrain_dataset_name(wildcards)]
+        return resources.pretraining(spec["arch"], dataset, spec["pretrain"], attempt)
+
+    return _pick(estimate, name)
+
+
+def prepare_resource(name):
+    return _pick(
+        lambda wildcards, attempt: resources.dataset_preparation(
+            config["datasets"][wildcards.dataset], attempt
+        ),
+        name,
+    )

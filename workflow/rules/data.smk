@@ -27,6 +27,9 @@ rule prepare_dataset:
     conda:
         "../../envs/robustft.yaml"
     threads: 2
+    resources:
+        mem_mb=prepare_resource("mem_mb"),
+        runtime=prepare_resource("runtime"),
     params:
         spec=dataset_spec,
         code=job_code("prepare_dataset.py"),

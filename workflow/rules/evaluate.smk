@@ -12,7 +12,9 @@ rule evaluate:
         "../../envs/robustft.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=evaluate_resource("mem_mb"),
+        runtime=evaluate_resource("runtime"),
+        gpu=evaluate_resource("gpu"),
     params:
         precision=config["eval_precision"],
         spec=backbone_spec,

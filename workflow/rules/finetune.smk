@@ -12,7 +12,9 @@ rule finetune:
         "../../envs/robustft.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=finetune_resource("mem_mb"),
+        runtime=finetune_resource("runtime"),
+        gpu=finetune_resource("gpu"),
     params:
         precision=config["precision"],
         spec=backbone_spec,
