@@ -150,6 +150,47 @@ def test_full_loss_by_hand_on_a_fixed_batch():
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
+def hand_supcon(z, positives, tau):
+    """hand_focal without the focal weight (1 - p_ij): the "w/o focal" ablation."""
+    n = len(z)
+    anchors = [i for i in range(n) if positives[i]]
+    total = 0.0
+    for i in anchors:
+        denom = sum(math.exp(dot(z[i], z[k]) / tau) for k in range(n) if k != i)
+        total += sum(math.log(math.exp(dot(z[i], z[j]) / tau) / denom) for j in positives[i]) / n
+    return -total / len(anchors)
+
+
+def test_ablations_each_remove_their_part_by_hand():
+    """w/o focal: plain supervised contrast; w/o hard-pair mixup: contrast of the batch's own
+    (attached) features; w/o smooth classifier: plain CE of the head on the originals."""
+    tau, eta = 0.2, 0.1
+    torch.manual_seed(0)
+    head, contrastor = nn.Linear(2, 3, bias=False), nn.Linear(2, 2)
+    feats, y = torch.tensor(FEATS, requires_grad=True), onehot(LABELS)
+    hp = {"mixup_alpha": 1.0, "eta": eta, "tau": tau}
+
+    def z_of(rows):
+        return [unit(v) for v in contrastor(torch.tensor(rows)).tolist()]
+
+    fs, ys = hand_mixup(FEATS, LABELS, 3)
+    ce_smooth = coretuning_loss(feats, y, head, contrastor, {**hp, "eta": 0.0}, draws()).item()
+    no_focal = coretuning_loss(feats, y, head, contrastor, {**hp, "focal": False}, draws())
+    assert no_focal.item() == pytest.approx(
+        ce_smooth + eta * hand_supcon(z_of(fs), hand_positives(ys), tau), rel=1e-5
+    )
+    plain_ce = F.cross_entropy(head(feats), torch.tensor(LABELS)).item()
+    no_smooth = coretuning_loss(feats, y, head, contrastor, {**hp, "smooth_classifier": False},
+                                draws())  # fmt: skip
+    focal_mixed = hand_focal(z_of(fs), hand_positives(ys), tau)
+    assert no_smooth.item() == pytest.approx(plain_ce + eta * focal_mixed, rel=1e-5)
+    no_mixup = coretuning_loss(feats, y, head, contrastor, {**hp, "hard_mixup": False})
+    own = hand_focal(z_of(FEATS), hand_positives(y.tolist()), tau)
+    assert no_mixup.item() == pytest.approx(plain_ce + eta * own, rel=1e-5)
+    (grad,) = torch.autograd.grad(no_mixup - plain_ce, feats)  # the contrast alone
+    assert grad.abs().sum() > 0  # without mixtures, the originals carry the contrastive gradient
+
+
 # -- (3) detached originals ------------------------------------------------------------------------
 def test_original_features_get_no_gradient_from_the_contrastive_term():
     torch.manual_seed(0)

@@ -113,3 +113,31 @@ def test_nt_xent_by_hand():
     # anchor 0: positive 2 (sim 1), negatives 1 and 3 (sim 0), tau 1
     expected = -math.log(math.e / (math.e + 2))
     assert nt_xent(z1, z2, tau=1.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_flyp_ce_ablation_is_cross_entropy_over_one_caption_per_class(backbone_files, tiny_dataset):
+    """FLYP's CE ablation: the step's classifier is one caption per class (drawn by the step), the
+    loss CE over classes; the default FLYP step pairs each image with a caption of its own class."""
+    from robustft.data import DatasetInfo, load_split
+    from robustft.methods.base import FineTuneContext
+    from robustft.methods.flyp import FLYPStep
+    from robustft.models import load_backbone
+
+    (spec, path), info = backbone_files["clip"], DatasetInfo.read(tiny_dataset)
+    backbone = load_backbone("clip", spec, path)
+    hp = {"steps": 1, "batch_size": 8, "lr": 1e-4, "loss": "ce"}
+    ctx = FineTuneContext(backbone=backbone, info=info, train=load_split(tiny_dataset, info.train),
+                          val=load_split(tiny_dataset, info.val), hparams=hp, seed=0,
+                          device=torch.device("cpu"))  # fmt: skip
+    step = FLYPStep(backbone.clip, ctx)
+    images, text, labels = step.inputs(3)
+    assert text.shape[0] == len(info.classnames)  # one caption per class
+    clip = backbone.clip
+    logits = clip.logit_scale.exp() * (
+        clip.encode_image(images, normalize=True) @ clip.encode_text(text, normalize=True).T
+    )
+    assert step(images, text, labels).item() == pytest.approx(
+        F.cross_entropy(logits, labels).item(), rel=1e-5
+    )
+    ctx.hparams = {**hp, "loss": "contrastive"}
+    assert len(FLYPStep(backbone.clip, ctx).inputs(3)) == 2  # (images, a caption per image)

@@ -91,14 +91,14 @@ METHODS: dict[str, MethodInfo] = {
         True,
         True,
         required=TRAIN_REQUIRED,
-        optional=(*OPTIM_OPTIONAL, *DATA_OPTIONAL, *RUN_OPTIONAL, "freeze_bn", "templates"),
+        optional=(*OPTIM_OPTIONAL, *DATA_OPTIONAL, *RUN_OPTIONAL, "freeze_bn", "templates", "loss"),
     ),
     "coretuning": MethodInfo(
         "Core-tuning (Zhang et al. NeurIPS 2021)",
         False,
         True,
         required=(*TRAIN_REQUIRED, "eta", "mixup_alpha", "tau", "proj_dim"),
-        optional=CLASSIFIER_OPTIONAL,
+        optional=(*CLASSIFIER_OPTIONAL, "focal", "hard_mixup", "smooth_classifier"),
     ),
 }
 

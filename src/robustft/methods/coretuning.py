@@ -70,15 +70,19 @@ def soft_label_positives(soft_labels: torch.Tensor, atol: float = 1e-6) -> torch
     return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
-def focal_supcon(z: torch.Tensor, positives: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
+def focal_supcon(
+    z: torch.Tensor, positives: torch.Tensor, tau: float = 0.07, focal: bool = True
+) -> torch.Tensor:
     """Focal supervised contrastive loss over L2-normalised embeddings z (N, d): p_ij = softmax
     over j != i of z_i.z_j / tau; anchor term = (1/N) sum over positives j of (1 - p_ij) log p_ij
-    (the official `.mean(1)` over all N columns); loss = -mean over anchors with a positive."""
+    (the official `.mean(1)` over all N columns); loss = -mean over anchors with a positive.
+    `focal=False` drops the (1 - p_ij) weight (the paper's "w/o focal" ablation)."""
     n = len(z)
     eye = torch.eye(n, dtype=torch.bool, device=z.device)
     logits = (z @ z.T / tau).masked_fill(eye, float("-inf"))
     log_p = F.log_softmax(logits, dim=1).masked_fill(eye, 0.0)  # 0, not -inf: finite grads
-    terms = ((1 - log_p.exp()) * log_p).masked_fill(~positives, 0.0).sum(1) / n
+    weighted = (1 - log_p.exp()) * log_p if focal else log_p
+    terms = weighted.masked_fill(~positives, 0.0).sum(1) / n
     has = positives.any(1)
     if not has.any():
         return z.sum() * 0.0
@@ -86,11 +90,22 @@ def focal_supcon(z: torch.Tensor, positives: torch.Tensor, tau: float = 0.07) ->
 
 
 def coretuning_loss(feats, onehot, head, contrastor, hp: dict, draws=None) -> torch.Tensor:
-    """Smooth-classifier CE + eta * focal contrastive term, on one batch of encoder features."""
-    mixed, soft = hardness_mixup(feats, onehot, hp["mixup_alpha"], draws)
-    smooth_ce = -(soft * F.log_softmax(head(mixed).float(), dim=1)).sum(1).mean()
+    """Smooth-classifier CE + eta * focal contrastive term, on one batch of encoder features.
+
+    The paper's ablations (each default true): `hard_mixup` false contrasts the batch's own
+    features (attached: no mixed samples to learn through); `smooth_classifier` false trains the
+    head with plain CE on the originals; `focal` false drops the focal weight."""
+    if hp.get("hard_mixup", True):
+        mixed, soft = hardness_mixup(feats, onehot, hp["mixup_alpha"], draws)
+    else:
+        mixed, soft = feats, onehot.float()
+    if hp.get("smooth_classifier", True):
+        ce = -(soft * F.log_softmax(head(mixed).float(), dim=1)).sum(1).mean()
+    else:
+        ce = F.cross_entropy(head(feats).float(), onehot.argmax(1))
     z = F.normalize(contrastor(mixed).float(), dim=-1)
-    return smooth_ce + hp["eta"] * focal_supcon(z, soft_label_positives(soft), hp["tau"])
+    positives = soft_label_positives(soft)
+    return ce + hp["eta"] * focal_supcon(z, positives, hp["tau"], hp.get("focal", True))
 
 
 class ContrastRegularised(nn.Module):

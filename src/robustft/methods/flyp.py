@@ -5,7 +5,8 @@ loss is CLIP's symmetric InfoNCE over the batch (`clip_loss`), with same-class p
 negatives (the paper found that best), both towers trained and the logit scale learned (weight decay
 applies to every parameter, as in the official code; no gradient clipping). The artifact is the whole
 CLIP, so the evaluation head is rebuilt from the current text tower, and WiSE-FT interpolates both
-towers and the logit scale.
+towers and the logit scale. `loss: ce` is the paper's CE ablation (`ce_ablation.py`): the same two
+towers, but each step's classifier is one caption per class and the loss cross-entropy over classes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import copy
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .. import distributed
 from ..contrastive import clip_loss
@@ -36,20 +38,29 @@ class FLYPStep(ClassifierStep):
         captions = [p for class_prompts in prompts for p in class_prompts]
         self.tokens = ctx.backbone.tokenizer(captions).view(len(prompts), len(prompts[0]), -1)
         self.seed = ctx.seed
+        self.ce = ctx.hparams.get("loss", "contrastive") == "ce"
 
-    def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs(self, step: int) -> tuple[torch.Tensor, ...]:
         batch = self.global_indices(step)
         images, labels = self.data.get_batch(distributed.shard(batch))
         rng = np.random.default_rng([self.seed, step, 7])  # caption choice: a function of the step
+        images = images.to(self.device, non_blocking=True)
+        if self.ce:  # one caption per class, the same on every rank: the step's classifier
+            which = torch.from_numpy(rng.integers(0, self.tokens.shape[1], len(self.tokens)))
+            text = self.tokens[torch.arange(len(self.tokens)), which]
+            return images, text.to(self.device), labels.to(self.device, non_blocking=True)
         which = distributed.shard(
             torch.from_numpy(rng.integers(0, self.tokens.shape[1], len(batch)))
         )
         text = self.tokens[labels.cpu(), which]
-        return images.to(self.device, non_blocking=True), text.to(self.device)
+        return images, text.to(self.device)
 
-    def forward(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, text: torch.Tensor, labels=None) -> torch.Tensor:
         image_features = self.model.encode_image(images, normalize=True)
         text_features = self.model.encode_text(text, normalize=True)
+        if labels is not None:  # FLYP's CE ablation: the text-derived head, cross-entropy
+            logits = self.model.logit_scale.exp() * image_features @ text_features.T
+            return F.cross_entropy(logits, labels)
         return clip_loss(
             distributed.all_gather_with_grad(image_features),
             distributed.all_gather_with_grad(text_features),
