@@ -124,7 +124,7 @@ def test_a_figure_style_change_reruns_that_figure_only(smoke, tmp_path):
     catalog = [dict(spec) for spec in SMOKE_CONFIG["catalog"]]
     next(s for s in catalog if s["name"] == "flyp_figure1")["plot"] = {"dpi": 60}
     change = tmp_path / "style.yaml"
-    change.write_text(yaml.safe_dump({"catalog": catalog}))
+    change.write_text(yaml.safe_dump({"catalog": catalog}, sort_keys=False))  # rows keep their order
     proc = snakemake(smoke, "--configfile", str(SMOKE), str(change), "-n", "--quiet", "rules")
     assert job_counts(proc.stdout) == {"paper_figure": 1, "all": 1}
 
