@@ -78,7 +78,8 @@ def test_dataset_preparation_asks_for_no_gpu():
 
 
 def _dry_run(tmp_path, *args) -> str:
-    from tests.test_workflow import SMOKE as SMOKE_FILE, snakemake
+    from tests.test_workflow import SMOKE as SMOKE_FILE
+    from tests.test_workflow import snakemake
 
     return snakemake(tmp_path, "-n", "--configfile", str(SMOKE_FILE), *args).stdout
 
