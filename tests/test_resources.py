@@ -72,18 +72,24 @@ def test_linear_probe_evaluation_and_pretraining_scale_with_their_images():
 def test_dataset_preparation_asks_for_no_gpu():
     prep = resources.dataset_preparation(DEFAULT["datasets"]["mini"], attempt=2)
     assert "gpu" not in prep
-    assert prep["mem_mb"] == 2 * resources.dataset_preparation(DEFAULT["datasets"]["mini"])["mem_mb"]
+    assert (
+        prep["mem_mb"] == 2 * resources.dataset_preparation(DEFAULT["datasets"]["mini"])["mem_mb"]
+    )
 
 
-def _dry_run_resources(tmp_path, *args) -> dict[str, set[str]]:
-    """rule -> the set of its jobs' `resources:` lines, from Snakemake's dry run of the smoke config."""
-    from tests.test_workflow import SMOKE as SMOKE_FILE, snakemake
+def _dry_run(tmp_path, *args) -> str:
+    from tests.test_workflow import SMOKE as SMOKE_FILE
+    from tests.test_workflow import snakemake
 
-    out = snakemake(tmp_path, "-n", "--configfile", str(SMOKE_FILE), *args).stdout
+    return snakemake(tmp_path, "-n", "--configfile", str(SMOKE_FILE), *args).stdout
+
+
+def _resources_by_rule(out: str) -> dict[str, set[str]]:
+    """rule -> the set of its jobs' `resources:` lines in a dry run's output."""
     found: dict[str, set[str]] = {}
     rule = None
     for line in out.splitlines():
-        if m := re.match(r"(?:local)?rule (\w+):", line):
+        if m := re.match(r"\s*(?:local)?rule (\w+):", line):  # indented: in a group job
             rule = m.group(1)
             found.setdefault(rule, set())
         elif rule and line.strip().startswith("resources:"):
@@ -92,11 +98,34 @@ def _dry_run_resources(tmp_path, *args) -> dict[str, set[str]]:
 
 
 def test_rules_declare_scaled_resources_gpus_only_where_they_train_or_evaluate(tmp_path):
-    found = _dry_run_resources(tmp_path)
-    for rule in ("pretrain_backbone", "finetune", "finetune_variant", "evaluate", "evaluate_variant"):
+    found = _resources_by_rule(_dry_run(tmp_path))
+    for rule in (
+        "pretrain_backbone",
+        "finetune",
+        "finetune_variant",
+        "evaluate",
+        "evaluate_variant",
+    ):
         assert found[rule] and all("gpu=1" in r and "runtime=" in r for r in found[rule]), rule
     assert all("gpu" not in r and "mem_mb=" in r for r in found["prepare_dataset"])
     for rule in ("metrics", "methods_table", "wiseft_figure"):  # local rules: nothing to ask for
         assert all("gpu" not in r and "mem_mb" not in r for r in found.get(rule, {""})), rule
     smoke_ft = resources.training(MINI_CNN, SMOKE["datasets"]["mini"], SMOKE["methods"]["ft"])
     assert any(f"mem_mb={smoke_ft['mem_mb']}," in r for r in found["finetune"])
+
+
+def test_slurm_profile_sends_gpu_rules_to_the_gpu_partition_and_pairs_evaluations(tmp_path):
+    out = _dry_run(tmp_path, "--profile", str(ROOT / "profiles" / "slurm"))
+    found = _resources_by_rule(out)
+    for rule in (
+        "pretrain_backbone",
+        "finetune",
+        "finetune_variant",
+        "evaluate",
+        "evaluate_variant",
+    ):
+        assert all("gpu=1" in r and "slurm_partition=gpu" in r for r in found[rule]), rule
+    assert all("slurm_partition" not in r for r in found["prepare_dataset"])  # the default one
+    evaluations = out.count("rule evaluate:") + out.count("rule evaluate_variant:")
+    groups = out.count("Group job evaluations")
+    assert evaluations == 26 and groups == evaluations // 2, (evaluations, groups)

@@ -82,7 +82,9 @@ def sacct(job_ids: list[str], fields: str) -> list[dict[str, str]]:
             ["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", "JobID,State," + fields],
             capture_output=True, text=True, check=True,
         ).stdout.splitlines()  # fmt: skip
-        rows = [dict(zip(["JobID", "State", *names], line.split("|"))) for line in lines]
+        rows = [
+            dict(zip(["JobID", "State", *names], line.split("|"), strict=True)) for line in lines
+        ]
         if len(rows) == len(job_ids) and not any(
             r["State"] in ("PENDING", "RUNNING", "COMPLETING") for r in rows
         ):
