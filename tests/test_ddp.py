@@ -116,6 +116,17 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(
         assert torch.equal(resumed.state_dict[key], value), key
 
 
+def test_a_failing_rank_fails_the_job_with_its_reason(backbone_files, tiny_dataset, tmp_path):
+    args = finetune_args(backbone_files, tiny_dataset, tmp_path, "ft", 2, batch_size=480)
+    with pytest.raises(
+        RuntimeError,
+        match=r"2 processes failed .*: rank 0, 1: ValueError: batch size 480 exceeds the 240 ",
+    ):
+        finetune(**args)
+    assert not Path(args["out"]).exists()
+    assert not any(Path(args["scratch"]).glob("*"))  # no launch file or error reports left
+
+
 # -- the setting, checked before any job runs -----------------------------------------------------
 def smoke_config():
     import yaml

@@ -230,12 +230,21 @@ def launch(func, args: tuple, kwargs: dict, nprocs: int, scratch: str | Path) ->
         f"--nproc-per-node={nprocs}", "-m", "robustft.distributed", "worker", str(call),
     ]  # fmt: skip
     env = {**os.environ, WORKER_ENV: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    for stale in call.parent.glob(f"{call.name}.rank*.error"):
+        stale.unlink()
     done = subprocess.run(command, env=env, stdout=sys.stdout, stderr=sys.stderr)
-    call.unlink(missing_ok=True)
+    errors = sorted(call.parent.glob(f"{call.name}.rank*.error"))
+    by_reason: dict[str, list[str]] = {}  # the same error on every rank is said once
+    for path in errors:
+        by_reason.setdefault(path.read_text(), []).append(path.suffixes[-2][len(".rank") :])
+    reasons = [f"rank {', '.join(ranks)}: {reason}" for reason, ranks in by_reason.items()]
+    for path in [call, *errors]:
+        path.unlink(missing_ok=True)
     if done.returncode:
         raise RuntimeError(
             f"DDP training with {nprocs} processes failed (torchrun exit status "
-            f"{done.returncode}); the failing rank's traceback is in the log above"
+            f"{done.returncode}): {'; '.join(reasons) or 'no rank reported an error'}; "
+            "tracebacks in the log above"
         )
 
 
@@ -269,6 +278,11 @@ def _worker(call_path: str) -> None:
         os.dup2(sys.stdout.fileno(), 1)
     try:
         call.func(*call.args, **call.kwargs)
+    except BaseException as err:  # the launcher's one-line reason (the traceback goes to stderr)
+        from .jobserver import error_summary
+
+        Path(f"{call_path}.rank{rank()}.error").write_text(error_summary(err))
+        raise
     finally:
         dist.destroy_process_group()
 

@@ -481,15 +481,17 @@ def training_stats(timing_paths: list[str], out: str) -> None:
 
     from .errors import CorruptFileError, corrupt_message
 
-    columns = ["backbone", "dataset", "method", "seed", "device", "threads", "precision", "steps",
-               "batch_size", "train_images_per_second", "job_seconds"]  # fmt: skip
+    columns = ["backbone", "dataset", "method", "seed", "device", "processes", "threads",
+               "precision", "steps", "batch_size", "train_images_per_second",
+               "job_seconds"]  # fmt: skip
     rows = []
     for path in timing_paths:
         try:
             timing = json.loads(Path(path).read_text())
         except ValueError as err:  # a corrupt file: one message naming it and the fix
             raise CorruptFileError(corrupt_message("timing file", path, err)) from None
-        rows.append({k: timing.get(k) for k in columns})
+        # `processes`: DDP processes (gpus); threads are per process. Older files: one process.
+        rows.append({k: timing.get(k) for k in columns} | {"processes": timing.get("processes", 1)})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=columns).to_csv(out, index=False)
 

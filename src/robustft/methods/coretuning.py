@@ -131,12 +131,11 @@ class CoreTuningStep(ClassifierStep):
         self.num_classes, self.hparams = ctx.num_classes, ctx.hparams
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        feats = self.model.classifier.features(images)  # the step's only forward: BN moves once
+        classifier, contrastor = self.model.classifier, self.model.contrastor
+        feats = classifier.features(images)  # the step's only forward: BatchNorm moves once
         feats = distributed.all_gather_with_grad(feats)
-        labels = distributed.all_gather_with_grad(labels)
-        onehot = F.one_hot(labels, self.num_classes)
-        model = self.model
-        return coretuning_loss(feats, onehot, model.classifier.head, model.contrastor, self.hparams)
+        onehot = F.one_hot(distributed.all_gather_with_grad(labels), self.num_classes)
+        return coretuning_loss(feats, onehot, classifier.head, contrastor, self.hparams)
 
 
 class CoreTuning(Method):
