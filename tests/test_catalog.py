@@ -124,7 +124,9 @@ def test_a_figure_style_change_reruns_that_figure_only(smoke, tmp_path):
     catalog = [dict(spec) for spec in SMOKE_CONFIG["catalog"]]
     next(s for s in catalog if s["name"] == "flyp_figure1")["plot"] = {"dpi": 60}
     change = tmp_path / "style.yaml"
-    change.write_text(yaml.safe_dump({"catalog": catalog}, sort_keys=False))  # rows keep their order
+    change.write_text(
+        yaml.safe_dump({"catalog": catalog}, sort_keys=False)
+    )  # rows keep their order
     proc = snakemake(smoke, "--configfile", str(SMOKE), str(change), "-n", "--quiet", "rules")
     assert job_counts(proc.stdout) == {"paper_figure": 1, "all": 1}
 
@@ -137,22 +139,38 @@ def _config():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda c: c["catalog"][0]["rows"].update(FT="ft-typo"),
-         "catalog[0] (flyp_table1).rows['FT']: unknown method or recipe 'ft-typo'; valid:"),
-        (lambda c: c["catalog"][0].update(dataset="imagenet"),
-         "catalog[0] (flyp_table1).dataset: unknown dataset 'imagenet'; valid:"),
-        (lambda c: c["catalog"][0].update(columns=["id", "sketchy"]),
-         "catalog[0] (flyp_table1).columns: unknown column(s) ['sketchy']; valid:"),
-        (lambda c: c["recipes"].update(ft={"method": "ft"}),
-         "recipes['ft']: a recipe may not take a method's name"),
-        (lambda c: c["experiments"][0]["methods"].append("ft-k5"),
-         "unknown method or recipe 'ft-k5'; methods: ["),
-        (lambda c: c["recipes"]["lpft-k4"].update(start_from="ft-k4"),
-         "recipes['lpft-k4'].start_from: 'ft-k4' is not a linear probe"),
-        (lambda c: c["recipes"]["ft-k4"]["hparams"].update(l2sp_lambda=0.1),
-         "recipes['ft-k4'].hparams: unknown key(s) ['l2sp_lambda'] for method 'ft'"),
-        (lambda c: c["catalog"][3].update(backbone="mini-ssl"),
-         "'flyp-k4' needs a text tower; backbone 'mini-ssl' is 'ssl'"),
+        (
+            lambda c: c["catalog"][0]["rows"].update(FT="ft-typo"),
+            "catalog[0] (flyp_table1).rows['FT']: unknown method or recipe 'ft-typo'; valid:",
+        ),
+        (
+            lambda c: c["catalog"][0].update(dataset="imagenet"),
+            "catalog[0] (flyp_table1).dataset: unknown dataset 'imagenet'; valid:",
+        ),
+        (
+            lambda c: c["catalog"][0].update(columns=["id", "sketchy"]),
+            "catalog[0] (flyp_table1).columns: unknown column(s) ['sketchy']; valid:",
+        ),
+        (
+            lambda c: c["recipes"].update(ft={"method": "ft"}),
+            "recipes['ft']: a recipe may not take a method's name",
+        ),
+        (
+            lambda c: c["experiments"][0]["methods"].append("ft-k5"),
+            "unknown method or recipe 'ft-k5'; methods: [",
+        ),
+        (
+            lambda c: c["recipes"]["lpft-k4"].update(start_from="ft-k4"),
+            "recipes['lpft-k4'].start_from: 'ft-k4' is not a linear probe",
+        ),
+        (
+            lambda c: c["recipes"]["ft-k4"]["hparams"].update(l2sp_lambda=0.1),
+            "recipes['ft-k4'].hparams: unknown key(s) ['l2sp_lambda'] for method 'ft'",
+        ),
+        (
+            lambda c: c["catalog"][3].update(backbone="mini-ssl"),
+            "'flyp-k4' needs a text tower; backbone 'mini-ssl' is 'ssl'",
+        ),
     ],
 )
 def test_bad_catalog_and_recipe_entries_name_the_entry_and_the_choices(change, message):

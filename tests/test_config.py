@@ -18,9 +18,14 @@ def default_config():
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
 def test_shipped_configs_are_valid(name):
-    check_config(yaml.safe_load((ROOT / "config" / name).read_text()), SCHEMA)
+    """Each as a run reads it: merged onto config/config.yaml (Snakemake's --configfile)."""
+    from robustft.config import _merge
+
+    config = default_config()
+    _merge(config, yaml.safe_load((ROOT / "config" / name).read_text()))
+    check_config(config, SCHEMA)
 
 
 def test_unknown_top_level_key_names_it_and_the_valid_keys():
@@ -45,7 +50,9 @@ def test_unknown_method_lists_the_methods():
     config = default_config()
     config["experiments"][0]["methods"].append("fylp")
     with pytest.raises(
-        ConfigError, match=r"'fylp' is not valid; valid choices: \['zeroshot', 'lp', 'ft'"
+        ConfigError,
+        match=r"unknown method or recipe 'fylp'; methods: \['zeroshot', 'lp', 'ft', 'lpft', "
+        r"'l2sp', 'flyp', 'coretuning'\]; recipes: \['lp-k4'",
     ):
         check_config(config, SCHEMA)
 

@@ -317,7 +317,8 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
     [
         (
             'experiments=[{"backbone": "mini-clip", "dataset": "mini", "methods": ["fylp"]}]',
-            "'fylp' is not valid; valid choices: ['zeroshot', 'lp', 'ft', 'lpft', 'l2sp', 'flyp', 'coretuning']",
+            "unknown method or recipe 'fylp'; methods: ['zeroshot', 'lp', 'ft', 'lpft', 'l2sp', "
+            "'flyp', 'coretuning']; recipes: [",
         ),
         (
             'experiments=[{"backbone": "mini-ssl", "dataset": "mini", "methods": ["zeroshot"]}]',
@@ -325,7 +326,8 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
         ),
         (
             'experiments=[{"backbone": "mini-clip", "dataset": "imagenet", "methods": ["ft"]}]',
-            "unknown dataset 'imagenet'; valid: ['mini', 'mini-ht']",
+            "unknown dataset 'imagenet'; valid: ['mini', 'mini-binary', 'mini-ht', 'transfer-hard', "
+            "'transfer-render']",
         ),
         (
             'wiseft={"alphas": [0.0, 1.0], "grid": 3}',
@@ -348,15 +350,20 @@ def test_default_config_dag(tmp_path):
         "calibration": 1,
         "calibration_figure": 1,
         "calibration_table": 1,
-        "evaluate": 25,
+        # experiments: 25 runs; the catalog adds few-shot (2 seeds x 13), transfer (2 sets x 5),
+        # LP-FT seeds 1-2 (x 3), the optimizer grid (5), FLYP's CE and Core-tuning's ablations (4)
+        "evaluate": 76,
         "evaluate_variant": 8,  # mini-clip, mini-sup x (oracle + 3 gamma_PCV pseudo fine-tunes)
-        "finetune": 25,
+        "feature_distortion": 1,
+        "finetune": 76,
         "finetune_variant": 8,
         "lp_search_table": 1,
         "methods_table": 1,
         "metrics": 1,
         "ncm_table": 1,
-        "prepare_dataset": 2,
+        "paper_figure": 5,
+        "paper_table": 14,
+        "prepare_dataset": 5,
         "pretrain_backbone": 3,
         "throughput_table": 1,
         "wiseft_figure": 1,

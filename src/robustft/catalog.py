@@ -21,7 +21,7 @@ ALPHA_KINDS = ("alpha_table", "alpha_curve", "robustness_scatter", "cross_paper"
 def grid_cells(spec: dict) -> list[dict]:
     """Every cell of a target: {row, column, dataset, recipe}; `grid` values fill the row's recipe
     pattern ("ft-k{k}") or name the dataset (`grid: {dataset: [...]}`)."""
-    (key, values), = spec["grid"].items() if spec.get("grid") else [(None, [None])]
+    ((key, values),) = spec["grid"].items() if spec.get("grid") else [(None, [None])]
     cells = []
     for label, pattern in spec.get("rows", {}).items():
         for value in values:

@@ -355,7 +355,9 @@ def _check_generated_splits(name: str, ds: dict) -> list[str]:
         return errors
     bad = [c for c in ds["generator"].get("classes", []) if c not in CLASSNAMES]
     if bad:
-        errors.append(f"{where}.generator.classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
+        errors.append(
+            f"{where}.generator.classes: unknown classes {bad}; valid: {list(CLASSNAMES)}"
+        )
     CLASSNAMES = ds["generator"].get("classes") or CLASSNAMES  # what the splits may name
     bad = [c for c in ds.get("absent_classes", []) if c not in CLASSNAMES]
     if bad:
@@ -577,7 +579,9 @@ def check_catalog(config: dict) -> list[str]:
             continue
         for cell in cells:
             if cell["dataset"] not in datasets:
-                errors.append(f"{where}.grid: unknown dataset {cell['dataset']!r}; valid: {sorted(datasets)}")
+                errors.append(
+                    f"{where}.grid: unknown dataset {cell['dataset']!r}; valid: {sorted(datasets)}"
+                )
             elif cell["recipe"] not in known_recipes(config):
                 errors.append(
                     f"{where}.rows[{cell['row']!r}]: unknown method or recipe {cell['recipe']!r}; "

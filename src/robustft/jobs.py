@@ -217,9 +217,9 @@ def finetune(
     timing_out: str | None = None,
     recipe: str | None = None,
 ) -> None:
-    """Run one fine-tuning method (as the named `recipe`: its name in paths and tables); write its artifact (weights + metadata) to `out`, and how long
-    it took to `timing_out` (default: `timing.json` beside `out`), so that `out` is the same file
-    for the same seed.
+    """Run one fine-tuning method (as the named `recipe`: its name in paths and tables); write
+    its artifact (weights + metadata) to `out`, and how long it took to `timing_out` (default:
+    `timing.json` beside `out`), so that `out` is the same file for the same seed.
 
     `variant` picks the training data: `main` the dataset's training split; on a calibration
     dataset, `oracle` the split holding every class and `pcv<k>` the training split without the
@@ -516,11 +516,11 @@ def _calibration_frames(groups: list[dict]):
     rows, curves = [], []
     for group in groups:
         oracle = Logits(group["oracle"]) if group["oracle"] else None
-        r, c = calibration_rows(
-            Logits(group["main"]), [Logits(p) for p in group["pseudo"]], oracle
-        )
+        r, c = calibration_rows(Logits(group["main"]), [Logits(p) for p in group["pseudo"]], oracle)
         rows, curves = rows + r, curves + c
-    return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS), pd.DataFrame(curves, columns=CURVE_COLUMNS)
+    return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS), pd.DataFrame(
+        curves, columns=CURVE_COLUMNS
+    )
 
 
 def paper_table(

@@ -9,6 +9,7 @@ import pandas as pd
 from .catalog import grid_cells
 from .tables import by_alpha
 
+
 def per_seed_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """`tables.by_alpha` (headline metric per split, in %) for each seed on its own."""
     return pd.concat(
@@ -76,7 +77,7 @@ def grid_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
 
 def alpha_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per alpha of the (single) recipe: the spec's columns, seed means."""
-    (label, recipe), = spec["rows"].items()
+    ((label, recipe),) = spec["rows"].items()
     table = per_seed_table(metrics)
     table = table[table.method == recipe]
     out = table.groupby("alpha")[["val", *spec["columns"]]].mean().reset_index()
@@ -105,7 +106,9 @@ def cross_paper(spec: dict, metrics: pd.DataFrame, calibration: pd.DataFrame) ->
                                     for m in ("acc_y", "acc_s_y", "acc_u_y")}})  # fmt: skip
     frame = pd.DataFrame(rows)
     return _mean_std(
-        frame, ["alpha", "acc_y", "acc_s_y", "acc_u_y"], ["row", "recipe", "ensemble", "calibration"]
+        frame,
+        ["alpha", "acc_y", "acc_s_y", "acc_u_y"],
+        ["row", "recipe", "ensemble", "calibration"],
     )
 
 

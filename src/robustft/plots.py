@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-
 # One colour per method in every figure, neighbours clearly apart (tab10; recipes take their
 # method's colour). Unknown methods get the remaining tab10 colours.
 METHOD_COLOURS = {
@@ -251,14 +250,18 @@ def ncm_figure(rows: pd.DataFrame, out_pdf: str, out_png: str, settings: dict) -
     for ax, subset, title in zip(axes, ("s", "u"), ("fine-tuning classes (Acc_S/Y)",
                                                     "absent classes (Acc_U/Y)"), strict=True):  # fmt: skip
         for k, (model, classifier) in enumerate(
-            [("pretrained (θ₀)", "nn"), ("pretrained (θ₀)", "ncm"),
-             ("fine-tuned", "nn"), ("fine-tuned", "ncm")]  # fmt: skip
+            [
+                ("pretrained (θ₀)", "nn"),
+                ("pretrained (θ₀)", "ncm"),
+                ("fine-tuned", "nn"),
+                ("fine-tuned", "ncm"),
+            ]  # fmt: skip
         ):
             values = [
                 table[(table.run == r) & (table.model == model)][f"{classifier}_acc_{subset}_y"]
                 .mean() for r in runs
             ]  # fmt: skip
-            colour = ("#7f7f7f" if model.startswith("pre") else "#1f77b4")
+            colour = "#7f7f7f" if model.startswith("pre") else "#1f77b4"
             ax.bar([i + (k - 1.5) * width for i in range(len(runs))], values, width,
                    color=colour, hatch="//" if classifier == "ncm" else None,
                    edgecolor="black", label=f"{model}, {classifier.upper()}")  # fmt: skip
@@ -279,7 +282,7 @@ def optimizer_figure(
     plt = _setup(settings)
     au = rows[(rows.metric == "ausuc") & (rows.variant == "main")]
     points = []
-    for label, recipe in spec["rows"].items():
+    for recipe in spec["rows"].values():
         hp = recipes[recipe]["hparams"]
         value = au[(au.method == recipe) & (au.alpha == 1.0)].value.mean()
         points.append({"optimizer": hp.get("optimizer", "adamw"), "lr": hp["lr"], "ausuc": value})

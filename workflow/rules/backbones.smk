@@ -1,6 +1,4 @@
 rule pretrain_backbone:
-    wildcard_constraints:
-        backbone=_choices(PRETRAINED),
     input:
         dataset=pretrain_dataset,
     output:
@@ -11,6 +9,8 @@ rule pretrain_backbone:
         "logs/pretrain_backbone/{backbone}.log",
     benchmark:
         "benchmarks/pretrain_backbone/{backbone}.tsv"
+    wildcard_constraints:
+        backbone=_choices(PRETRAINED),
     # The pretraining jobs head the DAG's longest chains: start them first, the costliest first.
     priority: pretrain_priority
     conda:
@@ -33,14 +33,14 @@ rule pretrain_backbone:
 # Published weights (open_clip's CLIP, MoCo-v2, torchvision ResNet-50): fetched once, loaded
 # strictly into the configured architecture, written where every job loads backbones from.
 rule import_backbone:
-    wildcard_constraints:
-        backbone=_choices(IMPORTED),
     input:
         weights=backbone_weights,
     output:
         weights=BACKBONE,
     log:
         "logs/import_backbone/{backbone}.log",
+    wildcard_constraints:
+        backbone=_choices(IMPORTED),
     localrule: True
     conda:
         "../../envs/robustft.yaml"

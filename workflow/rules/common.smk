@@ -82,7 +82,9 @@ def experiment_runs():
     for exp in config["experiments"]:
         for recipe in exp["methods"]:
             for seed in exp.get("seeds", [0]):
-                yield dict(dataset=exp["dataset"], backbone=exp["backbone"], recipe=recipe, seed=seed)
+                yield dict(
+                    dataset=exp["dataset"], backbone=exp["backbone"], recipe=recipe, seed=seed
+                )
 
 
 def runs():
@@ -96,15 +98,15 @@ def runs():
 
 
 def all_models():
-    return [MODEL.format(**run) for run in runs()]
+    return [MODEL.format(**run) for run in experiment_runs()]
 
 
 def all_timings():
-    return [TIMING.format(**run) for run in runs()]
+    return [TIMING.format(**run) for run in experiment_runs()]
 
 
 def all_logits():
-    return [LOGITS.format(**run) for run in runs()]
+    return [LOGITS.format(**run) for run in experiment_runs()]
 
 
 def method_order():
@@ -143,7 +145,9 @@ def swept_runs():
     }
     for name, spec in CATALOG.items():
         if needs_sweep(spec):
-            runs |= {(r["dataset"], r["backbone"], r["recipe"], r["seed"]) for r in target_runs(name)}
+            runs |= {
+                (r["dataset"], r["backbone"], r["recipe"], r["seed"]) for r in target_runs(name)
+            }
     return frozenset(runs)
 
 
@@ -168,10 +172,11 @@ def reference_model(wildcards):
 
 
 def calibration_groups(runs=None):
-    """Per run on a calibration dataset: its logits, and those of its pseudo and oracle runs."""
+    """Per run on a calibration dataset (default: the experiments'; the catalog's targets pass
+    theirs): its logits, and those of its pseudo and oracle runs."""
     cfg = config["calibration"]
     groups = []
-    for run in globals()["runs"]() if runs is None else runs:
+    for run in experiment_runs() if runs is None else runs:
         if not is_calibration_dataset(run["dataset"]):
             continue
         pcv = run["recipe"] in cfg["pcv"]["methods"] and sweeps(Wildcards(run))

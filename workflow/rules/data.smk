@@ -5,10 +5,10 @@ rule fetch_file:
         "resources/downloads/{file}",  # = robustft.sources.DOWNLOADS
     log:
         "logs/fetch_file/{file}.log",
+    retries: 2
     localrule: True
     conda:
         "../../envs/robustft.yaml"
-    retries: 2
     params:
         spec=download_spec,
     script:

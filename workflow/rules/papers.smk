@@ -13,13 +13,13 @@ rule paper_table:
         unpack(target_inputs),
     output:
         csv=report(
-            PAPER_OUT + ".csv",
+            "results/papers/{paper}/{item}.csv",
             caption="../report/paper_target.rst",
             category="Papers",
             subcategory="{paper}",
         ),
-        md=PAPER_OUT + ".md",
-        compare=PAPER_OUT + ".compare.csv",
+        md="results/papers/{paper}/{item}.md",
+        compare="results/papers/{paper}/{item}.compare.csv",
     log:
         "logs/papers/{paper}/{item}.log",
     benchmark:
@@ -39,9 +39,9 @@ rule paper_figure:
     input:
         unpack(target_inputs),
     output:
-        pdf=PAPER_OUT + ".pdf",
+        pdf="results/papers/{paper}/{item}.pdf",
         png=report(
-            PAPER_OUT + ".png",
+            "results/papers/{paper}/{item}.png",
             caption="../report/paper_target.rst",
             category="Papers",
             subcategory="{paper}",
@@ -86,7 +86,9 @@ rule feature_distortion:
         mem_mb=4000,
     params:
         backbone=lambda wildcards: CATALOG[wildcards.target]["backbone"],
-        spec=lambda wildcards: backbone_spec(Wildcards(backbone=CATALOG[wildcards.target]["backbone"])),
+        spec=lambda wildcards: backbone_spec(
+            Wildcards(backbone=CATALOG[wildcards.target]["backbone"])
+        ),
         precision=config["eval_precision"],
         dataset=lambda wildcards: dataset_version(CATALOG[wildcards.target]["dataset"]),
         code=job_code("feature_distortion.py"),
