@@ -18,6 +18,8 @@ import torch
 from robustft.jobs import finetune
 from robustft.methods.base import Artifact
 
+pytestmark = pytest.mark.slow  # real multi-process training: ~2 min here
+
 # A few steps with a learning rate large enough that a wrong gradient moves the weights far more
 # than float noise does; grad clipping on, so the global gradient norm is exercised too. SGD, not
 # AdamW: Adam's first steps move each weight by about +-lr whatever its gradient's size, so float

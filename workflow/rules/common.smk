@@ -439,7 +439,8 @@ def finetune_resource(name):
     def estimate(wildcards, attempt):
         spec = config["backbones"][wildcards.backbone]["arch"]
         dataset = config["datasets"][wildcards.dataset]
-        return resources.training(spec, dataset, method_hparams(wildcards), attempt)
+        hparams = method_hparams(wildcards)  # `gpus`: a multi-GPU (DDP) run asks for that many
+        return resources.training(spec, dataset, hparams, attempt, gpus=hparams.get("gpus", 1))
 
     return _pick(estimate, name)
 
