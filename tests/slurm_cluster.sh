@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster for tests/test_slurm.py (Debian 12, root, no systemd): munged,
 # a private MariaDB + slurmdbd (so `sacct` works, as on real clusters), slurmctld and slurmd, with
-# fake GPUs on a `gpu` partition. Adapted from ../shared/tools/slurm-local.sh (its pitfalls are in
-# ../shared/reference/slurm-local.md).
+# fake GPUs on a `gpu` partition (Debian's slurm-wlm and munge, started by hand: no systemd).
 #
 #   bash tests/slurm_cluster.sh install # apt-get the packages that are missing (slurm-wlm, munge, ...)
 #   bash tests/slurm_cluster.sh up      # install (if needed) and start the daemons

@@ -8,7 +8,7 @@ resources/downloads/checkpoints/, verified; `import_backbone` loads it strictly 
 accounted for, `models.load_checked`) and writes resources/backbones/<name>.pt, which every job
 then loads: cluster nodes need no internet.
 
-Pitfalls this guards against (../shared/reference/papers.md §0.2, §5b):
+Pitfalls this guards against:
 * OpenAI's CLIP was trained with QuickGELU; open_clip's plain `ViT-B-16` config uses GELU, so
   its OpenAI weights must go into `ViT-B-16-quickgelu` (open_clip sets this itself only when it
   downloads them) - otherwise the features are silently wrong;
