@@ -205,3 +205,25 @@ def test_lp_search_table_one_tidy_row_per_run():
     assert sup.c_min == pytest.approx(1e-7) and sup.c_max == pytest.approx(100)
     with pytest.raises(ValueError, match="no lp_search section"):
         lp_search_table([{"dataset": "mini", "backbone": "b", "seed": 0}])
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_linear_head_predicts_what_scikit_learn_predicts(classes):
+    """A binary fit has one coefficient row: the head must still give two classes' logits (it
+    gave two copies of the same row, a constant prediction, on FLYP's binary few-shot tasks)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from robustft.methods.lp import linear_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(200, 8)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] * (classes > 2) * 2 > 6).astype(int) + (x[:, 2] > 3) * (classes - 2)
+    y = np.minimum(y, classes - 1)
+    mean, std = float(x.mean()), float(x.std())
+    clf = LogisticRegression(C=1.0, max_iter=500).fit((x - mean) / std, y)
+    head = linear_head(clf, mean, std)
+    assert head.out_features == len(clf.classes_)
+    logits = head(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_array_equal(clf.classes_[logits.argmax(1)], clf.predict((x - mean) / std))
+    probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    np.testing.assert_allclose(probs, clf.predict_proba((x - mean) / std), atol=1e-4)

@@ -532,9 +532,10 @@ def paper_table(
     out_csv: str,
     out_md: str,
     out_compare: str,
+    order: list[str] = (),
 ) -> None:
     """One catalog table (robustft.catalog) from its runs' logits, and its comparison with the
-    paper's published numbers."""
+    paper's published numbers; `order`: the config's method/recipe order (calibration rows)."""
     import pandas as pd
 
     from .paper_tables import build_table, compare
@@ -543,7 +544,7 @@ def paper_table(
     metrics = _metrics_frame(logits_paths) if logits_paths else None
     calibration = _calibration_frames(groups)[0] if groups else None
     distortion = pd.read_csv(distortion_path) if distortion_path else None
-    table = build_table(spec, metrics, calibration, distortion)
+    table = build_table(spec, metrics, calibration, distortion, order)
     # relative feature change is a small fraction: keep 3 digits in the markdown copy
     write(table, out_csv, out_md, digits=3 if spec["kind"] == "feature_distortion" else 1)
     # row labels are text ("0.5" for an alpha): never parsed as numbers

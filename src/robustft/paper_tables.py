@@ -69,8 +69,8 @@ def grid_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
         std = frame.pivot_table(index="row", columns="column", values="value", aggfunc="std")
         out = mean.join(std.add_suffix("_std"))
     order = list(dict.fromkeys(c["column"] for c in grid_cells(spec)))
-    rows = list(spec["rows"])
-    out = out.reindex(rows)[[*order, *[c for c in out.columns if c not in order]]]
+    columns = [*order, *(f"{c}_std" for c in order if f"{c}_std" in out.columns)]
+    out = out.reindex(list(spec["rows"]))[columns]
     out.columns.name = None
     return out.reset_index()
 
@@ -152,7 +152,10 @@ def compare(table: pd.DataFrame, spec: dict, published: pd.DataFrame) -> pd.Data
     return merged[columns]
 
 
-def build_table(spec: dict, metrics=None, calibration=None, distortion=None) -> pd.DataFrame:
+def build_table(
+    spec: dict, metrics=None, calibration=None, distortion=None, order=()
+) -> pd.DataFrame:
+    """The target's table; `order`: the method/recipe row order of the calibration tables."""
     kind = spec["kind"]
     if kind == "method_table":
         return method_table(spec, metrics)
@@ -168,7 +171,7 @@ def build_table(spec: dict, metrics=None, calibration=None, distortion=None) -> 
 
     sub = calibration[calibration.dataset == spec["dataset"]]
     if kind == "calibration_table":
-        return tables.calibration_table(sub, spec.get("order", []))
+        return tables.calibration_table(sub, list(order))
     if kind == "ausuc_table":
         return tables.ausuc_table(sub)
     raise ValueError(f"unknown table kind {kind!r}")

@@ -30,6 +30,7 @@ rule paper_table:
     params:
         spec=lambda wildcards: CATALOG[target_name(wildcards)],
         groups=target_groups,
+        order=method_order(),
         code=job_code("paper_table.py"),
     script:
         "../scripts/paper_table.py"

@@ -12,4 +12,5 @@ run_job(
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.compare,
+    snakemake.params.order,
 )

@@ -137,6 +137,24 @@ def search_c(
     return record, best
 
 
+def linear_head(clf, mean: float, std: float) -> nn.Linear:
+    """The fitted logistic regression as a head on raw features: scikit-learn fits it on
+    (x - mean) / std, so logits = coef @ ((x - mean) / std) + b = (coef / std) @ x +
+    (b - coef.sum(1) * mean / std). A binary fit has one row (the logit of class 1 against class 0):
+    the head gets two, -1/2 and +1/2 of it, whose softmax is the same probability."""
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2 and coef.shape[0] == 1:
+        coef, intercept = (
+            np.concatenate([-coef, coef]) / 2,
+            np.concatenate([-intercept, intercept]) / 2,
+        )
+    head = nn.Linear(coef.shape[1], coef.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(coef / std).float())
+        head.bias.copy_(torch.from_numpy(intercept - coef.sum(axis=1) * mean / std).float())
+    return head
+
+
 class LinearProbe(Method):
     name = "lp"
 
@@ -153,14 +171,7 @@ class LinearProbe(Method):
         search, clf = search_c(z_train, y_train, z_val, y_val, c_grid(hp), hp["max_iter"], log=_log)
         if len(clf.classes_) != ctx.num_classes:
             raise ValueError(f"training split has {len(clf.classes_)} of {ctx.num_classes} classes")
-        coef, intercept = clf.coef_, clf.intercept_
-
-        # logits = coef @ ((x - mean) / std) + b  ==  (coef / std) @ x + (b - coef.sum(1) * mean / std)
-        head = nn.Linear(x_train.shape[1], ctx.num_classes)
-        with torch.no_grad():
-            head.weight.copy_(torch.from_numpy(coef / std).float())
-            head.bias.copy_(torch.from_numpy(intercept - coef.sum(axis=1) * mean / std).float())
-        probe.head = head
+        probe.head = linear_head(clf, mean, std)
         return Artifact(
             "classifier",
             _cpu(probe.state_dict()),
