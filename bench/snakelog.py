@@ -113,13 +113,14 @@ def _add(jobs: dict[int, Job], fields: dict) -> None:
 
 
 def cold_run(workdir: str | Path) -> Run:
-    """The run of `workdir` that finished the most jobs (the cold run, not later no-op reruns),
-    with benchmark wall times filled in."""
+    """The run of `workdir` that finished the most jobs (the cold run, not later no-op reruns; the
+    latest of equals), with benchmark wall times filled in."""
     logs = sorted((Path(workdir) / ".snakemake" / "log").glob("*.snakemake.log"))
     if not logs:
         raise FileNotFoundError(f"no Snakemake log in {workdir}/.snakemake/log")
     runs = [parse_log(p) for p in logs]
-    run = max(runs, key=lambda r: sum(j.end is not None for j in r.jobs))
+    # ties (two cold runs of the same DAG): the latest, the one whose benchmark files are on disk
+    run = max(reversed(runs), key=lambda r: sum(j.end is not None for j in r.jobs))
     for job in run.jobs:
         tsv = Path(workdir) / job.benchmark if job.benchmark else None
         if tsv is not None and tsv.is_file():

@@ -268,7 +268,7 @@ def row1_end_to_end(b: Bench) -> list[dict]:
         run = snakelog.cold_run(work)
         wall = run.elapsed or (max(j.end for j in run.jobs if j.end) - run.started).total_seconds()
         date = run.started.strftime("%Y-%m-%d %H:%M") if run.started else None
-        source = f"the run in {work} ({run.log_path.name})"
+        source = f"the default run ({run.log_path.name})"  # no machine-local path in the table
     run = snakelog.cold_run(work)
     jobs = [j for j in run.jobs if j.rule != "all"]
     path_s, path = snakelog.critical_path(jobs)
@@ -312,7 +312,7 @@ def row1_end_to_end(b: Bench) -> list[dict]:
     }  # fmt: skip
     times = interleaved(arms, b.repeats)
     rows.append(b.row("1b", name, floor_name, median(times["floor"]), median(times["ours"]), "s",
-                      threads=cores, notes=f"the run in {work}"))  # fmt: skip
+                      threads=cores, notes="the default run"))  # fmt: skip
     return rows
 
 
@@ -758,7 +758,7 @@ def _overhead_of_run(b: Bench) -> list[dict]:
     date = run.started.strftime("%Y-%m-%d %H:%M") if run.started else None
     return [b.row(
         "7a", f"{name} ({counted} jobs): overhead share", baseline, wall, overhead, "s", repeats=1,
-        threads=1, notes=f"the run in {run_dir}, job server {server}; overhead per job: {breakdown}; "
+        threads=1, notes=f"the default run, job server {server}; overhead per job: {breakdown}; "
         "function times from each job's log (`job function:` where the job ran through run_job); "
         f"not counted: {uncounted or 'none'}", date=date,
     )]  # fmt: skip

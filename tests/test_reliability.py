@@ -75,7 +75,9 @@ def test_editing_a_method_reruns_its_jobs_and_nothing_else(finished, env, tmp_pa
 
     flyp = package / "methods" / "flyp.py"
     flyp.write_text(flyp.read_text() + "\n# an edit to FLYP's loss\n")
-    assert planned(finished, env=edited) == {"finetune": 1, **DOWNSTREAM}  # mini-clip's FLYP
+    # mini-clip's FLYP, and the two smoke catalog targets that read it (FLYP Table 1, Figure 1)
+    assert planned(finished, env=edited) == {
+        "finetune": 1, **DOWNSTREAM, "paper_table": 1, "paper_figure": 1}  # fmt: skip
 
 
 def test_a_backbone_hparam_override_reruns_only_that_backbones_method(finished, env, tmp_path):
@@ -83,7 +85,9 @@ def test_a_backbone_hparam_override_reruns_only_that_backbones_method(finished, 
     override.write_text(
         yaml.safe_dump({"backbones": {"mini-ssl": {"hparams": {"ft": {"lr": 0.001}}}}})
     )
-    assert planned(finished, str(override), env=env) == {"finetune": 1, **DOWNSTREAM}
+    # mini-ssl's FT, and the smoke catalog's LP-FT feature distortion that reads it
+    assert planned(finished, str(override), env=env) == {
+        "finetune": 1, **DOWNSTREAM, "feature_distortion": 1, "paper_table": 1}  # fmt: skip
 
 
 def test_changing_the_scratch_location_reruns_nothing(finished, env):
@@ -130,7 +134,8 @@ def test_input_content_changes_still_rerun_their_consumers(finished, env, tmp_pa
     override.write_text(yaml.safe_dump({"datasets": {"mini-ht": {"splits": {"test": {"n": 200}}}}}))
     counts = planned(finished, str(override), env=env)
     assert counts["prepare_dataset"] == 1 and "pretrain_backbone" not in counts
-    assert counts["finetune"] == 3  # mini-ht: mini-clip zeroshot and ft, mini-sup ft
+    # mini-ht: mini-clip zeroshot and ft, mini-sup ft, and the optimizer figure's SGD recipe
+    assert counts["finetune"] == 4
 
 
 # ---- same seed, same files ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from .methods import METHODS
-from .sources import downloads
+from .sources.registry import downloads
 from .sources.checkpoints import weights_problems
 
 FAMILY_METHODS = {

@@ -528,14 +528,15 @@ def paper_table(
     logits_paths: list[str],
     groups: list[dict],
     distortion_path: str | None,
-    published_path: str | None,
+    published: list[dict],
     out_csv: str,
     out_md: str,
     out_compare: str,
     order: list[str] = (),
 ) -> None:
     """One catalog table (robustft.catalog) from its runs' logits, and its comparison with the
-    paper's published numbers; `order`: the config's method/recipe order (calibration rows)."""
+    paper's `published` numbers (rows of config/published/<paper>.csv); `order`: the config's
+    method/recipe order (calibration rows)."""
     import pandas as pd
 
     from .paper_tables import build_table, compare
@@ -547,8 +548,10 @@ def paper_table(
     table = build_table(spec, metrics, calibration, distortion, order)
     # relative feature change is a small fraction: keep 3 digits in the markdown copy
     write(table, out_csv, out_md, digits=3 if spec["kind"] == "feature_distortion" else 1)
-    # row labels are text ("0.5" for an alpha): never parsed as numbers
-    published = pd.read_csv(published_path, dtype={"row": str}) if published_path else None
+    # the rows arrive as text ("0.5" for an alpha row stays a label); values are numbers
+    published = pd.DataFrame(published, columns=["paper", "item", "row", "column", "value",
+                                                 "metric", "source", "confidence"])  # fmt: skip
+    published["value"] = pd.to_numeric(published["value"])
     comparison = compare(table, spec, published)
     write(comparison, out_compare)
     matched = comparison.published.notna().sum() if len(comparison) else 0

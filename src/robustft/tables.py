@@ -146,13 +146,13 @@ def ncm_table(cal: pd.DataFrame) -> pd.DataFrame:
 
 
 def lp_search_table(timings: list[dict]) -> pd.DataFrame:
-    """The linear probe's C search, one row per (dataset, backbone, seed): the chosen C, its ID
+    """The linear probe's C search, one row per (dataset, backbone, recipe, seed): the chosen C, its ID
     validation top-1 (%), whether it is the grid's first or last value (`on_edge`, `edge` low or
     high: the optimum may lie outside the grid), the grid's range and size, and how many of its
     fits stopped at max_iter. Read from the `lp_search` section of each LP job's timing.json."""
     rows = []
     for timing in timings:
-        run = {k: timing.get(k) for k in ("dataset", "backbone", "seed")}
+        run = {k: timing.get(k) for k in ("dataset", "backbone", "method", "seed")}
         search = timing.get("lp_search")
         if not isinstance(search, dict):
             raise ValueError(f"linear-probe timing record {run} has no lp_search section")
@@ -161,10 +161,10 @@ def lp_search_table(timings: list[dict]) -> pd.DataFrame:
                      "on_edge": bool(search["on_edge"]), "edge": search.get("edge") or "",
                      "c_min": min(grid), "c_max": max(grid), "n_grid": len(grid),
                      "n_convergence_warnings": int(search["convergence_warnings"])})  # fmt: skip
-    columns = ["dataset", "backbone", "seed", "C", "val_top1", "on_edge", "edge", "c_min", "c_max",
-               "n_grid", "n_convergence_warnings"]  # fmt: skip
+    columns = ["dataset", "backbone", "method", "seed", "C", "val_top1", "on_edge", "edge", "c_min",
+               "c_max", "n_grid", "n_convergence_warnings"]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
-    return table.sort_values(["dataset", "backbone", "seed"]).reset_index(drop=True)
+    return table.sort_values(["dataset", "backbone", "method", "seed"]).reset_index(drop=True)
 
 
 def write(

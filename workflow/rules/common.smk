@@ -18,11 +18,11 @@ from robustft.config import (
     recipe_dependency,
     recipe_method,
 )
-from robustft.catalog import FIGURE_KINDS, TABLE_KINDS, grid_cells, needs_sweep
+from robustft.catalog import FIGURE_KINDS, grid_cells, needs_sweep
 from robustft.catalog import seeds as catalog_seeds
 from robustft.methods import METHODS
 from robustft.provenance import DATASET_VERSION_FILE, script_code
-from robustft.sources import DOWNLOADS, downloads
+from robustft.sources.registry import DOWNLOADS, downloads
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -390,10 +390,16 @@ def target_inputs(wildcards):
         inputs["groups"] = calibration_inputs(runs=runs)
     if spec["kind"] == "feature_distortion":
         inputs["distortion"] = DISTORTION.format(target=name)
-    published = PUBLISHED.format(paper=spec["paper"])
-    if spec["kind"] in TABLE_KINDS and Path(workflow.basedir, published).exists():
-        inputs["published"] = str(Path(workflow.basedir, published))
     return inputs
+
+
+def published_numbers(wildcards):
+    """The paper's published numbers (config/published/<paper>.csv) as rows: a param, so that
+    their content, not the workflow's location, decides whether a table reruns."""
+    import csv
+
+    path = Path(workflow.basedir, PUBLISHED.format(paper=wildcards.paper))
+    return list(csv.DictReader(path.open())) if path.exists() else []
 
 
 def target_groups(wildcards):

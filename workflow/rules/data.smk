@@ -2,7 +2,7 @@
 # itself resumes a cut transfer and keeps only a verified file (robustft.sources.fetch).
 rule fetch_file:
     output:
-        "resources/downloads/{file}",  # = robustft.sources.DOWNLOADS
+        "resources/downloads/{file}",  # = robustft.sources.registry.DOWNLOADS
     log:
         "logs/fetch_file/{file}.log",
     retries: 2

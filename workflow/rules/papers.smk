@@ -31,6 +31,7 @@ rule paper_table:
         spec=lambda wildcards: CATALOG[target_name(wildcards)],
         groups=target_groups,
         order=method_order(),
+        published=published_numbers,
         code=job_code("paper_table.py"),
     script:
         "../scripts/paper_table.py"

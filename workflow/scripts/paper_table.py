@@ -8,7 +8,7 @@ run_job(
     list(snakemake.input.logits),
     snakemake.params.groups,
     snakemake.input.get("distortion"),
-    snakemake.input.get("published"),
+    snakemake.params.published,
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.compare,
