@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from .methods import METHODS
-from .sources.registry import downloads
 from .sources.checkpoints import weights_problems
+from .sources.registry import downloads
 
 FAMILY_METHODS = {
     "clip": list(METHODS),
