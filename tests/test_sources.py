@@ -342,8 +342,12 @@ def test_paper_config_dag_offline(tmp_path):
         "import_backbone": 3,
         "prepare_dataset": 3,
     }
-    # 17 runs of the experiments, plus the LP that is CIFAR-100's reference model (theta_0)
-    assert counts.pop("finetune") == 18 and counts.pop("evaluate") == 17
+    # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
+    # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet)
+    assert counts.pop("finetune") == 24 and counts.pop("evaluate") == 23
+    # the 9 paper targets its datasets can build: 7 tables, 2 figures, 1 feature-distortion job
+    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (7, 2)
+    assert counts.pop("feature_distortion") == 1
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout
 
