@@ -77,6 +77,9 @@ def test_dataset_preparation_asks_for_no_gpu():
     )
 
 
+GPU_RULES = ("pretrain_backbone", "finetune", "finetune_variant", "evaluate", "evaluate_variant")
+
+
 def _dry_run(tmp_path, *args) -> str:
     from tests.test_workflow import SMOKE as SMOKE_FILE
     from tests.test_workflow import snakemake
@@ -99,13 +102,7 @@ def _resources_by_rule(out: str) -> dict[str, set[str]]:
 
 def test_rules_declare_scaled_resources_gpus_only_where_they_train_or_evaluate(tmp_path):
     found = _resources_by_rule(_dry_run(tmp_path))
-    for rule in (
-        "pretrain_backbone",
-        "finetune",
-        "finetune_variant",
-        "evaluate",
-        "evaluate_variant",
-    ):
+    for rule in GPU_RULES:
         assert found[rule] and all("gpu=1" in r and "runtime=" in r for r in found[rule]), rule
     assert all("gpu" not in r and "mem_mb=" in r for r in found["prepare_dataset"])
     for rule in ("metrics", "methods_table", "wiseft_figure"):  # local rules: nothing to ask for
@@ -117,13 +114,7 @@ def test_rules_declare_scaled_resources_gpus_only_where_they_train_or_evaluate(t
 def test_slurm_profile_sends_gpu_rules_to_the_gpu_partition_and_pairs_evaluations(tmp_path):
     out = _dry_run(tmp_path, "--profile", str(ROOT / "profiles" / "slurm"))
     found = _resources_by_rule(out)
-    for rule in (
-        "pretrain_backbone",
-        "finetune",
-        "finetune_variant",
-        "evaluate",
-        "evaluate_variant",
-    ):
+    for rule in GPU_RULES:
         assert all("gpu=1" in r and "slurm_partition=gpu" in r for r in found[rule]), rule
     assert all("slurm_partition" not in r for r in found["prepare_dataset"])  # the default one
     evaluations = out.count("rule evaluate:") + out.count("rule evaluate_variant:")

@@ -172,16 +172,23 @@ def _logit(p):
     return np.log(p / (1 - p))
 
 
-def alpha_curves(
-    table: pd.DataFrame, spec: dict, recipes: dict, out_pdf: str, out_png: str, settings: dict
-) -> None:
-    """FLYP Fig. 1: ID vs mean OOD accuracy (%) along each recipe's WiSE-FT alpha path, from
-    theta_0 (alpha = 0, the star) to the fine-tuned model (alpha = 1, the ringed point)."""
+def _alpha_paths(table: pd.DataFrame, spec: dict, recipes: dict, settings: dict):
+    """A figure of the recipes' alpha paths: (pyplot, figure, axes, seed-mean ID and mean OOD per
+    recipe and alpha, {recipe: its method's colour})."""
     plt = _setup(settings)
     method_of = {r: v["method"] for r, v in recipes.items()}
     colours = method_colours(spec["rows"].values(), method_of)
     fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
     data = table.groupby(["method", "alpha"])[["id", "ood_mean"]].mean().reset_index()
+    return plt, fig, ax, data, colours
+
+
+def alpha_curves(
+    table: pd.DataFrame, spec: dict, recipes: dict, out_pdf: str, out_png: str, settings: dict
+) -> None:
+    """FLYP Fig. 1: ID vs mean OOD accuracy (%) along each recipe's WiSE-FT alpha path, from
+    theta_0 (alpha = 0, the star) to the fine-tuned model (alpha = 1, the ringed point)."""
+    plt, fig, ax, data, colours = _alpha_paths(table, spec, recipes, settings)
     for label, recipe in spec["rows"].items():
         path = data[data.method == recipe].sort_values("alpha")
         ax.plot(path.id, path.ood_mean, "-o", ms=3, color=colours[recipe], label=label)
@@ -206,11 +213,7 @@ def robustness_scatter(
     accuracy on logit-scaled axes (where the papers' linear trends are drawn)."""
     import numpy as np
 
-    plt = _setup(settings)
-    method_of = {r: v["method"] for r, v in recipes.items()}
-    colours = method_colours(spec["rows"].values(), method_of)
-    fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
-    data = table.groupby(["method", "alpha"])[["id", "ood_mean"]].mean().reset_index()
+    plt, fig, ax, data, colours = _alpha_paths(table, spec, recipes, settings)
     for label, recipe in spec["rows"].items():
         path = data[data.method == recipe].sort_values("alpha")
         ax.plot(_logit(path.id), _logit(path.ood_mean), "-", color=colours[recipe], alpha=0.6)
