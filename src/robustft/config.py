@@ -386,6 +386,19 @@ def _data_file_names(kind: str) -> list[str]:
     return sorted(p.stem for p in root.glob("*.json"))
 
 
+def _check_format(at: str, spec: dict, files: dict) -> list[str]:
+    """A `format` split: a known format, its keys, and fetched files it reads."""
+    from .sources.formats import format_names, get_format
+
+    if spec["format"] not in format_names():
+        return [f"{at}.format: unknown format {spec['format']!r}; valid: {format_names()}"]
+    errors = [] if "archive" in spec else [f"{at}: format {spec['format']!r} needs an `archive`"]
+    unknown = [f for f in spec.get("inputs", []) if f not in files]
+    if unknown:
+        errors.append(f"{at}.inputs: {unknown} not in files; valid: {sorted(files)}")
+    return errors + get_format(spec["format"]).check(at, spec)
+
+
 def _check_real_dataset(name: str, ds: dict) -> list[str]:
     """A download/path dataset: each split names one source, files are verifiable, the class
     names and templates resolve."""
@@ -439,8 +452,10 @@ def _check_real_dataset(name: str, ds: dict) -> list[str]:
                 f"{at}.archive: {spec['archive']!r} is not in datasets[{name!r}].files; "
                 f"valid: {sorted(files)}"
             )
-        if ("format" in spec) != ("part" in spec) or ("format" in spec and "archive" not in spec):
-            errors.append(f"{at}: `format` needs `part` (train or test) and an `archive`")
+        if "format" in spec:
+            errors += _check_format(at, spec, files)
+        elif "part" in spec or "inputs" in spec:
+            errors.append(f"{at}: `part` and `inputs` go with a `format`")
         generated = [k for k in ("domain", "n", "seed", "mix", "imbalance") if k in spec]
         if generated:
             errors.append(f"{at}: {generated} only apply to generated datasets")

@@ -236,9 +236,10 @@ def download_spec(wildcards):
 
 
 def dataset_downloads(wildcards):
-    """The fetched archives a real dataset's splits are unpacked from."""
+    """The fetched files a real dataset's splits are read from (archives and a format's inputs)."""
     splits = config["datasets"][wildcards.dataset]["splits"].values()
-    return sorted({f"{DOWNLOADS}/{s['archive']}" for s in splits if "archive" in s})
+    files = {f for s in splits for f in [s.get("archive"), *s.get("inputs", [])] if f}
+    return sorted(f"{DOWNLOADS}/{f}" for f in files)
 
 
 def backbone_weights(wildcards):

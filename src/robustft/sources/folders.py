@@ -3,13 +3,13 @@
 A split is `{archive: <file>, folder: <path inside it>}` (a file of the dataset's `files`, fetched
 by the `fetch_file` rule into `resources/downloads/`) or `{path: <folder>}` (ImageNet and other
 licence-bound sets, downloaded by hand). Either way it must be `<class folder>/<image>`, or
-`format: cifar10 | cifar100` with `part: train | test` (the python-pickle archives, written out
-once as PNG folders, so that the ResNet's resize and crop apply as to any folder); the
-split becomes `<dataset dir>/<split>` (a link), so `robustft.data.load_split` reads it like any
+name a `format` (`robustft.sources.formats`: CIFAR's pickles, .npy arrays, .mat lists, ...; its
+files written out once as image folders, so that every paper's resize and crop apply as to any
+folder); the split becomes `<dataset dir>/<split>` (a link), so `robustft.data.load_split` reads it like any
 other. Class names, folder names and prompts are written into meta.json:
 
 * `classes`: a list, `{file: <name>}` (data_files/classes/<name>.json) or `{from_split: <split>}`
-  (the sorted folder names of that split, or the label names of a CIFAR archive);
+  (the sorted folder names of that split, or the label names of a format's archive);
 * class folders: the class names (spaces as underscores), or the sorted folders of
   `class_folders: <split>`; a split with `folder_labels: index` names its folders 0..k-1
   (ImageNet-V2);
@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from ..data import DatasetInfo, fill_prompt
+from .formats import Inputs, get_format
 
 DATA_FILES = Path(__file__).resolve().parents[1] / "data_files"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -69,76 +70,50 @@ def check_image_folder(root: Path, what: str, expect: list[str] | None = None) -
         )
 
 
-def _unpack(archive: Path, into: Path) -> Path:
-    """Unpack `archive` once into `into/<archive name>`; an interrupted unpack starts over."""
-    target = into / archive.name
+def split_source(
+    name: str, split: str, spec: dict, out_dir: Path, downloads: Path, folders: list[str]
+) -> Path:
+    """Where split `split`'s image folder is: a user's path, a folder inside an unpacked archive,
+    or the class folders a `format` writes out of its files (once; `robustft.sources.formats`)."""
+    if "path" in spec:
+        return Path(spec["path"]).expanduser().resolve()
+    inputs = Inputs(downloads, out_dir)
+    where = f"datasets[{name!r}].splits[{split!r}]"
+    if "format" not in spec:
+        if not (downloads / spec["archive"]).is_file():
+            raise LayoutError(f"{where}: {downloads / spec['archive']} was not fetched")
+        return inputs.unpacked(spec["archive"]) / spec.get("folder", "")
+    target = out_dir / "_converted" / split
     if not target.is_dir():
-        tmp = into / (archive.name + ".unpacking")
+        tmp = target.with_name(split + ".writing")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.unpack_archive(archive, tmp)
+        tmp.mkdir(parents=True)
+        try:
+            get_format(spec["format"]).convert(inputs, spec, tmp, folders)
+        except LayoutError as err:
+            raise LayoutError(f"{where}: {err}") from None
         tmp.rename(target)
     return target
 
 
-CIFAR = {  # format -> (folder in the archive, meta file, its label-name key)
-    "cifar10": ("cifar-10-batches-py", "batches.meta", "label_names"),
-    "cifar100": ("cifar-100-python", "meta", "fine_label_names"),
-}
-
-
-def _unpickle(path: Path) -> dict:
-    import pickle
-
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
-
-
-def cifar_label_names(unpacked: Path, fmt: str) -> list[str]:
-    folder, meta, key = CIFAR[fmt]
-    return list(_unpickle(unpacked / folder / meta)[key])
-
-
-def _cifar_to_folder(unpacked: Path, fmt: str, part: str, target: Path) -> Path:
-    """Write one part of a CIFAR archive as `<class>/<index>.png`, once."""
-    import numpy as np
-    from PIL import Image
-
-    if target.is_dir():
-        return target
-    folder = unpacked / CIFAR[fmt][0]
-    if fmt == "cifar10":
-        files = [f"data_batch_{i}" for i in range(1, 6)] if part == "train" else ["test_batch"]
-        label_key = "labels"
-    else:
-        files, label_key = [part], "fine_labels"
-    names = cifar_label_names(unpacked, fmt)
-    tmp = target.with_name(target.name + ".writing")
-    index = 0
-    for file in files:
-        batch = _unpickle(folder / file)
-        images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        for image, label in zip(images.transpose(0, 2, 3, 1), batch[label_key], strict=True):
-            out = tmp / names[label]
-            out.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(out / f"{index:05d}.png")
-            index += 1
-    tmp.rename(target)
-    return target
-
-
-def split_source(name: str, split: str, spec: dict, out_dir: Path, downloads: Path) -> Path:
-    """Where split `split`'s image folder is, unpacking its archive if it comes from one."""
-    if "path" in spec:
-        return Path(spec["path"]).expanduser().resolve()
-    archive = downloads / spec["archive"]
-    if not archive.is_file():
-        raise LayoutError(f"datasets[{name!r}].splits[{split!r}]: {archive} was not fetched")
-    unpacked = _unpack(archive, out_dir / "_unpacked")
-    if spec.get("format") in CIFAR:
-        target = out_dir / "_converted" / f"{spec['format']}-{spec['part']}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return _cifar_to_folder(unpacked, spec["format"], spec["part"], target)
-    return unpacked / spec.get("folder", "")
+def _class_names(name: str, cfg: dict, out_dir: Path, downloads: Path) -> list[str]:
+    classes = cfg["classes"]
+    if isinstance(classes, list):
+        return list(classes)
+    if "file" in classes:
+        return data_file("classes", classes["file"])
+    spec = cfg["splits"][classes["from_split"]]
+    if "format" in spec:  # the archive's own label names, in label order
+        fmt = get_format(spec["format"])
+        if fmt.label_names is None:
+            raise LayoutError(
+                f"datasets[{name!r}].classes: format {spec['format']!r} names no classes; "
+                "list them (or give a data file)"
+            )
+        return fmt.label_names(Inputs(downloads, out_dir), spec)
+    root = split_source(name, classes["from_split"], spec, out_dir, downloads, [])
+    check_image_folder(root, f"datasets[{name!r}] class folders")
+    return class_folders(root)
 
 
 def prepare_folders(
@@ -147,33 +122,22 @@ def prepare_folders(
     """Write the dataset directory of a `download` or `path` dataset (see module docstring)."""
     out_dir, downloads = Path(out_dir), Path(downloads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    roots = {
-        split: split_source(name, split, spec, out_dir, downloads)
-        for split, spec in sorted(cfg["splits"].items())
-    }
-    classes = cfg["classes"]
-    if isinstance(classes, dict) and "from_split" in classes:
-        spec = cfg["splits"][classes["from_split"]]
-        root = roots[classes["from_split"]]
-        if spec.get("format") in CIFAR:  # the archive's own label names, in label order
-            unpacked = out_dir / "_unpacked" / spec["archive"]
-            classnames = cifar_label_names(unpacked, spec["format"])
-        else:
-            check_image_folder(root, f"datasets[{name!r}] class folders")
-            classnames = class_folders(root)
-    elif isinstance(classes, dict):
-        classnames = data_file("classes", classes["file"])
-    else:
-        classnames = list(classes)
+    classnames = _class_names(name, cfg, out_dir, downloads)
     if cfg.get("class_folders"):
-        folders = class_folders(roots[cfg["class_folders"]])
+        split = cfg["class_folders"]
+        root = split_source(name, split, cfg["splits"][split], out_dir, downloads, [])
+        folders = class_folders(root)
         if len(folders) != len(classnames):
             raise LayoutError(
-                f"datasets[{name!r}]: {roots[cfg['class_folders']]} has {len(folders)} class "
+                f"datasets[{name!r}]: {root} has {len(folders)} class "
                 f"folders for {len(classnames)} classes"
             )
     else:
         folders = [c.replace(" ", "_") for c in classnames]
+    roots = {
+        split: split_source(name, split, spec, out_dir, downloads, folders)
+        for split, spec in sorted(cfg["splits"].items())
+    }
     templates = cfg["templates"]
     templates = data_file("templates", templates) if isinstance(templates, str) else templates
     roles = cfg["roles"]
