@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/snakemake all --cores $(CORES) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -ra $(ARGS)
+	$(BIN)/python -m pytest -ra --durations=25 $(ARGS)
 
 env: $(STAMP)
 

@@ -436,13 +436,7 @@ def evaluate(
 
 def metrics(logits_paths: list[str], out: str) -> None:
     """Tidy scores of every model at every alpha on every scored split, from the saved logits."""
-    import pandas as pd
-
-    from .analysis import METRIC_COLUMNS, metric_rows
-    from .logits import Logits
-
-    rows = [row for path in logits_paths for row in metric_rows(Logits(path))]
-    frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    frame = _metrics_frame(logits_paths)
     frame = frame.sort_values(["backbone", "dataset", "method", "seed", "alpha", "split", "metric"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
@@ -452,26 +446,10 @@ def metrics(logits_paths: list[str], out: str) -> None:
 def calibrate(groups: list[dict], out: str, curves_out: str) -> None:
     """Calibration of absent classes for every run of a calibration dataset (tidy rows), and the
     seen-unseen curves of the pretrained and fine-tuned models (the figures' data)."""
-    import pandas as pd
-
-    from .analysis import CALIBRATION_COLUMNS, CURVE_COLUMNS, calibration_rows
-    from .logits import Logits
-
-    rows, curves = [], []
-    for group in groups:
-        main = Logits(group["main"])
-        pseudo = [Logits(p) for p in group["pseudo"]]
-        oracle = Logits(group["oracle"]) if group["oracle"] else None
-        r, c = calibration_rows(main, pseudo, oracle)
-        rows += r
-        curves += c
-        print(f"{group['main']}: {len(r)} rows, {len(pseudo)} pseudo runs", flush=True)
-    for frame, path, columns in (
-        (rows, out, CALIBRATION_COLUMNS),
-        (curves, curves_out, CURVE_COLUMNS),
-    ):
+    rows, curves = _calibration_frames(groups)
+    for frame, path in ((rows, out), (curves, curves_out)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(frame, columns=columns).to_csv(path, index=False)
+        frame.to_csv(path, index=False)
 
 
 def training_stats(timing_paths: list[str], out: str) -> None:
@@ -497,6 +475,7 @@ def training_stats(timing_paths: list[str], out: str) -> None:
 
 
 def _metrics_frame(logits_paths: list[str]):
+    """Tidy metric rows of the given logits files (metrics.csv's, and each paper table's)."""
     import pandas as pd
 
     from .analysis import METRIC_COLUMNS, metric_rows
@@ -516,8 +495,10 @@ def _calibration_frames(groups: list[dict]):
     rows, curves = [], []
     for group in groups:
         oracle = Logits(group["oracle"]) if group["oracle"] else None
-        r, c = calibration_rows(Logits(group["main"]), [Logits(p) for p in group["pseudo"]], oracle)
+        pseudo = [Logits(p) for p in group["pseudo"]]
+        r, c = calibration_rows(Logits(group["main"]), pseudo, oracle)
         rows, curves = rows + r, curves + c
+        print(f"{group['main']}: {len(r)} rows, {len(pseudo)} pseudo runs", flush=True)
     return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS), pd.DataFrame(
         curves, columns=CURVE_COLUMNS
     )
