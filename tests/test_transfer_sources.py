@@ -72,8 +72,15 @@ def checked(name: str, cfg: dict) -> None:
     check_config(config, SCHEMA)
 
 
+def samples(split) -> list[tuple[str, int]]:
+    """(file name, label) of each image of a folder split, in its order."""
+    return [
+        (Path(p).name, int(y)) for (p, _), y in zip(split.folder.samples, split.labels, strict=True)
+    ]
+
+
 def labels_by_file(split) -> dict[str, int]:
-    return {Path(p).name: int(y) for (p, _), y in zip(split.folder.samples, split.labels)}
+    return dict(samples(split))
 
 
 # ---- Caltech101 -------------------------------------------------------------------------------
@@ -97,8 +104,10 @@ def test_caltech101_zip_of_tar_becomes_a_seeded_60_20_20_split(tmp_path):
         "classes": names,
         "templates": "caltech101",
         "image_size": 16,
-        "splits": {p: {"archive": "caltech-101.zip", "format": "caltech101", "part": p}
-                   for p in ("train", "val", "test")},  # fmt: skip
+        "splits": {
+            p: {"archive": "caltech-101.zip", "format": "caltech101", "part": p}
+            for p in ("train", "val", "test")
+        },
         "roles": {"train": "train", "val": "val", "test": "test", "shifts": []},
     }
     checked("caltech101", cfg)
@@ -108,8 +117,7 @@ def test_caltech101_zip_of_tar_becomes_a_seeded_60_20_20_split(tmp_path):
     members = {}
     for split in ("train", "val", "test"):
         data = load_split(tmp_path / "ds", split)
-        members[split] = [(Path(f).name, int(y)) for (f, _), y in zip(data.folder.samples,
-                                                                      data.labels)]  # fmt: skip
+        members[split] = samples(data)
         x, y = data.get_batch(range(len(data)))
         assert x.shape[1:] == (3, 16, 16) and sorted(set(y.tolist())) == [0, 1, 2, 3]
     # per class round(0.6 n) / round(0.8 n) - round(0.6 n) / rest; no background images
@@ -121,10 +129,7 @@ def test_caltech101_zip_of_tar_becomes_a_seeded_60_20_20_split(tmp_path):
     # the split is a pure function of the files: a second preparation draws the same one
     again = prepare_folders("caltech101", cfg, tmp_path / "ds2", tmp_path / "dl")
     assert again.classnames == info.classnames
-    val = load_split(tmp_path / "ds2", "val")
-    assert [(Path(f).name, int(y)) for (f, _), y in zip(val.folder.samples, val.labels)] == (
-        members["val"]
-    )
+    assert samples(load_split(tmp_path / "ds2", "val")) == members["val"]
 
     cfg["classes"] = names[:3]  # 4 categories for 3 classes: say so
     with pytest.raises(LayoutError, match=r"4 category folders besides BACKGROUND_Google, for 3"):
@@ -169,7 +174,9 @@ def test_stanford_cars_mat_annotations_and_flyps_val_split(tmp_path):
     with tarfile.open(www / "car_devkit.tgz", "w:gz") as tar:
         tar.add(build / "devkit", arcname="devkit")
     tar_of(www / "cars_train.tgz", {f"cars_train/{n}": jpeg(i) for i, n in enumerate(train_names)})
-    tar_of(www / "cars_test.tgz", {f"cars_test/{n}": jpeg(50 + i) for i, n in enumerate(test_names)})
+    tar_of(
+        www / "cars_test.tgz", {f"cars_test/{n}": jpeg(50 + i) for i, n in enumerate(test_names)}
+    )
     files = fetch_all(www, tmp_path / "dl", sorted(p.name for p in www.iterdir()))
     devkit = ["car_devkit.tgz"]
     cfg = {
@@ -178,13 +185,25 @@ def test_stanford_cars_mat_annotations_and_flyps_val_split(tmp_path):
         "templates": "stanfordcars",
         "image_size": 16,
         "splits": {
-            "train": {"archive": "cars_train.tgz", "format": "stanford_cars", "part": "train",
-                      "inputs": devkit},
-            "val": {"archive": "cars_train.tgz", "format": "stanford_cars", "part": "val",
-                    "inputs": devkit},
-            "test": {"archive": "cars_test.tgz", "format": "stanford_cars", "part": "test",
-                     "inputs": [*devkit, "cars_test_annos_withlabels.mat"]},
-        },  # fmt: skip
+            "train": {
+                "archive": "cars_train.tgz",
+                "format": "stanford_cars",
+                "part": "train",
+                "inputs": devkit,
+            },
+            "val": {
+                "archive": "cars_train.tgz",
+                "format": "stanford_cars",
+                "part": "val",
+                "inputs": devkit,
+            },
+            "test": {
+                "archive": "cars_test.tgz",
+                "format": "stanford_cars",
+                "part": "test",
+                "inputs": [*devkit, "cars_test_annos_withlabels.mat"],
+            },
+        },
         "roles": {"train": "train", "val": "val", "test": "test", "shifts": []},
     }
     checked("stanford_cars", cfg)
@@ -193,11 +212,11 @@ def test_stanford_cars_mat_annotations_and_flyps_val_split(tmp_path):
     assert info.classnames == [meta[0], "Ram C-V Cargo Van Minivan 2012", meta[2]]
     assert info.prompts[1][3] == "i love my Ram C-V Cargo Van Minivan 2012!"
     train, val = (labels_by_file(load_split(tmp_path / "ds", s)) for s in ("train", "val"))
-    # sklearn's train_test_split(test_size=0.2, random_state=10): ceil(0.2 * 20) = 4 val images
-    from sklearn.model_selection import train_test_split
-
-    sk_train, sk_val = train_test_split(train_names, test_size=0.2, random_state=10)
-    assert sorted(val) == sorted(sk_val) and sorted(train) == sorted(sk_train)
+    # FLYP's train_test_split(test_size=0.2, random_state=10): ceil(0.2 * 20) = 4 val images,
+    # the first 4 of RandomState(10)'s permutation (test_flyp_cars_val_split_is_flyps_published_one)
+    order = np.random.RandomState(10).permutation(20)
+    assert sorted(val) == sorted(train_names[i] for i in order[:4])
+    assert sorted(train) == sorted(train_names[i] for i in order[4:])
     assert all(train_labels[int(n[:5]) - 1] - 1 == y for n, y in {**train, **val}.items())
     test = labels_by_file(load_split(tmp_path / "ds", "test"))
     assert test == {n: c - 1 for n, c in zip(test_names, test_labels, strict=True)}
@@ -237,8 +256,10 @@ def test_flowers102_setid_split_and_clip_names(tmp_path):
         "classes": {"file": "flowers102_openai"},
         "templates": "flowers102",
         "image_size": 16,
-        "splits": {p: {"archive": "102flowers.tgz", "format": "flowers102", "part": p,
-                       "inputs": mats} for p in ("train", "val", "test")},  # fmt: skip
+        "splits": {
+            p: {"archive": "102flowers.tgz", "format": "flowers102", "part": p, "inputs": mats}
+            for p in ("train", "val", "test")
+        },
         "roles": {"train": "train", "val": "val", "test": "test", "shifts": []},
     }
     checked("flowers102", cfg)
@@ -285,9 +306,10 @@ def test_pcam_gzipped_hdf5_becomes_class_folders(tmp_path):
         "classes": {"file": "patchcamelyon"},
         "templates": "patchcamelyon",
         "image_size": 16,
-        "splits": {s: {"archive": stem.format(p, "x"), "format": "pcam",
-                       "inputs": [stem.format(p, "y")]}
-                   for s, p in (("train", "train"), ("val", "valid"), ("test", "test"))},  # fmt: skip
+        "splits": {
+            s: {"archive": stem.format(p, "x"), "format": "pcam", "inputs": [stem.format(p, "y")]}
+            for s, p in (("train", "train"), ("val", "valid"), ("test", "test"))
+        },
         "roles": {"train": "train", "val": "val", "test": "test", "shifts": []},
     }
     checked("pcam", cfg)
@@ -335,8 +357,10 @@ def test_rendered_sst2_folders_and_a_corrupt_download(tmp_path):
         "classes": {"from_split": "train"},
         "templates": "sst2",
         "image_size": 16,
-        "splits": {s: {"archive": "rendered-sst2.tgz", "folder": f"rendered-sst2/{f}"}
-                   for s, f in (("train", "train"), ("val", "valid"), ("test", "test"))},  # fmt: skip
+        "splits": {
+            s: {"archive": "rendered-sst2.tgz", "folder": f"rendered-sst2/{f}"}
+            for s, f in (("train", "train"), ("val", "valid"), ("test", "test"))
+        },
         "roles": {"train": "train", "val": "val", "test": "test", "shifts": []},
     }
     checked("sst2", cfg)
