@@ -277,10 +277,14 @@ def test_flowers102_setid_split_and_clip_names(tmp_path):
     cfg["splits"]["val"]["inputs"] = ["setid.mat"]
     with pytest.raises(Exception, match=r"needs \['imagelabels.mat'\]"):
         checked("flowers102", cfg)
+    cfg["splits"]["val"] = {"archive": "102flowers.tgz", "format": "flowers102", "part": "valid",
+                            "inputs": mats}  # fmt: skip
+    with pytest.raises(Exception, match=r"part: 'valid'; valid: \['train', 'val', 'test'\]"):
+        checked("flowers102", cfg)
 
 
 # ---- PatchCamelyon ----------------------------------------------------------------------------
-def test_pcam_gzipped_hdf5_becomes_class_folders(tmp_path):
+def test_pcam_gzipped_hdf5_becomes_class_folders(tmp_path, monkeypatch):
     import h5py
 
     www = tmp_path / "www"
@@ -313,14 +317,9 @@ def test_pcam_gzipped_hdf5_becomes_class_folders(tmp_path):
         "roles": {"train": "train", "val": "val", "test": "test", "shifts": []},
     }
     checked("pcam", cfg)
-    BLOCK = 4  # read in blocks smaller than a split: indices continue across blocks
-    import robustft.sources.format_pcam as pcam
-
-    pcam_block, pcam.BLOCK = pcam.BLOCK, BLOCK
-    try:
-        info = prepare_folders("pcam", cfg, tmp_path / "ds", tmp_path / "dl")
-    finally:
-        pcam.BLOCK = pcam_block
+    # blocks smaller than a split: the file names (indices) run on across blocks
+    monkeypatch.setattr("robustft.sources.format_pcam.BLOCK", 4)
+    info = prepare_folders("pcam", cfg, tmp_path / "ds", tmp_path / "dl")
     assert info.classnames == ["lymph node", "lymph node containing metastatic tumor tissue"]
     assert info.prompts[1] == ["this is a photo of lymph node containing metastatic tumor tissue"]
     for split, part in (("train", "train"), ("val", "valid"), ("test", "test")):

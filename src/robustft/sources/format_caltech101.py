@@ -67,7 +67,9 @@ def _convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> No
             f"{len(folders)} classes (Caltech101: 101)"
         )
     for index, (name, folder) in enumerate(zip(names, folders, strict=True)):
-        files = [p.name for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        # hidden files ("._image_0001.jpg", macOS metadata some repacks carry) are no images
+        files = [p.name for p in (root / name).iterdir()
+                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]  # fmt: skip
         for file in split_members(files, index, spec["part"]):
             link_file(root / name / file, target / folder / file)
 
