@@ -386,3 +386,16 @@ def test_paper_config_names_every_transfer_file_with_a_checksum():
     )
     table3 = [t for t in PAPER["catalog"] if t["name"].startswith("flyp_table3")]
     assert sorted(t["dataset"] for t in table3) == ["pcam", "sst2"]
+
+
+def test_a_format_modules_code_is_part_of_its_datasets_provenance():
+    """Format modules are loaded by name: prepare_dataset's code hash adds the one a dataset's
+    splits name (workflow common.smk prepare_code), so editing it re-prepares that dataset."""
+    from robustft.provenance import script_code
+    from robustft.sources.formats import format_module
+
+    assert format_module("pcam") == "sources.format_pcam"
+    assert format_module("cifar10") == "sources.formats"  # already imported by the script
+    script = ROOT / "workflow" / "scripts" / "prepare_dataset.py"
+    assert script_code(script, ["sources.format_pcam"]) != script_code(script)
+    assert script_code(script, ["sources.formats"]) == script_code(script)

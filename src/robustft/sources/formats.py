@@ -174,6 +174,13 @@ def format_names() -> list[str]:
     return sorted(FORMATS)
 
 
+def format_module(name: str) -> str:
+    """The module that converts format `name`, relative to the package ("sources.format_pcam"):
+    a prepared dataset's provenance hashes it, since imports do not show modules loaded by name."""
+    package = __package__.rsplit(".", 1)[0]
+    return get_format(name).convert.__module__.removeprefix(package + ".")
+
+
 # Format modules beside this one (format_<name>.py) register themselves when imported; each imports
 # its heavy readers (scipy, h5py, pandas) inside its functions, so listing the formats stays cheap.
 FORMAT_MODULES: list[str] = [
