@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from robustft.sources.folders import LayoutError, data_file, prepare_folders
 
 from .loopback import serve
 from .test_sources import SCHEMA
-from .test_workflow import ROOT
+from .test_workflow import ENV, ROOT, snakemake_cmd
 
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
 
@@ -238,20 +239,25 @@ def test_flyp_cars_val_split_is_flyps_published_one():
 
 
 # ---- Flowers102 -------------------------------------------------------------------------------
-def test_flowers102_setid_split_and_clip_names(tmp_path):
+FLOWER_LABELS = np.array([[1, 2, 3, 1, 2, 3, 102, 1, 2, 3, 102, 1]], dtype=np.uint8)
+SETID = {"trnid": [[1, 2, 3, 7]], "valid": [[4, 5, 6, 11]], "tstid": [[8, 9, 10, 12]]}
+FLOWER_FILES = ["102flowers.tgz", "imagelabels.mat", "setid.mat"]
+
+
+def flowers_fixture(www: Path) -> None:
+    """102flowers.tgz (jpg/image_00001.jpg, ...), imagelabels.mat and setid.mat, as the VGG host's."""
     import scipy.io
 
-    www = tmp_path / "www"
-    www.mkdir()
-    n = 12
-    labels = np.array([[1, 2, 3, 1, 2, 3, 102, 1, 2, 3, 102, 1]], dtype=np.uint8)
-    scipy.io.savemat(www / "imagelabels.mat", {"labels": labels})
-    setid = {"trnid": [[1, 2, 3, 7]], "valid": [[4, 5, 6, 11]], "tstid": [[8, 9, 10, 12]]}
-    scipy.io.savemat(www / "setid.mat", {k: np.array(v, dtype=np.uint16) for k, v in setid.items()})
+    www.mkdir(parents=True)
+    scipy.io.savemat(www / "imagelabels.mat", {"labels": FLOWER_LABELS})
+    scipy.io.savemat(www / "setid.mat", {k: np.array(v, dtype=np.uint16) for k, v in SETID.items()})
+    n = FLOWER_LABELS.shape[1]
     tar_of(www / "102flowers.tgz", {f"jpg/image_{i:05d}.jpg": jpeg(i) for i in range(1, n + 1)})
-    files = fetch_all(www, tmp_path / "dl", ["102flowers.tgz", "imagelabels.mat", "setid.mat"])
+
+
+def flowers_config(files: dict) -> dict:
     mats = ["imagelabels.mat", "setid.mat"]
-    cfg = {
+    return {
         "files": files,
         "classes": {"file": "flowers102_openai"},
         "templates": "flowers102",
@@ -262,6 +268,13 @@ def test_flowers102_setid_split_and_clip_names(tmp_path):
         },
         "roles": {"train": "train", "val": "val", "test": "test", "shifts": []},
     }
+
+
+def test_flowers102_setid_split_and_clip_names(tmp_path):
+    www = tmp_path / "www"
+    flowers_fixture(www)
+    labels, setid, mats = FLOWER_LABELS, SETID, ["imagelabels.mat", "setid.mat"]
+    cfg = flowers_config(fetch_all(www, tmp_path / "dl", FLOWER_FILES))
     checked("flowers102", cfg)
     info = prepare_folders("flowers102", cfg, tmp_path / "ds", tmp_path / "dl")
     assert len(info.classnames) == 102 and info.classnames[0] == "pink primrose"
@@ -399,3 +412,29 @@ def test_a_format_modules_code_is_part_of_its_datasets_provenance():
     script = ROOT / "workflow" / "scripts" / "prepare_dataset.py"
     assert script_code(script, ["sources.format_pcam"]) != script_code(script)
     assert script_code(script, ["sources.formats"]) == script_code(script)
+
+
+@pytest.mark.slow
+def test_snakemake_fetches_and_prepares_a_format_dataset(tmp_path):
+    """fetch_file (the archive and a format's `inputs`, md5-checked, off 127.0.0.1) ->
+    prepare_dataset: the Flowers102 layout through the workflow's own rules."""
+    flowers_fixture(tmp_path / "www")
+    work = tmp_path / "run"
+    work.mkdir()
+    with serve(tmp_path / "www") as (url, handler):
+        files = {f: {"url": f"{url}/{f}", "md5": md5(tmp_path / "www" / f)} for f in FLOWER_FILES}
+        (tmp_path / "flowers.yaml").write_text(
+            yaml.safe_dump({"datasets": {"flowers102": flowers_config(files)}})
+        )
+        cmd = snakemake_cmd(work, "resources/datasets/flowers102", "--configfile",
+                            str(tmp_path / "flowers.yaml"))  # fmt: skip
+        online = {k: v for k, v in ENV.items() if k != "HF_HUB_OFFLINE"}
+        run = subprocess.run(cmd, cwd=work, env=online, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-4000:]
+        assert sorted(path for path, _ in handler.requests) == [f"/{f}" for f in FLOWER_FILES]
+    info = DatasetInfo.read(work / "resources/datasets/flowers102")
+    assert info.classnames[6] == "moon orchid" and info.splits["test"]["metric"] == "top1"
+    test = labels_by_file(load_split(work / "resources/datasets/flowers102", "test"))
+    assert test == {
+        f"image_{i:05d}.jpg": int(FLOWER_LABELS[0, i - 1]) - 1 for i in SETID["tstid"][0]
+    }
