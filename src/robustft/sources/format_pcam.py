@@ -61,7 +61,9 @@ def _convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> No
                 "(expected (N, H, W, 3) and N labels)"
             )
         if y.min() < 0 or y.max() >= len(folders):
-            raise LayoutError(f"{spec['inputs'][0]}: labels {y.min()}..{y.max()}, classes 0..1")
+            raise LayoutError(
+                f"{spec['inputs'][0]}: labels {y.min()}..{y.max()}, classes 0..{len(folders) - 1}"
+            )
         for start in range(0, len(y), BLOCK):
             stop = min(start + BLOCK, len(y))
             images = np.asarray(x[start:stop], dtype=np.uint8)
