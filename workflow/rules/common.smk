@@ -257,9 +257,19 @@ def dataset_content(name):
     return {k: v for k, v in config["datasets"][name].items() if k != "hparams"}
 
 
+def prepare_code(name):
+    """The code that writes dataset `name`: prepare_dataset.py's, and the format modules its splits
+    name (robustft.sources.formats loads them by name, which the script's imports do not show)."""
+    from robustft.sources.formats import format_module
+
+    splits = config["datasets"][name]["splits"].values()
+    formats = {format_module(s["format"]) for s in splits if "format" in s}
+    return job_code("prepare_dataset.py", *sorted(formats))
+
+
 def dataset_version(name):
     """Names a generated dataset's content: its config entry and the code that writes it."""
-    key = json.dumps([dataset_content(name), job_code("prepare_dataset.py")], sort_keys=True)
+    key = json.dumps([dataset_content(name), prepare_code(name)], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

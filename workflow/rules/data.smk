@@ -32,7 +32,7 @@ rule prepare_dataset:
         runtime=prepare_resource("runtime"),
     params:
         spec=dataset_spec,
-        code=job_code("prepare_dataset.py"),
+        code=lambda wildcards: prepare_code(wildcards.dataset),
         version=lambda wildcards: dataset_version(wildcards.dataset),
         downloads=DOWNLOADS,
     script:

@@ -101,14 +101,29 @@ def _cifar_label_names(fmt: str):
     return label_names
 
 
-def write_images(target: Path, images, labels, folders: list[str], suffix: str = ".png") -> None:
-    """uint8 HWC arrays as `target/<folders[label]>/<index>.png`, in order."""
+def write_images(
+    target: Path, images, labels, folders: list[str], suffix: str = ".png", offset: int = 0
+) -> None:
+    """uint8 HWC arrays as `target/<folders[label]>/<index>.png`, in order (indices from `offset`:
+    a file read in blocks)."""
     from PIL import Image
 
-    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True), start=offset):
         out = target / folders[int(label)]
         out.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(out / f"{index:05d}{suffix}")
+
+
+def link_file(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (the unpacked archive beside it: no second copy of
+    the images), or a copy where the filesystem links no files."""
+    import os
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _cifar_convert(fmt: str):
@@ -159,9 +174,21 @@ def format_names() -> list[str]:
     return sorted(FORMATS)
 
 
+def format_module(name: str) -> str:
+    """The module that converts format `name`, relative to the package ("sources.format_pcam"):
+    a prepared dataset's provenance hashes it, since imports do not show modules loaded by name."""
+    package = __package__.rsplit(".", 1)[0]
+    return get_format(name).convert.__module__.removeprefix(package + ".")
+
+
 # Format modules beside this one (format_<name>.py) register themselves when imported; each imports
 # its heavy readers (scipy, h5py, pandas) inside its functions, so listing the formats stays cheap.
-FORMAT_MODULES: list[str] = []
+FORMAT_MODULES: list[str] = [
+    "format_caltech101",
+    "format_flowers102",
+    "format_pcam",
+    "format_stanford_cars",
+]
 
 
 def _load_modules() -> None:
