@@ -29,7 +29,16 @@ def unpack_once(archive: Path, into: Path) -> Path:
         tmp = into / (archive.name + ".unpacking")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        shutil.unpack_archive(archive, tmp)
+        try:
+            shutil.unpack_archive(archive, tmp)
+        except RuntimeError as err:  # zipfile: "File ... is encrypted, password required"
+            from .folders import LayoutError
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LayoutError(
+                f"{archive}: {err}; unpack it by hand with the host's password (e.g. unzip -P) "
+                "and point the split at the unpacked folder with `path:`"
+            ) from None
         tmp.rename(target)
     return target
 
