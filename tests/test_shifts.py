@@ -21,6 +21,9 @@ from robustft.sources.folders import LayoutError, class_map_entries, prepare_fol
 
 from .loopback import serve
 
+# The WILDS fixtures' years start at 2010, so WILDS' year grouper warns of empty groups.
+pytestmark = pytest.mark.filterwarnings("ignore:Minimum metadata value:UserWarning")
+
 
 @pytest.fixture(autouse=True)
 def online(monkeypatch):
@@ -145,3 +148,173 @@ def test_objectnet_without_mapped_folders_is_a_layout_error(tmp_path):
     imagenet_like(tmp_path / "onet", ["squeegee"])
     with pytest.raises(LayoutError, match="has none of the 113 class folders of class map"):
         prepare_folders("imagenet", cfg, tmp_path / "ds", tmp_path / "dl")
+
+
+# ---- WILDS: iWildCam v2.0 and FMoW v1.1 ----------------------------------------------------------
+def tiny_image(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(path)
+
+
+def wilds_bundle(www: Path, build: Path, name: str, files: dict[str, str], images: list[str]):
+    """A CodaLab bundle as WILDS downloads it: the data directory's contents at the archive's top."""
+    import tarfile
+
+    root = build / name
+    for file, text in files.items():
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        (root / file).write_text(text)
+    for i, image in enumerate(images):
+        tiny_image(root / image, 10 * i)
+    (root / f"RELEASE_v{name.split('_v')[1]}.txt").write_text("")
+    www.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(www / f"{name}.tar.gz", "w:gz") as tar:
+        for p in sorted(root.iterdir()):
+            tar.add(p, arcname=p.name)
+
+
+IWILDCAM_ROWS = [  # split, y, location: every label 0..3 and location 0..2 occurs (WILDS asserts)
+    ("train", 0, 0), ("train", 1, 0), ("train", 3, 1), ("val", 2, 2), ("test", 2, 2),
+    ("test", 1, 2), ("test", 2, 2), ("id_val", 0, 0), ("id_test", 0, 1), ("id_test", 1, 0),
+    ("id_test", 3, 1), ("id_test", 1, 1),
+]  # fmt: skip
+
+
+def iwildcam_bundle(www: Path, build: Path) -> None:
+    lines = ["split,filename,y,location_remapped,sequence_remapped,datetime"]
+    for i, (split, y, loc) in enumerate(IWILDCAM_ROWS):
+        lines.append(f"{split},{i:04x}.jpg,{y},{loc},{i},2013-06-0{1 + i % 9} 10:00:00.000")
+    files = {"metadata.csv": "\n".join(lines) + "\n", "categories.csv": "y,category_id,name\n"}
+    images = [f"train/{i:04x}.jpg" for i in range(len(IWILDCAM_ROWS))]
+    wilds_bundle(www, build, "iwildcam_v2.0", files, images)
+
+
+def wilds_config(name: str, splits: list[str], roles: dict, metrics: dict) -> dict:
+    archive = f"{name}.tar.gz"
+    kind = name.split("_v")[0]
+    return {
+        "classes": {"file": kind},
+        "templates": kind,
+        "image_size": 8,
+        "files": {archive: {"url": "unused", "unverified": "test"}},
+        "splits": {
+            s: {
+                "archive": archive,
+                "format": "wilds",
+                "part": s,
+                "folder_labels": "index",
+                **({"metric": metrics[s]} if s in metrics else {}),
+            }
+            for s in splits
+        },  # fmt: skip
+        "roles": roles,
+    }
+
+
+def wilds_index(data) -> np.ndarray:
+    """Each example's WILDS row, from the linked file name (iWildCam: the hex file name; FMoW:
+    rgb_img_<metadata row>.png)."""
+    names = [Path(p).stem for p, _ in data.folder.samples]
+    return np.array([int(n.rsplit("_", 1)[1]) if "_" in n else int(n, 16) for n in names])
+
+
+def test_iwildcam_wilds_splits_and_macro_f1(tmp_path):
+    """iWildCam's official splits from the wilds package; macro-F1 equals WILDS' F1-macro_all."""
+    import torch
+    import wilds
+
+    iwildcam_bundle(tmp_path / "www", tmp_path / "build")
+    fetched(tmp_path / "www", ["iwildcam_v2.0.tar.gz"], tmp_path / "dl")
+    roles = {"train": "train", "val": "id_val", "test": "id_test", "shifts": ["test"]}
+    metrics = {"id_val": "macro_f1", "id_test": "macro_f1", "test": "macro_f1"}
+    cfg = wilds_config("iwildcam_v2.0", ["train", "id_val", "id_test", "test"], roles, metrics)
+    info = prepare_folders("iwildcam", cfg, tmp_path / "ds", tmp_path / "dl")
+    assert len(info.classnames) == 182 and info.classnames[1] == "white-lipped peccary"
+    assert info.prompts[1] == [
+        "a photo of white-lipped peccary.",
+        "white-lipped peccary in the wild.",
+    ]
+    assert info.protocol("test") == {"metric": "macro_f1"}
+    data = load_split(tmp_path / "ds", "id_test")
+    rows = wilds_index(data)
+    assert sorted(rows) == [8, 9, 10, 11]  # WILDS' id_test rows
+    assert data.labels.tolist() == [IWILDCAM_ROWS[r][1] for r in rows]
+    # Known logits: rows 8, 9 right; row 10 (y 3) predicted 1; row 11 (y 1) predicted 0.
+    wrong = {10: 1, 11: 0}
+    pred = np.array([wrong.get(r, IWILDCAM_ROWS[r][1]) for r in rows])
+    logits = np.eye(182, dtype=np.float32)[pred]
+    ours = score(logits, data.labels.numpy(), info.protocol("id_test"))
+    ds = wilds.get_dataset("iwildcam", root_dir=str(tmp_path / "ds" / "_wilds"), download=False)
+    subset = np.flatnonzero(ds.split_array == ds.split_dict["id_test"])
+    order = [list(rows).index(i) for i in subset]
+    official, _ = ds.eval(
+        torch.as_tensor(pred[order]), ds.y_array[subset], ds.metadata_array[subset]
+    )
+    # F1 = 2TP / (n_true + n_pred): class 0 2/3, class 1 2/4, class 3 0 -> mean 7/18
+    assert ours["macro_f1"] == pytest.approx(7 / 18)
+    assert official["F1-macro_all"] == pytest.approx(7 / 18)
+    assert ours["top1"] == 0.5
+
+
+def test_wilds_bundle_without_release_file_is_a_layout_error(tmp_path):
+    iwildcam_bundle(tmp_path / "dl", tmp_path / "build")
+    import tarfile
+
+    with tarfile.open(tmp_path / "dl" / "iwildcam_v2.0.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "build" / "iwildcam_v2.0" / "metadata.csv", arcname="metadata.csv")
+    roles = {"train": "train", "val": "train", "test": "train", "shifts": []}
+    cfg = wilds_config("iwildcam_v2.0", ["train"], roles, {})
+    with pytest.raises(LayoutError, match="is no WILDS iwildcam v2.0 bundle"):
+        prepare_folders("iwildcam", cfg, tmp_path / "ds", tmp_path / "dl")
+
+
+FMOW_ROWS = [  # split column, category, country, year: WILDS' official split is by year
+    ("train", "airport", "USA", 2010), ("train", "zoo", "FRA", 2011),
+    ("val", "airport", "USA", 2012), ("test", "zoo", "FRA", 2012), ("test", "airport", "XXX", 2012),
+    ("val", "zoo", "USA", 2014), ("test", "airport", "USA", 2016), ("test", "zoo", "USA", 2017),
+    ("test", "airport", "FRA", 2016), ("test", "zoo", "XXX", 2016), ("seq", "airport", "USA", 2015),
+    ("test", "zoo", "FRA", 2017),
+]  # fmt: skip
+
+
+def test_fmow_wilds_splits_regions_and_worst_region(tmp_path):
+    """FMoW's splits by year (sequestered rows out), regions as groups ("Other" in none), and
+    worst-group accuracy by WILDS' acc_worst_region rule on known logits."""
+    lines = ["split,category,country_code,timestamp"]
+    lines += [f"{s},{c},{cc},{y}-03-01T10:00:00Z" for s, c, cc, y in FMOW_ROWS]
+    files = {
+        "rgb_metadata.csv": "\n".join(lines) + "\n",
+        "country_code_mapping.csv": "alpha-2,alpha-3,region\nUS,USA,Americas\nFR,FRA,Europe\n",
+    }
+    images = [f"images/rgb_img_{i}.png" for i in range(len(FMOW_ROWS))]
+    wilds_bundle(tmp_path / "www", tmp_path / "build", "fmow_v1.1", files, images)
+    fetched(tmp_path / "www", ["fmow_v1.1.tar.gz"], tmp_path / "dl")
+    roles = {"train": "train", "val": "id_val", "test": "id_test", "shifts": ["test"],
+             "extra": ["val"]}  # fmt: skip
+    metrics = {"test": "worst_group", "val": "worst_group"}
+    cfg = wilds_config("fmow_v1.1", ["train", "id_val", "id_test", "val", "test"], roles, metrics)
+    info = prepare_folders("fmow", cfg, tmp_path / "ds", tmp_path / "dl")
+    assert len(info.classnames) == 62 and info.prompts[0][2] == "satellite photo of an airport."
+    expect = {
+        "train": [0, 1],
+        "id_val": [2],
+        "id_test": [3, 4],
+        "val": [5],
+        "test": [6, 7, 8, 9, 11],
+    }
+    splits = {s: load_split(tmp_path / "ds", s) for s in expect}
+    assert {s: sorted(wilds_index(d)) for s, d in splits.items()} == expect
+    test = splits["test"]
+    rows = wilds_index(test)
+    category = {"airport": 0, "zoo": 61}
+    assert test.labels.tolist() == [category[FMOW_ROWS[r][1]] for r in rows]
+    assert info.splits["test"]["groups"] == ["Americas", "Europe"]
+    region = {"USA": 0, "FRA": 1, "XXX": -1}
+    assert test.groups.tolist() == [region[FMOW_ROWS[r][2]] for r in rows]
+    # Known logits: 7 (Americas) and 9 (Other) wrong -> Americas 1/2, Europe 2/2; Other ignored.
+    pred = np.array([(category[FMOW_ROWS[r][1]] + (r in (7, 9))) % 62 for r in rows])
+    logits = np.eye(62, dtype=np.float32)[pred]
+    ours = score(logits, test.labels.numpy(), info.protocol("test"), test.groups)
+    assert ours["worst_group"] == 0.5 and ours["top1"] == 0.6
+    # (WILDS' own FMoW eval needs torch_scatter, a compiled extension this suite does not install;
+    # its rule is the one above: accuracy per region, the worst over regions other than "Other".)

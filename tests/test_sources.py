@@ -338,15 +338,17 @@ def test_paper_config_dag_offline(tmp_path):
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout)
     assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
-        "fetch_file": 8,  # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints
+        "fetch_file": 10,  # 3 ImageNet shifts, 2 CIFAR archives, 2 WILDS bundles, 3 checkpoints
         "import_backbone": 3,
-        "prepare_dataset": 3,
+        "prepare_dataset": 5,
     }
     # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
-    # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet)
-    assert counts.pop("finetune") == 24 and counts.pop("evaluate") == 23
-    # the 9 paper targets its datasets can build: 7 tables, 2 figures, 1 feature-distortion job
-    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (7, 2)
+    # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet); shifts: + 6 CLIP runs each on
+    # iWildCam and FMoW
+    assert counts.pop("finetune") == 36 and counts.pop("evaluate") == 35
+    # the 11 paper targets its datasets can build: 9 tables (shifts: + FLYP Table 1's iWildCam and
+    # FMoW blocks), 2 figures, 1 feature-distortion job
+    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (9, 2)
     assert counts.pop("feature_distortion") == 1
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout

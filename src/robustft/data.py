@@ -177,6 +177,7 @@ class CropBorder:
 
 
 GROUPS_FILE = "groups.tsv"  # in a split's folder: `<class>/<image>\t<group index>` per image
+GROUP_NAMES_FILE = "groups.json"  # beside it: the group names (meta.json records them too)
 
 
 def read_groups(root: str | Path, samples) -> np.ndarray:

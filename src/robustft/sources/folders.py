@@ -27,7 +27,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..data import DatasetInfo, fill_prompt
+from ..data import GROUP_NAMES_FILE, DatasetInfo, fill_prompt
 from .formats import Inputs, get_format
 
 DATA_FILES = Path(__file__).resolve().parents[1] / "data_files"
@@ -226,6 +226,8 @@ def prepare_folders(
             record["classes"] = sorted(names.index(f) for f in present)
         if spec.get("crop_border"):  # ObjectNet's 2-px border, cropped at load time
             record["crop_border"] = int(spec["crop_border"])
+        if (roots[split] / GROUP_NAMES_FILE).is_file():  # a format's per-image groups (FMoW)
+            record["groups"] = json.loads((roots[split] / GROUP_NAMES_FILE).read_text())
         if by_index:
             record["folder_labels"] = "index"
         info.splits[split] = record
