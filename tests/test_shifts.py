@@ -318,3 +318,96 @@ def test_fmow_wilds_splits_regions_and_worst_region(tmp_path):
     assert ours["worst_group"] == 0.5 and ours["top1"] == 0.6
     # (WILDS' own FMoW eval needs torch_scatter, a compiled extension this suite does not install;
     # its rule is the one above: accuracy per region, the worst over regions other than "Other".)
+
+
+# ---- CIFAR-10.1 and STL-10 as shifts of CIFAR-10 -------------------------------------------------
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+STL10 = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+
+
+def cifar_shift_files(www: Path, build: Path) -> dict:
+    """cifar-10-python.tar.gz (pickles), CIFAR-10.1 v6's two .npy files and stl10_binary.tar.gz
+    (column-major uint8 images, labels 1..10), each image's pixels its own index."""
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    root = build / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    for file in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
+            "labels": list(range(10)),
+        }
+        (root / file).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": CIFAR10}))
+    www.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(www / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(root, arcname="cifar-10-batches-py")
+    c101 = np.stack([np.full((32, 32, 3), 20 * i, dtype=np.uint8) for i in range(4)])
+    np.save(www / "cifar10.1_v6_data.npy", c101)
+    np.save(www / "cifar10.1_v6_labels.npy", np.array([9, 0, 6, 0], dtype=np.int32))
+    stl = build / "stl10_binary"
+    stl.mkdir()
+    stl_labels = np.array([1, 3, 8, 7, 10], dtype=np.uint8)  # airplane, car, monkey, horse, truck
+    chw = np.zeros((len(stl_labels), 3, 96, 96), dtype=np.uint8)
+    chw[:, 0, 0, 5] = 255  # red at row 0, column 5 of each image ...
+    chw[:, 1] = np.arange(len(stl_labels))[:, None, None] * 40  # ... green = the image's index
+    # STL-10 stores each channel column-major (Fortran order), which is what torchvision undoes
+    chw.transpose(0, 1, 3, 2).tofile(stl / "test_X.bin")
+    stl_labels.tofile(stl / "test_y.bin")
+    (stl / "class_names.txt").write_text("\n".join(STL10) + "\n")
+    with tarfile.open(www / "stl10_binary.tar.gz", "w:gz") as tar:
+        tar.add(stl, arcname="stl10_binary")
+    names = ["cifar-10-python.tar.gz", "cifar10.1_v6_data.npy", "cifar10.1_v6_labels.npy",
+             "stl10_binary.tar.gz"]  # fmt: skip
+    return {name: sha256(www / name) for name in names}
+
+
+def cifar_shift_config(url: str, sha: dict) -> dict:
+    return {
+        "classes": {"from_split": "train"},
+        "templates": ["a photo of a {}."],
+        "image_size": 32,
+        "files": {name: {"url": f"{url}/{name}", "sha256": s} for name, s in sha.items()},
+        "splits": {
+            "train": {"archive": "cifar-10-python.tar.gz", "format": "cifar10", "part": "train"},
+            "test": {"archive": "cifar-10-python.tar.gz", "format": "cifar10", "part": "test"},
+            "cifar10_1": {
+                "archive": "cifar10.1_v6_data.npy",
+                "format": "cifar10_1",
+                "inputs": ["cifar10.1_v6_labels.npy"],
+            },
+            "stl10": {"archive": "stl10_binary.tar.gz", "format": "stl10", "part": "test"},
+        },  # fmt: skip
+        "roles": {
+            "train": "train",
+            "val": "test",
+            "test": "test",
+            "shifts": ["cifar10_1", "stl10"],
+        },
+    }
+
+
+def test_cifar10_1_and_stl10_on_cifar10_labels(tmp_path):
+    sha = cifar_shift_files(tmp_path / "www", tmp_path / "build")
+    fetched(tmp_path / "www", list(sha), tmp_path / "dl")
+    cfg = cifar_shift_config("unused", sha)
+    info = prepare_folders("cifar10", cfg, tmp_path / "ds", tmp_path / "dl")
+    assert info.classnames == CIFAR10
+    c101 = load_split(tmp_path / "ds", "cifar10_1")
+    assert sorted(c101.labels.tolist()) == [0, 0, 6, 9]
+    first = Path(c101.folder.samples[0][0])  # airplane/00001.png: the second image, label 0
+    assert first.parent.name == "airplane" and first.name == "00001.png"
+    assert np.asarray(Image.open(first))[0, 0].tolist() == [20, 20, 20]
+    stl = load_split(tmp_path / "ds", "stl10")
+    # airplane 0, car -> automobile 1, horse 7, truck 9; monkey dropped; frog (6) has no images
+    assert stl.labels.tolist() == [0, 1, 7, 9]
+    assert info.splits["stl10"]["classes"] == [0, 1, 7, 9]
+    pixels = np.asarray(Image.open(stl.folder.samples[2][0]))  # horse: STL image 3
+    assert pixels.shape == (96, 96, 3) and pixels[0, 5, 0] == 255 and pixels[5, 0, 0] == 0
+    assert pixels[10, 10, 1] == 3 * 40
+    # LP-FT scores STL with CIFAR-10's full 10-way head: frog is a possible (wrong) answer
+    assert info.protocol("stl10") == {"metric": "top1"}
+    logits = np.eye(10, dtype=np.float32)[[0, 6, 7, 1]]
+    assert score(logits, stl.labels.numpy(), info.protocol("stl10"))["top1"] == 0.5

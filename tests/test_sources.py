@@ -338,17 +338,19 @@ def test_paper_config_dag_offline(tmp_path):
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout)
     assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
-        "fetch_file": 10,  # 3 ImageNet shifts, 2 CIFAR archives, 2 WILDS bundles, 3 checkpoints
+        # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints; shifts: 2 WILDS bundles, CIFAR-10.1's
+        # 2 .npy files, STL-10
+        "fetch_file": 13,
         "import_backbone": 3,
         "prepare_dataset": 5,
     }
     # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
     # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet); shifts: + 6 CLIP runs each on
-    # iWildCam and FMoW
-    assert counts.pop("finetune") == 36 and counts.pop("evaluate") == 35
-    # the 11 paper targets its datasets can build: 9 tables (shifts: + FLYP Table 1's iWildCam and
-    # FMoW blocks), 2 figures, 1 feature-distortion job
-    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (9, 2)
+    # iWildCam and FMoW, + LP-FT's seeds 1 and 2 on CIFAR-10 (LP, FT, LP-FT)
+    assert counts.pop("finetune") == 42 and counts.pop("evaluate") == 41
+    # the 12 paper targets its datasets can build: 10 tables (shifts: + FLYP Table 1's iWildCam and
+    # FMoW blocks, LP-FT Table 2's CIFAR-10 shifts), 2 figures, 1 feature-distortion job
+    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (10, 2)
     assert counts.pop("feature_distortion") == 1
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout
