@@ -277,9 +277,7 @@ FMOW_ROWS = [  # split column, category, country, year: WILDS' official split is
 ]  # fmt: skip
 
 
-def test_fmow_wilds_splits_regions_and_worst_region(tmp_path):
-    """FMoW's splits by year (sequestered rows out), regions as groups ("Other" in none), and
-    worst-group accuracy by WILDS' acc_worst_region rule on known logits."""
+def fmow_bundle(www: Path, build: Path) -> None:
     lines = ["split,category,country_code,timestamp"]
     lines += [f"{s},{c},{cc},{y}-03-01T10:00:00Z" for s, c, cc, y in FMOW_ROWS]
     files = {
@@ -287,12 +285,22 @@ def test_fmow_wilds_splits_regions_and_worst_region(tmp_path):
         "country_code_mapping.csv": "alpha-2,alpha-3,region\nUS,USA,Americas\nFR,FRA,Europe\n",
     }
     images = [f"images/rgb_img_{i}.png" for i in range(len(FMOW_ROWS))]
-    wilds_bundle(tmp_path / "www", tmp_path / "build", "fmow_v1.1", files, images)
-    fetched(tmp_path / "www", ["fmow_v1.1.tar.gz"], tmp_path / "dl")
+    wilds_bundle(www, build, "fmow_v1.1", files, images)
+
+
+def fmow_config() -> dict:
     roles = {"train": "train", "val": "id_val", "test": "id_test", "shifts": ["test"],
              "extra": ["val"]}  # fmt: skip
     metrics = {"test": "worst_group", "val": "worst_group"}
-    cfg = wilds_config("fmow_v1.1", ["train", "id_val", "id_test", "val", "test"], roles, metrics)
+    return wilds_config("fmow_v1.1", ["train", "id_val", "id_test", "val", "test"], roles, metrics)
+
+
+def test_fmow_wilds_splits_regions_and_worst_region(tmp_path):
+    """FMoW's splits by year (sequestered rows out), regions as groups ("Other" in none), and
+    worst-group accuracy by WILDS' acc_worst_region rule on known logits."""
+    fmow_bundle(tmp_path / "www", tmp_path / "build")
+    fetched(tmp_path / "www", ["fmow_v1.1.tar.gz"], tmp_path / "dl")
+    cfg = fmow_config()
     info = prepare_folders("fmow", cfg, tmp_path / "ds", tmp_path / "dl")
     assert len(info.classnames) == 62 and info.prompts[0][2] == "satellite photo of an airport."
     expect = {
@@ -411,3 +419,69 @@ def test_cifar10_1_and_stl10_on_cifar10_labels(tmp_path):
     assert info.protocol("stl10") == {"metric": "top1"}
     logits = np.eye(10, dtype=np.float32)[[0, 6, 7, 1]]
     assert score(logits, stl.labels.numpy(), info.protocol("stl10"))["top1"] == 0.5
+
+
+@pytest.mark.slow
+def test_snakemake_fetches_fmow_and_scores_its_regions(tmp_path):
+    """fetch_file (the WILDS bundle and a CLIP checkpoint off 127.0.0.1) -> prepare_dataset (the
+    wilds package's splits) -> zero-shot `evaluate`: the logits carry FMoW's regions per image,
+    and worst-region accuracy is scored from them."""
+    import subprocess
+
+    import torch
+    import yaml
+
+    from robustft.logits import Logits
+    from robustft.models import build_clip
+
+    from .test_workflow import ENV, snakemake_cmd
+
+    fmow_bundle(tmp_path / "www", tmp_path / "build")
+    torch.manual_seed(0)
+    torch.save(build_clip({"name": "robustft-mini-cnn"}).state_dict(), tmp_path / "www" / "clip.pt")
+    with serve(tmp_path / "www") as (url, handler):
+        ds = fmow_config()
+        ds["image_size"] = 32
+        ds["templates"] = ["a photo of a {}."]
+        ds["files"]["fmow_v1.1.tar.gz"] = {
+            "url": f"{url}/fmow_v1.1.tar.gz",
+            "sha256": sha256(tmp_path / "www" / "fmow_v1.1.tar.gz"),
+        }
+        config = {
+            "datasets": {"fmow": ds},
+            "backbones": {
+                "fetched-clip": {
+                    "family": "clip",
+                    "arch": {"library": "open_clip", "name": "robustft-mini-cnn"},
+                    "weights": {
+                        "url": f"{url}/clip.pt",
+                        "sha256": sha256(tmp_path / "www" / "clip.pt"),
+                    },
+                }
+            },  # fmt: skip
+            "experiments": [
+                {"backbone": "fetched-clip", "dataset": "fmow", "methods": ["zeroshot"]}
+            ],
+        }
+        (tmp_path / "fmow.yaml").write_text(yaml.safe_dump(config))
+        work = tmp_path / "run"
+        work.mkdir()
+        target = "results/logits/fmow/fetched-clip/zeroshot/seed0.npz"
+        cmd = snakemake_cmd(work, target, "--configfile", str(tmp_path / "fmow.yaml"))
+        online = {k: v for k, v in ENV.items() if k != "HF_HUB_OFFLINE"}
+        run = subprocess.run(cmd, cwd=work, env=online, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-4000:]
+        assert sorted(p for p, _ in handler.requests) == ["/clip.pt", "/fmow_v1.1.tar.gz"]
+    logits = Logits(work / target)
+    assert set(logits.splits) == {"id_val", "id_test", "test", "val"}
+    # OOD test rows 6, 7, 8, 9, 11 in folder order (label 0: 6, 8; label 61: 11, 7, 9 by name)
+    assert logits.labels("test").tolist() == [0, 0, 61, 61, 61]
+    assert logits.groups("test").tolist() == [0, 1, 1, 0, -1]
+    assert logits.meta["groups"]["test"] == ["Americas", "Europe"]
+    assert logits.protocol("test") == {"metric": "worst_group"}
+    z = logits.logits("test", 1.0)
+    scores = score(z, logits.labels("test"), logits.protocol("test"), logits.groups("test"))
+    pred = z.argmax(1)
+    americas = np.mean(pred[[0, 3]] == logits.labels("test")[[0, 3]])
+    europe = np.mean(pred[[1, 2]] == logits.labels("test")[[1, 2]])
+    assert scores["worst_group"] == min(americas, europe)
