@@ -31,9 +31,12 @@ class DatasetInfo:
     `splits[name]` describes one split: `classes` (model class indices it covers; all if absent),
     `metric` (top1 | macro_f1 | worst_group), `restrict_logits` (score among the split's classes
     only, as ImageNet-R/A keep 200 of 1000 logits), `class_map` (ObjectNet style: split class j
-    scores as the max over the model logits in class_map[j]) and `groups` (group names, for
-    worst-group accuracy). Calibration datasets also name the split holding every class
-    (`oracle_train`) and the `source` dataset whose linear probe is the source model.
+    scores as the max over the model logits in class_map[j]; on real data with the split's own
+    class folders `split_folders` and names `class_map_names`), `groups` (group names, for
+    worst-group accuracy; a folder split's per-image groups are in its `groups.tsv`) and
+    `crop_border` (pixels cropped off every side before the resize: ObjectNet's 2). Calibration
+    datasets also name the split holding every class (`oracle_train`) and the `source` dataset
+    whose linear probe is the source model.
 
     `prompts[c]` are class c's zero-shot prompts, filled in by the data source (the papers' exact
     templates for real data; the mini world's with its articles fixed); `folder_classes[c]` is

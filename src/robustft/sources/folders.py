@@ -17,7 +17,9 @@ other. Class names, folder names and prompts are written into meta.json:
 * `class_map_file: <name>` (ObjectNet): the split has its own classes, the folders listed in
   data_files/class_maps/<name>.json, each scored as the max over its model classes' logits; other
   folders are left out (ObjectNet's 200 classes without an ImageNet counterpart);
-  `crop_border: <px>` crops that many pixels off every side before the eval resize.
+  `crop_border: <px>` crops that many pixels off every side before the eval resize;
+* per-image groups (FMoW's regions): a format writes `groups.tsv` and `groups.json` (the names)
+  into the split's folder; meta.json records the names, `load_split` reads the groups.
 """
 
 from __future__ import annotations
