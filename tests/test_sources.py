@@ -338,20 +338,23 @@ def test_paper_config_dag_offline(tmp_path):
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout)
     assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
-        # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints;
-        # transfer: Caltech101 1, Stanford Cars 4, Flowers102 3, PCam 6, Rendered SST2 1
-        "fetch_file": 8 + 15,
+        # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints; shifts: 2 WILDS bundles, CIFAR-10.1's
+        # 2 .npy files, STL-10; transfer: Caltech101 1, Stanford Cars 4, Flowers102 3, PCam 6,
+        # Rendered SST2 1
+        "fetch_file": 13 + 15,
         "import_backbone": 3,
-        "prepare_dataset": 3 + 5,  # transfer: caltech101, stanford_cars, flowers102, pcam, sst2
+        "prepare_dataset": 5 + 5,  # transfer: caltech101, stanford_cars, flowers102, pcam, sst2
     }
     # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
-    # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet).
+    # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet); shifts: + 6 CLIP runs each on
+    # iWildCam and FMoW, + LP-FT's seeds 1 and 2 on CIFAR-10 (LP, FT, LP-FT).
     # Transfer (+145): Table 4's zeroshot, LP, FT, LP-FT, FLYP on 3 sets (15); Table 3's on PCam
     # and SST2: zeroshot and 4 methods x k 4/16/32, each over 5 seeds (2 x 65)
-    assert counts.pop("finetune") == 24 + 145 and counts.pop("evaluate") == 23 + 145
-    # the 9 paper targets its datasets can build: 7 tables, 2 figures, 1 feature-distortion job;
+    assert counts.pop("finetune") == 42 + 145 and counts.pop("evaluate") == 41 + 145
+    # the 12 paper targets its datasets can build: 10 tables (shifts: + FLYP Table 1's iWildCam and
+    # FMoW blocks, LP-FT Table 2's CIFAR-10 shifts), 2 figures, 1 feature-distortion job;
     # transfer: FLYP Table 3 (PCam, SST2) and Table 4, 3 tables
-    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (7 + 3, 2)
+    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (10 + 3, 2)
     assert counts.pop("feature_distortion") == 1
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout

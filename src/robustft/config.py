@@ -344,7 +344,8 @@ def _check_generated_splits(name: str, ds: dict) -> list[str]:
     errors, where = [], f"datasets[{name!r}]"
     for split, spec in ds["splits"].items():
         lacking = [k for k in ("domain", "n") if k not in spec]
-        foreign = [k for k in ("archive", "folder", "path", "folder_labels") if k in spec]
+        foreign = [k for k in ("archive", "folder", "path", "folder_labels", "class_map_file",
+                                "crop_border") if k in spec]  # fmt: skip
         if lacking or foreign:
             errors.append(
                 f"{where}.splits[{split!r}]: a generated split needs domain and n"
@@ -456,6 +457,12 @@ def _check_real_dataset(name: str, ds: dict) -> list[str]:
             errors += _check_format(at, spec, files)
         elif "part" in spec or "inputs" in spec:
             errors.append(f"{at}: `part` and `inputs` go with a `format`")
+        mapped = spec.get("class_map_file")
+        if mapped is not None and mapped not in _data_file_names("class_maps"):
+            errors.append(
+                f"{at}.class_map_file: no data file {mapped!r}; valid: "
+                f"{_data_file_names('class_maps')}"
+            )
         generated = [k for k in ("domain", "n", "seed", "mix", "imbalance") if k in spec]
         if generated:
             errors.append(f"{at}: {generated} only apply to generated datasets")

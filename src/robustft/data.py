@@ -31,9 +31,12 @@ class DatasetInfo:
     `splits[name]` describes one split: `classes` (model class indices it covers; all if absent),
     `metric` (top1 | macro_f1 | worst_group), `restrict_logits` (score among the split's classes
     only, as ImageNet-R/A keep 200 of 1000 logits), `class_map` (ObjectNet style: split class j
-    scores as the max over the model logits in class_map[j]) and `groups` (group names, for
-    worst-group accuracy). Calibration datasets also name the split holding every class
-    (`oracle_train`) and the `source` dataset whose linear probe is the source model.
+    scores as the max over the model logits in class_map[j]; on real data with the split's own
+    class folders `split_folders` and names `class_map_names`), `groups` (group names, for
+    worst-group accuracy; a folder split's per-image groups are in its `groups.tsv`) and
+    `crop_border` (pixels cropped off every side before the resize: ObjectNet's 2). Calibration
+    datasets also name the split holding every class (`oracle_train`) and the `source` dataset
+    whose linear probe is the source model.
 
     `prompts[c]` are class c's zero-shot prompts, filled in by the data source (the papers' exact
     templates for real data; the mini world's with its articles fixed); `folder_classes[c]` is
@@ -165,9 +168,43 @@ class PackedSplit(torch.utils.data.Dataset):
         return normalize_uint8(self.images[idx]), self.labels[idx]
 
 
+class CropBorder:
+    """Crop `px` pixels off every side (wise-ft's ObjectNet `crop`: its images have a 2-px border)."""
+
+    def __init__(self, px: int):
+        self.px = px
+
+    def __call__(self, image):
+        width, height = image.size
+        return image.crop((self.px, self.px, width - self.px, height - self.px))
+
+
+GROUPS_FILE = "groups.tsv"  # in a split's folder: `<class>/<image>\t<group index>` per image
+GROUP_NAMES_FILE = "groups.json"  # beside it: the group names (meta.json records them too)
+
+
+def read_groups(root: str | Path, samples) -> np.ndarray:
+    """Per-example group indices of a folder split, in `samples` order (FMoW's regions); the file
+    is written by the split's data source, keyed by path so that folder order cannot misalign it."""
+    path = Path(root) / GROUPS_FILE
+    table = {}
+    for line in path.read_text().splitlines():
+        rel, group = line.rsplit("\t", 1)
+        table[rel] = int(group)
+    try:
+        return np.array(
+            [table[Path(p).relative_to(root).as_posix()] for p, _ in samples], dtype=np.int64
+        )
+    except KeyError as err:
+        raise CorruptFileError(
+            corrupt_message("groups file", path, err, target=Path(root).parent)
+        ) from None
+
+
 class FolderSplit(torch.utils.data.Dataset):
     """A split stored as an image folder (`<class>/<image>`), read with CLIP's eval preprocessing
-    (bicubic resize of the short side, centre crop). A batch's images are decoded by `workers`
+    (bicubic resize of the short side, centre crop; after cropping `crop_border` pixels off every
+    side where the split asks for it, as ObjectNet does). A batch's images are decoded by `workers`
     threads (default: torch's threads, which jobs set from the rule's `threads`): PIL releases the
     GIL while decoding and resizing, so threads scale without worker processes' start-up and
     copies. On CUDA machines batches come back in pinned memory, for asynchronous copies."""
@@ -178,12 +215,14 @@ class FolderSplit(torch.utils.data.Dataset):
         folder_classes: list[str],
         image_size: int,
         workers: int | None = None,
+        crop_border: int = 0,
     ):
         from torchvision import datasets, transforms
 
         self.folder = datasets.ImageFolder(str(root))
         self.transform = transforms.Compose(
-            [
+            [CropBorder(crop_border)] * bool(crop_border)
+            + [
                 transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
                 transforms.CenterCrop(image_size),
                 transforms.ToTensor(),
@@ -282,9 +321,17 @@ def load_split(dataset_dir: str | Path, split: str) -> PackedSplit | FolderSplit
     if (dataset_dir / split).is_dir():
         info = DatasetInfo.read(dataset_dir)
         folders = info.folder_classes or [c.replace(" ", "_") for c in info.classnames]
-        if info.splits.get(split, {}).get("folder_labels") == "index":  # ImageNet-V2: 0..999
+        spec = info.splits.get(split, {})
+        if spec.get("folder_labels") == "index":  # ImageNet-V2: 0..999
             folders = [str(i) for i in range(len(info.classnames))]
-        return FolderSplit(dataset_dir / split, folders, info.image_size)
+        if spec.get("split_folders"):  # ObjectNet: its own classes, labels index them
+            folders = spec["split_folders"]
+        data = FolderSplit(
+            dataset_dir / split, folders, info.image_size, crop_border=spec.get("crop_border", 0)
+        )
+        if spec.get("groups"):
+            data.groups = read_groups(dataset_dir / split, data.folder.samples)
+        return data
     raise FileNotFoundError(
         f"split {split!r} not found in {dataset_dir} (no {split}.npz, no folder)"
     )

@@ -91,12 +91,14 @@ def macro_f1(
 
 
 def group_accuracies(pred: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict[int, float]:
-    """Accuracy within each group present in ``groups``."""
+    """Accuracy within each group present in ``groups``. A negative group marks an example in no
+    group (FMoW's "Other" region, which WILDS leaves out of the worst region): it still counts
+    in top-1, in no group's accuracy."""
     pred, labels, groups = np.asarray(pred), np.asarray(labels), np.asarray(groups, dtype=int)
     if not pred.shape == labels.shape == groups.shape:
         raise ValueError("pred, labels and groups must have the same shape")
     correct = pred == labels
-    return {int(g): float(correct[groups == g].mean()) for g in np.unique(groups)}
+    return {int(g): float(correct[groups == g].mean()) for g in np.unique(groups) if g >= 0}
 
 
 def worst_group_accuracy(pred: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
@@ -133,6 +135,8 @@ def score(
         out["macro_f1"] = macro_f1(pred, labels, num_classes=k)
     elif metric == "worst_group":
         accs = group_accuracies(pred, labels, groups)
+        if not accs:
+            raise ValueError("worst_group: no example is in a group (all groups are negative)")
         out["worst_group"] = min(accs.values())
         out.update({f"group_acc/{g}": acc for g, acc in accs.items()})
     return out

@@ -13,7 +13,13 @@ other. Class names, folder names and prompts are written into meta.json:
 * class folders: the class names (spaces as underscores), or the sorted folders of
   `class_folders: <split>`; a split with `folder_labels: index` names its folders 0..k-1
   (ImageNet-V2);
-* `templates`: a list, or the name of a data file under data_files/templates/.
+* `templates`: a list, or the name of a data file under data_files/templates/;
+* `class_map_file: <name>` (ObjectNet): the split has its own classes, the folders listed in
+  data_files/class_maps/<name>.json, each scored as the max over its model classes' logits; other
+  folders are left out (ObjectNet's 200 classes without an ImageNet counterpart);
+  `crop_border: <px>` crops that many pixels off every side before the eval resize;
+* per-image groups (FMoW's regions): a format writes `groups.tsv` and `groups.json` (the names)
+  into the split's folder; meta.json records the names, `load_split` reads the groups.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..data import DatasetInfo, fill_prompt
+from ..data import GROUP_NAMES_FILE, DatasetInfo, fill_prompt
 from .formats import Inputs, get_format
 
 DATA_FILES = Path(__file__).resolve().parents[1] / "data_files"
@@ -96,6 +102,45 @@ def split_source(
     return target
 
 
+def class_map_entries(name: str) -> list[dict]:
+    """A split class map shipped as data: `{folder, name, indices}` per split class, in label
+    order (the sorted folders, as torchvision's ImageFolder and wise-ft number them)."""
+    return data_file("class_maps", name)
+
+
+def mapped_split(
+    where: str, spec: dict, root: Path, out_dir: Path, split: str, n_classes: int
+) -> tuple[Path, dict]:
+    """A `class_map_file` split: a folder of links to the mapped class folders found in `root`
+    (ObjectNet: 113 of its 313), and what meta.json records about its label space."""
+    entries = class_map_entries(spec["class_map_file"])
+    folders = [e["folder"] for e in entries]
+    bad = [e["folder"] for e in entries if not all(0 <= i < n_classes for i in e["indices"])]
+    if bad:
+        raise LayoutError(
+            f"{where}: class map {spec['class_map_file']!r} maps {bad[:5]} onto model classes "
+            f"outside 0..{n_classes - 1}; the dataset's classes must be the ones it indexes"
+        )
+    present = set(class_folders(root))
+    keep = [f for f in folders if f in present]
+    if not keep:
+        raise LayoutError(
+            f"{where}: {root} has none of the {len(folders)} class folders of class map "
+            f"{spec['class_map_file']!r}, e.g. {folders[:5]}"
+        )
+    target = out_dir / "_mapped" / split  # links only: rebuilt each time, nothing copied
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for folder in keep:
+        (target / folder).symlink_to(os.path.relpath(root / folder, target))
+    record = {
+        "class_map": [list(e["indices"]) for e in entries],
+        "class_map_names": [e["name"] for e in entries],
+        "split_folders": folders,
+    }
+    return target, record
+
+
 def _class_names(name: str, cfg: dict, out_dir: Path, downloads: Path) -> list[str]:
     classes = cfg["classes"]
     if isinstance(classes, list):
@@ -161,6 +206,12 @@ def prepare_folders(
         where = f"datasets[{name!r}].splits[{split!r}]"
         by_index = spec.get("folder_labels") == "index"
         names = [str(i) for i in range(len(classnames))] if by_index else folders
+        mapped = {}
+        if spec.get("class_map_file"):  # its own label space: the map's folders
+            roots[split], mapped = mapped_split(
+                where, spec, roots[split], out_dir, split, len(classnames)
+            )
+            names = mapped["split_folders"]
         check_image_folder(roots[split], where)
         present = class_folders(roots[split])
         unknown = sorted(set(present) - set(names))
@@ -171,8 +222,14 @@ def prepare_folders(
             )
         record = {"metric": spec.get("metric", "top1"), "restrict_logits": bool(
             spec.get("restrict_logits", False))}  # fmt: skip
-        if len(present) < len(classnames):  # ImageNet-R/A: 200 of the 1000 classes
+        if mapped:
+            record.update(mapped)
+        elif len(present) < len(classnames):  # ImageNet-R/A: 200 of the 1000 classes
             record["classes"] = sorted(names.index(f) for f in present)
+        if spec.get("crop_border"):  # ObjectNet's 2-px border, cropped at load time
+            record["crop_border"] = int(spec["crop_border"])
+        if (roots[split] / GROUP_NAMES_FILE).is_file():  # a format's per-image groups (FMoW)
+            record["groups"] = json.loads((roots[split] / GROUP_NAMES_FILE).read_text())
         if by_index:
             record["folder_labels"] = "index"
         info.splits[split] = record

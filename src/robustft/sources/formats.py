@@ -29,7 +29,16 @@ def unpack_once(archive: Path, into: Path) -> Path:
         tmp = into / (archive.name + ".unpacking")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        shutil.unpack_archive(archive, tmp)
+        try:
+            shutil.unpack_archive(archive, tmp)
+        except RuntimeError as err:  # zipfile: "File ... is encrypted, password required"
+            from .folders import LayoutError
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LayoutError(
+                f"{archive}: {err}; unpack it by hand with the host's password (e.g. unzip -P) "
+                "and point the split at the unpacked folder with `path:`"
+            ) from None
         tmp.rename(target)
     return target
 
@@ -185,9 +194,11 @@ def format_module(name: str) -> str:
 # its heavy readers (scipy, h5py, pandas) inside its functions, so listing the formats stays cheap.
 FORMAT_MODULES: list[str] = [
     "format_caltech101",
+    "format_cifar_shifts",
     "format_flowers102",
     "format_pcam",
     "format_stanford_cars",
+    "format_wilds",
 ]
 
 
