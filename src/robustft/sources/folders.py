@@ -13,7 +13,9 @@ other. Class names, folder names and prompts are written into meta.json:
 * class folders: the class names (spaces as underscores), or the sorted folders of
   `class_folders: <split>`; a split with `folder_labels: index` names its folders 0..k-1
   (ImageNet-V2);
-* `templates`: a list, or the name of a data file under data_files/templates/.
+* `templates`: a list, or the name of a data file under data_files/templates/;
+* a split's `classes: finetuning` (or a list) keeps only those class folders: the
+  holistic-transfer training data, without the dataset's `absent_classes`.
 """
 
 from __future__ import annotations
@@ -96,6 +98,28 @@ def split_source(
     return target
 
 
+def kept_classes(spec: dict, classnames: list[str], absent: list[str]) -> list[str] | None:
+    """The classes a real split keeps (`classes: finetuning` = all but the dataset's absent
+    classes, or a list); None keeps every class."""
+    classes = spec.get("classes", "all")
+    if classes == "all":
+        return None
+    if classes == "finetuning":
+        return [c for c in classnames if c not in set(absent)]
+    return list(classes)
+
+
+def class_subset(root: Path, keep: list[str], target: Path) -> Path:
+    """`target` holding links to the `keep` class folders of `root` (the holistic-transfer
+    training data: the fine-tuning classes only), made anew on every call."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for folder in keep:
+        if (root / folder).is_dir():
+            (target / folder).symlink_to(os.path.relpath(root / folder, target))
+    return target
+
+
 def _class_names(name: str, cfg: dict, out_dir: Path, downloads: Path) -> list[str]:
     classes = cfg["classes"]
     if isinstance(classes, list):
@@ -138,6 +162,11 @@ def prepare_folders(
         split: split_source(name, split, spec, out_dir, downloads, folders)
         for split, spec in sorted(cfg["splits"].items())
     }
+    for split, spec in sorted(cfg["splits"].items()):
+        keep = kept_classes(spec, classnames, cfg.get("absent_classes", []))
+        if keep is not None:
+            keep = [folders[classnames.index(c)] for c in keep]
+            roots[split] = class_subset(roots[split], keep, out_dir / "_classes" / split)
     templates = cfg["templates"]
     templates = data_file("templates", templates) if isinstance(templates, str) else templates
     roles = cfg["roles"]

@@ -161,7 +161,7 @@ def format_names() -> list[str]:
 
 # Format modules beside this one (format_<name>.py) register themselves when imported; each imports
 # its heavy readers (scipy, h5py, pandas) inside its functions, so listing the formats stays cheap.
-FORMAT_MODULES: list[str] = []
+FORMAT_MODULES: list[str] = ["format_image_list"]
 
 
 def _load_modules() -> None:
