@@ -338,18 +338,27 @@ def test_paper_config_dag_offline(tmp_path):
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout)
     assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
-        "fetch_file": 8,  # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints
+        # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints; Office-Home: 4 domains + image lists
+        "fetch_file": 8 + 5,
         "import_backbone": 3,
-        "prepare_dataset": 3,
+        "prepare_dataset": 3 + 8,  # Office-Home: 2 source domains, 6 pairs
     }
     # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
-    # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet)
-    assert counts.pop("finetune") == 24 and counts.pop("evaluate") == 23
-    # the 9 paper targets its datasets can build: 7 tables, 2 figures, 1 feature-distortion job
-    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (7, 2)
+    # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet). Office-Home: sup-r50 ft on 6
+    # pairs, the 2 source fine-tunes (theta_0, not evaluated), 5 CLIP runs on Ar -> Cl and the 5
+    # optimizer recipes; gamma_PCV (3) and oracle (1) fine-tunes of the 7 ft runs.
+    assert counts.pop("finetune") == 24 + 18 and counts.pop("evaluate") == 23 + 16
+    assert counts.pop("finetune_variant") == counts.pop("evaluate_variant") == 7 * 4
+    # the 9 paper targets its datasets can build: 7 tables, 2 figures, 1 feature-distortion job;
+    # Office-Home Ar -> Cl: the calibration paper's 2 tables and 3 figures and the cross-paper table
+    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (7 + 3, 2 + 3)
     assert counts.pop("feature_distortion") == 1
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout
+    # the calibration paper's source model is the source domain's fine-tune (source_recipe: ft)
+    assert "results/models/officehome-ar/sup-r50/ft/seed0/model.pt" in dry.stdout
+    assert "results/models/officehome-rw/sup-r50/ft/seed0/model.pt" in dry.stdout
+    assert "officehome-ar/sup-r50/lp/" not in dry.stdout
 
 
 def test_threaded_folder_batches_equal_single_threaded(tmp_path):
