@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -31,10 +32,11 @@ CLASSES = data_file("classes", "officehome")
 PARTITIONS = json.loads((DATA / "partitions" / "officehome_calibrated.json").read_text())
 
 
-def officehome_fixture(www: Path, build: Path, drop_test_line: bool = False) -> None:
+def officehome_fixture(www: Path, build: Path) -> None:
     """Art.tgz with every test image of the paper's Art split and two training images per class,
     and image_list.zip whose Art.txt labels them by the class order; Drill/train-b.jpg is listed
-    with label 2 (Bottle): the list decides, not the folder."""
+    with label 2 (Bottle): the list decides, not the folder. broken/image_list.zip lacks the
+    first test image's line."""
     rng = np.random.default_rng(0)
     test = read_test_list("officehome_calibrated_test")
     lines = [(p, CLASSES.index(p.split("/")[1].replace("_", " "))) for p in test if p[:4] == "Art/"]
@@ -45,21 +47,28 @@ def officehome_fixture(www: Path, build: Path, drop_test_line: bool = False) -> 
     for path, _ in lines:
         (build / path).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(build / path)
-    www.mkdir(parents=True, exist_ok=True)
+    (www / "broken").mkdir(parents=True, exist_ok=True)
     with tarfile.open(www / "Art.tgz", "w:gz") as tar:
         tar.add(build / "Art", arcname="Art")
-    listed = lines[1:] if drop_test_line else lines
-    with zipfile.ZipFile(www / "image_list.zip", "w") as z:
-        z.writestr("image_list/Art.txt", "".join(f"{p} {y}\n" for p, y in listed))
+    shutil.copy(www / "Art.tgz", www / "broken" / "Art.tgz")
+    for zipped, listed in ((www, lines), (www / "broken", lines[1:])):
+        with zipfile.ZipFile(zipped / "image_list.zip", "w") as z:
+            z.writestr("image_list/Art.txt", "".join(f"{p} {y}\n" for p, y in listed))
 
 
-def fetched_config(tmp_path: Path, monkeypatch, name: str, **fixture) -> dict:
+@pytest.fixture(scope="module")
+def www(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("officehome")
+    officehome_fixture(root / "www", root / "build")
+    return root / "www"
+
+
+def fetched_config(tmp_path: Path, monkeypatch, www: Path, name: str) -> dict:
     """The paper config's entry for `name`, its files fetched from a loopback server."""
     for var in OFFLINE_ENV:
         monkeypatch.delenv(var, raising=False)
-    officehome_fixture(tmp_path / "www", tmp_path / "build", **fixture)
     cfg = copy.deepcopy(PAPER["datasets"][name])
-    with serve(tmp_path / "www") as (url, handler):
+    with serve(www) as (url, handler):
         for file in ("Art.tgz", "image_list.zip"):
             fetch(f"{url}/{file}", tmp_path / "dl" / file, log=lambda *a: None)
     assert sorted(p for p, _ in handler.requests) == ["/Art.tgz", "/image_list.zip"]
@@ -70,10 +79,10 @@ def labels_of(split) -> list[int]:
     return split.labels.tolist()
 
 
-def test_paper_pair_prepares_partition_and_split(tmp_path, monkeypatch):
+def test_paper_pair_prepares_partition_and_split(tmp_path, monkeypatch, www):
     """Rw -> Ar: train holds Rw's 30 fine-tuning classes only, test and train_all all 65; test is
     the paper's 750 Art images; labels come from the list."""
-    cfg = fetched_config(tmp_path, monkeypatch, "officehome-rw-ar")
+    cfg = fetched_config(tmp_path, monkeypatch, www, "officehome-rw-ar")
     info = prepare_folders("officehome-rw-ar", cfg, tmp_path / "ds", tmp_path / "dl")
     assert DatasetInfo.read(tmp_path / "ds").folder_classes[:3] == ["Drill", "Exit_Sign", "Bottle"]
     assert len(info.classnames) == 65 and info.source == "officehome-rw"
@@ -97,15 +106,15 @@ def test_paper_pair_prepares_partition_and_split(tmp_path, monkeypatch):
     assert not names & {Path(p).name for p, _ in test.folder.samples}
 
 
-def test_source_domain_keeps_every_class(tmp_path, monkeypatch):
-    cfg = fetched_config(tmp_path, monkeypatch, "officehome-ar")
+def test_source_domain_keeps_every_class(tmp_path, monkeypatch, www):
+    cfg = fetched_config(tmp_path, monkeypatch, www, "officehome-ar")
     prepare_folders("officehome-ar", cfg, tmp_path / "ds", tmp_path / "dl")
     train = load_split(tmp_path / "ds", "train")
     assert sorted(set(labels_of(train))) == list(range(65)) and len(train) == 130
 
 
-def test_a_list_without_the_papers_test_images_is_a_layout_error(tmp_path, monkeypatch):
-    cfg = fetched_config(tmp_path, monkeypatch, "officehome-rw-ar", drop_test_line=True)
+def test_a_list_without_the_papers_test_images_is_a_layout_error(tmp_path, monkeypatch, www):
+    cfg = fetched_config(tmp_path, monkeypatch, www / "broken", "officehome-rw-ar")
     with pytest.raises(
         LayoutError, match=r"names 1 image\(s\) the list 'image_list/Art.txt' lacks"
     ):
@@ -179,3 +188,37 @@ def test_office_home_config_errors_name_the_valid_choices():
         ds["officehome-ar-cl"]["splits"]["test"]["part"] = "testing"
 
     assert any("'testing'; valid: ['all', 'train', 'test']" in e for e in paper_checked(bad_part))
+
+
+def test_imagenet_r_lists_keep_the_fine_tuning_classes(tmp_path, monkeypatch):
+    """ImageNet-R's holistic transfer: the paper's list files (labels = ImageNet-1k indices) over
+    imagenet-r.tar, class folders by index; train keeps IMAGENET_TARGET_R's first 100 classes."""
+    for var in OFFLINE_ENV:
+        monkeypatch.delenv(var, raising=False)
+    order = json.loads((DATA / "partitions" / "imagenet_r_calibrated.json").read_text())["orders"]
+    kept, absent = order["R"][:2], order["R"][100:102]  # 2 fine-tuning and 2 absent classes
+    rng = np.random.default_rng(0)
+    lines = {"R_training.txt": [], "R_testing.txt": []}
+    for label in kept + absent:
+        for i, file in enumerate(["R_training.txt", "R_training.txt", "R_testing.txt"]):
+            path = f"imagenet-r/n{label:08d}/sketch_{i}.jpg"  # the list, not the wnid, labels it
+            (tmp_path / "build" / path).parent.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "build" / path)
+            lines[file].append(f"{path} {label}\n")
+    (tmp_path / "www").mkdir()
+    with tarfile.open(tmp_path / "www" / "imagenet-r.tar", "w") as tar:
+        tar.add(tmp_path / "build" / "imagenet-r", arcname="imagenet-r")
+    for file, text in lines.items():
+        (tmp_path / "www" / file).write_text("".join(text))
+    with serve(tmp_path / "www") as (url, _):
+        for file in ("imagenet-r.tar", *lines):
+            fetch(f"{url}/{file}", tmp_path / "dl" / file, log=lambda *a: None)
+    cfg = copy.deepcopy(PAPER["datasets"]["imagenet-r-ht"])
+    info = prepare_folders("imagenet-r-ht", cfg, tmp_path / "ds", tmp_path / "dl")
+    names = data_file("classes", "imagenet_openai")
+    assert info.absent_classes == [names[i] for i in order["R"][100:]]
+    train, test = load_split(tmp_path / "ds", "train"), load_split(tmp_path / "ds", "test")
+    train_all = load_split(tmp_path / "ds", "train_all")
+    assert sorted(set(labels_of(train))) == sorted(kept) and len(train) == 4
+    assert sorted(set(labels_of(test))) == sorted(kept + absent) and len(train_all) == 8

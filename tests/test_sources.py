@@ -338,17 +338,19 @@ def test_paper_config_dag_offline(tmp_path):
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout)
     assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
-        # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints; Office-Home: 4 domains + image lists
-        "fetch_file": 8 + 5,
+        # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints; Office-Home: 4 domains + image
+        # lists; ImageNet-R's 2 holistic-transfer lists
+        "fetch_file": 8 + 5 + 2,
         "import_backbone": 3,
-        "prepare_dataset": 3 + 8,  # Office-Home: 2 source domains, 6 pairs
+        "prepare_dataset": 3 + 8 + 1,  # Office-Home: 2 source domains, 6 pairs; ImageNet-R HT
     }
     # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
     # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet). Office-Home: sup-r50 ft on 6
     # pairs, the 2 source fine-tunes (theta_0, not evaluated), 5 CLIP runs on Ar -> Cl and the 5
-    # optimizer recipes; gamma_PCV (3) and oracle (1) fine-tunes of the 7 ft runs.
-    assert counts.pop("finetune") == 24 + 18 and counts.pop("evaluate") == 23 + 16
-    assert counts.pop("finetune_variant") == counts.pop("evaluate_variant") == 7 * 4
+    # optimizer recipes; ImageNet-R HT's ft; gamma_PCV (3) and oracle (1) fine-tunes of the 8 ft
+    # runs on absent-class datasets.
+    assert counts.pop("finetune") == 24 + 18 + 1 and counts.pop("evaluate") == 23 + 16 + 1
+    assert counts.pop("finetune_variant") == counts.pop("evaluate_variant") == 8 * 4
     # the 9 paper targets its datasets can build: 7 tables, 2 figures, 1 feature-distortion job;
     # Office-Home Ar -> Cl: the calibration paper's 2 tables and 3 figures and the cross-paper table
     assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (7 + 3, 2 + 3)

@@ -98,15 +98,14 @@ def split_source(
     return target
 
 
-def kept_classes(spec: dict, classnames: list[str], absent: list[str]) -> list[str] | None:
-    """The classes a real split keeps (`classes: finetuning` = all but the dataset's absent
-    classes, or a list); None keeps every class."""
+def kept_classes(spec: dict, classnames: list[str], absent: list[str]) -> list[int] | None:
+    """The class indices a real split keeps (`classes: finetuning` = all but the dataset's absent
+    classes, or a list of names); None keeps every class."""
     classes = spec.get("classes", "all")
     if classes == "all":
         return None
-    if classes == "finetuning":
-        return [c for c in classnames if c not in set(absent)]
-    return list(classes)
+    drop = set(absent) if classes == "finetuning" else set(classnames) - set(classes)
+    return [i for i, c in enumerate(classnames) if c not in drop]
 
 
 def class_subset(root: Path, keep: list[str], target: Path) -> Path:
@@ -165,7 +164,8 @@ def prepare_folders(
     for split, spec in sorted(cfg["splits"].items()):
         keep = kept_classes(spec, classnames, cfg.get("absent_classes", []))
         if keep is not None:
-            keep = [folders[classnames.index(c)] for c in keep]
+            by_index = spec.get("folder_labels") == "index"
+            keep = [str(i) if by_index else folders[i] for i in keep]
             roots[split] = class_subset(roots[split], keep, out_dir / "_classes" / split)
     templates = cfg["templates"]
     templates = data_file("templates", templates) if isinstance(templates, str) else templates

@@ -7,13 +7,14 @@ an index into the dataset's class list (not the folder's name: the list decides)
 
 * `archive`: the image archive; list paths are relative to its unpacked root;
 * `inputs: [<list file>]`: the fetched file holding the list (an archive or the list itself);
-* `list`: the list's path inside that archive (e.g. `image_list/Art.txt`);
+* `list`: the list's path inside that archive (e.g. `image_list/Art.txt`), if it is one;
 * `part`: `all` lines, or the `test` / `train` lines of a paper's split: `test_list` names a data
   file under data_files/image_lists/ (`<name>.txt`) holding the test images; `train` is the
   list's every other line. The test file has one line per image folder, `<folder> <image> ...`,
   an all-digit image being `<5 digits>.jpg` (Office-Home's names).
 
-Each image is hard-linked (copied across file systems) to `<class folder of its label>/`.
+Each image is hard-linked (copied across file systems) to `<class folder of its label>/`, or to
+`<label>/` with `folder_labels: index` (ImageNet's 1000 CLIP names are not all distinct).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def read_list(path: Path) -> list[tuple[str, int]]:
     return entries
 
 
+def _name(spec: dict) -> str:
+    return spec.get("list", spec["inputs"][0])
+
+
 def _list_file(inputs: Inputs, spec: dict) -> Path:
     from .folders import LayoutError
 
@@ -89,7 +94,7 @@ def select(entries: list[tuple[str, int]], spec: dict) -> list[tuple[str, int]]:
 
         raise LayoutError(
             f"test_list {spec['test_list']!r} names {len(missing)} image(s) the list "
-            f"{spec['list']!r} lacks, e.g. {missing[:3]} (or none of its domains {sorted(domains)})"
+            f"{_name(spec)!r} lacks, e.g. {missing[:3]} (or none of its domains {sorted(domains)})"
         )
     keep = spec["part"] == "test"
     return [(path, label) for path, label in entries if (path in test) == keep]
@@ -103,17 +108,18 @@ def convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> Non
     bad = [(p, y) for p, y in entries if not 0 <= y < len(folders)]
     if bad:
         raise LayoutError(
-            f"{len(bad)} line(s) of {spec['list']!r} have labels outside 0..{len(folders) - 1} "
+            f"{len(bad)} line(s) of {_name(spec)!r} have labels outside 0..{len(folders) - 1} "
             f"(the dataset's {len(folders)} classes), e.g. {bad[:3]}"
         )
     absent = [p for p, _ in entries if not (root / p).is_file()]
     if absent:
         raise LayoutError(
-            f"{len(absent)} of the {len(entries)} images {spec['list']!r} lists are not in "
+            f"{len(absent)} of the {len(entries)} images {_name(spec)!r} lists are not in "
             f"{spec['archive']}, e.g. {absent[:3]}"
         )
+    by_index = spec.get("folder_labels") == "index"
     for path, label in entries:
-        out = target / folders[label]
+        out = target / (str(label) if by_index else folders[label])
         out.mkdir(parents=True, exist_ok=True)
         dest = out / path.replace("/", "_")  # unique even where two folders share image names
         try:
@@ -126,6 +132,8 @@ def _check(at: str, spec: dict) -> list[str]:
     errors = []
     if not spec.get("inputs"):
         errors.append(f"{at}: format image_list needs `inputs: [<the list's file>]`")
+    elif is_archive(spec["inputs"][0]) and "list" not in spec:
+        errors.append(f"{at}: name the `list` inside {spec['inputs'][0]} (e.g. image_list/Art.txt)")
     if spec.get("part") in ("train", "test"):
         if "test_list" not in spec:
             errors.append(f"{at}: part {spec['part']!r} needs `test_list` (a paper's test images)")
@@ -140,8 +148,8 @@ register(
     "image_list",
     Format(
         convert=convert,
-        keys=("list", "part", "test_list"),
-        required=("list", "part"),
+        keys=("list", "part", "test_list", "folder_labels"),
+        required=("part",),
         parts=PARTS,
         describe='"path label" lists over an unpacked image archive (Office-Home)',
         extra_checks=[_check],
