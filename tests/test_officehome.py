@@ -136,6 +136,10 @@ def test_partitions_and_test_lists_match_the_paper():
             order = PARTITIONS["orders"][source]
             assert ds["absent_classes"] == [CLASSES[i] for i in order[30:]], name
             assert ds["source_recipe"] == "ft" and ds["splits"]["train"]["classes"] == "finetuning"
+    for file, size, classes in (("imagenet_r", 200, 1000), ("imagenet_s", 1000, 1000)):
+        orders = json.loads((DATA / "partitions" / f"{file}_calibrated.json").read_text())["orders"]
+        ((order,),) = [orders.values()]
+        assert len(set(order)) == len(order) == size and set(order) <= set(range(classes))
     test = read_test_list("officehome_calibrated_test")
     counts = {d: sum(p.startswith(d + "/") for p in test) for d in ("Art", "Clipart", "Product")}
     assert counts == {"Art": 750, "Clipart": 1330, "Product": 1361} and len(set(test)) == 4776
