@@ -226,3 +226,15 @@ def test_imagenet_r_lists_keep_the_fine_tuning_classes(tmp_path, monkeypatch):
     train_all = load_split(tmp_path / "ds", "train_all")
     assert sorted(set(labels_of(train))) == sorted(kept) and len(train) == 4
     assert sorted(set(labels_of(test))) == sorted(kept + absent) and len(train_all) == 8
+
+
+def test_image_list_code_is_part_of_the_dataset_version():
+    """The format module is loaded by name, not imported by prepare_dataset.py: the Snakefile's
+    dataset_version adds it (common.smk: format_modules), so editing it reprepares the datasets."""
+    from robustft.provenance import script_code
+    from robustft.sources.formats import get_format
+
+    module = get_format("image_list").convert.__module__
+    assert module == "robustft.sources.format_image_list"
+    script = ROOT / "workflow" / "scripts" / "prepare_dataset.py"
+    assert script_code(script) != script_code(script, (module.removeprefix("robustft."),))

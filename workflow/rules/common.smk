@@ -258,9 +258,20 @@ def dataset_content(name):
     return {k: v for k, v in config["datasets"][name].items() if k != "hparams"}
 
 
+def format_modules(name):
+    """The modules of the formats a dataset's splits name: loaded by name (formats.FORMAT_MODULES),
+    so no import of the job's script leads to them."""
+    from robustft.sources.formats import get_format
+
+    splits = config["datasets"][name]["splits"].values()
+    modules = {get_format(s["format"]).convert.__module__ for s in splits if "format" in s}
+    return sorted(m.removeprefix("robustft.") for m in modules)
+
+
 def dataset_version(name):
     """Names a generated dataset's content: its config entry and the code that writes it."""
-    key = json.dumps([dataset_content(name), job_code("prepare_dataset.py")], sort_keys=True)
+    code = job_code("prepare_dataset.py", *format_modules(name))
+    key = json.dumps([dataset_content(name), code], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
