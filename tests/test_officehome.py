@@ -238,3 +238,40 @@ def test_image_list_code_is_part_of_the_dataset_version():
     assert module == "robustft.sources.format_image_list"
     script = ROOT / "workflow" / "scripts" / "prepare_dataset.py"
     assert script_code(script) != script_code(script, (module.removeprefix("robustft."),))
+
+
+@pytest.mark.slow
+def test_snakemake_fetches_and_prepares_a_pair(tmp_path, www):
+    """fetch_file (the image_list inputs too, from Tsinghua-style `?dl=1` URLs) -> prepare_dataset
+    for Rw -> Ar, with the paper config's entries."""
+    import hashlib
+    import subprocess
+
+    from .test_workflow import ENV, snakemake_cmd
+
+    with serve(www) as (url, handler):
+        files = {
+            "Art.tgz": {"url": f"{url}/Art.tgz?dl=1", "size": (www / "Art.tgz").stat().st_size},
+            "image_list.zip": {
+                "url": f"{url}/image_list.zip?dl=1",
+                "sha256": hashlib.sha256((www / "image_list.zip").read_bytes()).hexdigest(),
+            },
+            "Real_World.tgz": {"url": f"{url}/absent.tgz", "unverified": "not read here"},
+        }
+        datasets = {
+            n: copy.deepcopy(PAPER["datasets"][n]) for n in ("officehome-rw-ar", "officehome-rw")
+        }
+        for ds in datasets.values():
+            ds["files"] = files
+        (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"datasets": datasets}))
+        work = tmp_path / "work"
+        work.mkdir()
+        cmd = snakemake_cmd(
+            work, "resources/datasets/officehome-rw-ar", "--configfile", str(tmp_path / "cfg.yaml")
+        )
+        online = {k: v for k, v in ENV.items() if k != "HF_HUB_OFFLINE"}
+        run = subprocess.run(cmd, cwd=work, env=online, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        requests = sorted(path for path, _ in handler.requests)
+    assert requests == ["/Art.tgz?dl=1", "/image_list.zip?dl=1"]
+    assert len(load_split(work / "resources/datasets/officehome-rw-ar", "test")) == 750
