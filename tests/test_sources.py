@@ -340,24 +340,36 @@ def test_paper_config_dag_offline(tmp_path):
     assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
         # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints; shifts: 2 WILDS bundles, CIFAR-10.1's
         # 2 .npy files, STL-10; transfer: Caltech101 1, Stanford Cars 4, Flowers102 3, PCam 6,
-        # Rendered SST2 1
-        "fetch_file": 13 + 15,
+        # Rendered SST2 1; calibration: Office-Home's 4 domains + image lists, ImageNet-R's 2 lists
+        "fetch_file": 13 + 15 + 5 + 2,
         "import_backbone": 3,
-        "prepare_dataset": 5 + 5,  # transfer: caltech101, stanford_cars, flowers102, pcam, sst2
+        # transfer: caltech101, stanford_cars, flowers102, pcam, sst2; calibration: Office-Home's
+        # 2 source domains and 6 pairs, ImageNet-R HT
+        "prepare_dataset": 5 + 5 + 8 + 1,
     }
     # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
     # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet); shifts: + 6 CLIP runs each on
     # iWildCam and FMoW, + LP-FT's seeds 1 and 2 on CIFAR-10 (LP, FT, LP-FT).
     # Transfer (+145): Table 4's zeroshot, LP, FT, LP-FT, FLYP on 3 sets (15); Table 3's on PCam
-    # and SST2: zeroshot and 4 methods x k 4/16/32, each over 5 seeds (2 x 65)
-    assert counts.pop("finetune") == 42 + 145 and counts.pop("evaluate") == 41 + 145
-    # the 12 paper targets its datasets can build: 10 tables (shifts: + FLYP Table 1's iWildCam and
+    # and SST2: zeroshot and 4 methods x k 4/16/32, each over 5 seeds (2 x 65).
+    # Office-Home: sup-r50 ft on 6 pairs, the 2 source fine-tunes (theta_0, not evaluated), 5 CLIP
+    # runs on Ar -> Cl and the 5 optimizer recipes; ImageNet-R HT's ft; gamma_PCV (3) and oracle (1)
+    # fine-tunes of the 8 ft runs on absent-class datasets.
+    assert counts.pop("finetune") == 42 + 145 + 18 + 1
+    assert counts.pop("evaluate") == 41 + 145 + 16 + 1
+    assert counts.pop("finetune_variant") == counts.pop("evaluate_variant") == 8 * 4
+    # the paper targets its datasets can build: 10 tables (shifts: + FLYP Table 1's iWildCam and
     # FMoW blocks, LP-FT Table 2's CIFAR-10 shifts), 2 figures, 1 feature-distortion job;
-    # transfer: FLYP Table 3 (PCam, SST2) and Table 4, 3 tables
-    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (10 + 3, 2)
+    # transfer: FLYP Table 3 (PCam, SST2) and Table 4, 3 tables; Office-Home Ar -> Cl: the
+    # calibration paper's 2 tables and 3 figures and the cross-paper table
+    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (10 + 3 + 3, 2 + 3)
     assert counts.pop("feature_distortion") == 1
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout
+    # the calibration paper's source model is the source domain's fine-tune (source_recipe: ft)
+    assert "results/models/officehome-ar/sup-r50/ft/seed0/model.pt" in dry.stdout
+    assert "results/models/officehome-rw/sup-r50/ft/seed0/model.pt" in dry.stdout
+    assert "officehome-ar/sup-r50/lp/" not in dry.stdout
 
 
 def test_threaded_folder_batches_equal_single_threaded(tmp_path):

@@ -466,6 +466,31 @@ def _check_real_dataset(name: str, ds: dict) -> list[str]:
         generated = [k for k in ("domain", "n", "seed", "mix", "imbalance") if k in spec]
         if generated:
             errors.append(f"{at}: {generated} only apply to generated datasets")
+    return errors + _check_real_classes(name, ds)
+
+
+def _check_real_classes(name: str, ds: dict) -> list[str]:
+    """absent_classes and a split's `classes` name classes of the dataset (where its class list
+    is known before any download: a list or a data file)."""
+    errors, where = [], f"datasets[{name!r}]"
+    classes = ds.get("classes")
+    if isinstance(classes, dict) and classes.get("file") in _data_file_names("classes"):
+        from .sources.folders import data_file
+
+        classes = data_file("classes", classes["file"])
+    known = classes if isinstance(classes, list) else None
+    if known is not None:
+        bad = [c for c in ds.get("absent_classes", []) if c not in known]
+        if bad:
+            errors.append(f"{where}.absent_classes: unknown classes {bad}; valid: {known}")
+    for split, spec in ds["splits"].items():
+        at = f"{where}.splits[{split!r}]"
+        if spec.get("classes") == "finetuning" and not ds.get("absent_classes"):
+            errors.append(f"{at}: classes: finetuning needs the dataset's absent_classes")
+        if isinstance(spec.get("classes"), list) and known is not None:
+            bad = [c for c in spec["classes"] if c not in known]
+            if bad:
+                errors.append(f"{at}.classes: unknown classes {bad}; valid: {known}")
     return errors
 
 
@@ -498,6 +523,13 @@ def check_references(config: dict) -> list[str]:
         if ds.get("source") is not None and ds["source"] not in datasets:
             errors.append(
                 f"datasets[{name!r}].source: unknown dataset {ds['source']!r}; valid: {sorted(datasets)}"
+            )
+        if ds.get("source_recipe") is not None and (
+            not ds.get("source") or ds["source_recipe"] not in known_recipes(config)
+        ):
+            errors.append(
+                f"datasets[{name!r}].source_recipe: {ds['source_recipe']!r} needs a `source` and "
+                f"must be a method or recipe; valid: {sorted(known_recipes(config))}"
             )
         if ds.get("absent_classes") and not roles.get("oracle_train"):
             errors.append(

@@ -163,11 +163,12 @@ def sweeps(wildcards):
 
 
 def reference_model(wildcards):
-    """theta_0's artifact for a backbone without a text tower: the (source dataset's) LP."""
+    """theta_0's artifact for a backbone without a text tower: the (source dataset's) LP, or the
+    dataset's `source_recipe` run on its source (the calibration paper's source fine-tune)."""
     return MODEL.format(
         dataset=source_dataset(wildcards.dataset),
         backbone=wildcards.backbone,
-        recipe="lp",
+        recipe=config["datasets"][wildcards.dataset].get("source_recipe", "lp"),
         seed=wildcards.seed,
     )
 

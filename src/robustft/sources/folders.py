@@ -20,6 +20,8 @@ other. Class names, folder names and prompts are written into meta.json:
   `crop_border: <px>` crops that many pixels off every side before the eval resize;
 * per-image groups (FMoW's regions): a format writes `groups.tsv` and `groups.json` (the names)
   into the split's folder; meta.json records the names, `load_split` reads the groups.
+* a split's `classes: finetuning` (or a list) keeps only those class folders: the
+  holistic-transfer training data, without the dataset's `absent_classes`.
 """
 
 from __future__ import annotations
@@ -141,6 +143,27 @@ def mapped_split(
     return target, record
 
 
+def kept_classes(spec: dict, classnames: list[str], absent: list[str]) -> list[int] | None:
+    """The class indices a real split keeps (`classes: finetuning` = all but the dataset's absent
+    classes, or a list of names); None keeps every class."""
+    classes = spec.get("classes", "all")
+    if classes == "all":
+        return None
+    drop = set(absent) if classes == "finetuning" else set(classnames) - set(classes)
+    return [i for i, c in enumerate(classnames) if c not in drop]
+
+
+def class_subset(root: Path, keep: list[str], target: Path) -> Path:
+    """`target` holding links to the `keep` class folders of `root` (the holistic-transfer
+    training data: the fine-tuning classes only), made anew on every call."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for folder in keep:
+        if (root / folder).is_dir():
+            (target / folder).symlink_to(os.path.relpath(root / folder, target))
+    return target
+
+
 def _class_names(name: str, cfg: dict, out_dir: Path, downloads: Path) -> list[str]:
     classes = cfg["classes"]
     if isinstance(classes, list):
@@ -183,6 +206,12 @@ def prepare_folders(
         split: split_source(name, split, spec, out_dir, downloads, folders)
         for split, spec in sorted(cfg["splits"].items())
     }
+    for split, spec in sorted(cfg["splits"].items()):
+        keep = kept_classes(spec, classnames, cfg.get("absent_classes", []))
+        if keep is not None:
+            by_index = spec.get("folder_labels") == "index"
+            keep = [str(i) if by_index else folders[i] for i in keep]
+            roots[split] = class_subset(roots[split], keep, out_dir / "_classes" / split)
     templates = cfg["templates"]
     templates = data_file("templates", templates) if isinstance(templates, str) else templates
     roles = cfg["roles"]

@@ -196,6 +196,7 @@ FORMAT_MODULES: list[str] = [
     "format_caltech101",
     "format_cifar_shifts",
     "format_flowers102",
+    "format_image_list",
     "format_pcam",
     "format_stanford_cars",
     "format_wilds",
