@@ -22,9 +22,11 @@ min_version("9.20")
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 # Snakemake's message for malformed YAML names neither the file nor the line: read it first.
 # (`--configfile` files are parsed by Snakemake's command line before this file runs.)
-if DEFAULT_CONFIG.exists():
+# It also refuses a key given twice, which YAML (and so `--configfile`) would silently drop.
+for config_file in [DEFAULT_CONFIG, *(workflow.overwrite_configfiles or ())]:
     try:
-        read_config_file(DEFAULT_CONFIG)
+        if Path(config_file).exists():
+            read_config_file(config_file)
     except ConfigError as err:
         raise WorkflowError(str(err)) from None
 

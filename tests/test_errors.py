@@ -207,6 +207,11 @@ def test_rebuild_command_repeats_the_runs_options(monkeypatch):
         ),
         ("wiseft:\n\talphas: [0, 1]\n", "line 2, column 1: "),
         ("a: b: c\n", "line 1, column 5: mapping values are not allowed here"),
+        (  # YAML keeps the last silently; a second `recipes:` would drop the first's recipes
+            "recipes:\n  a: {method: ft}\nwiseft: {alphas: [0, 1]}\nrecipes:\n  b: {method: ft}\n",
+            "line 4, column 1: while reading the mapping from line 1: key 'recipes' is given "
+            "twice (first on line 1)",
+        ),
     ],
 )
 def test_malformed_config_file_names_the_file_and_line(tmp_path, text, where):

@@ -66,6 +66,27 @@ def _matches(value, types) -> bool:
     return any(checks.get(t, lambda v: False)(value) for t in types)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: PyYAML (and so Snakemake)
+    keeps the last one silently, and a second `recipes:` block would drop the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: later keys may override
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    f"while reading the mapping from line {node.start_mark.line + 1}",
+                    None,
+                    f"key {key!r} is given twice (first on line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_config_file(path: str | Path) -> dict:
     """A YAML (or JSON) config file as a dict; a malformed one raises one ConfigError line naming
     the file and the line (Snakemake's own message names neither)."""
@@ -77,7 +98,7 @@ def read_config_file(path: str | Path) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
     try:
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark, started = err.problem_mark or err.context_mark, err.context_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
