@@ -87,7 +87,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(
 ):
     """SIGKILL the job (torchrun and both workers) after a step checkpoint; the rerun resumes
     from it and ends where an uninterrupted 2-process run does."""
-    longer = {"steps": 60, "checkpoint_every": 5}
+    longer = {"steps": 24, "checkpoint_every": 4}
     whole, _ = finetune_run(backbone_files, tiny_dataset, tmp_path / "whole", "ft", 2, **longer)
     args = finetune_args(backbone_files, tiny_dataset, tmp_path / "killed", "ft", 2, **longer)
     job = (
@@ -106,7 +106,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert not Path(args["out"]).exists() and 0 < step < 60
+    assert not Path(args["out"]).exists() and 0 < step < 24
     capfd.readouterr()
     finetune(**args)
     assert "resuming from step " in capfd.readouterr().out

@@ -252,7 +252,7 @@ def _resume_workdir(smoke: Path, name: str, tmp_path: Path) -> Path:
 
 
 def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
-    steps = 300
+    steps = 120  # long enough to kill it after its step-40 checkpoint, before it ends
     longer = tmp_path / "longer-ft.yaml"
     longer.write_text(yaml.safe_dump({"methods": {"ft": {"steps": steps, "checkpoint_every": 20}}}))
     configs = ["--configfile", str(SMOKE), str(longer)]
