@@ -19,6 +19,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -28,6 +29,7 @@ from ..data import DatasetInfo, StepSampler
 from ..errors import CorruptFileError, corrupt_message
 from ..heads import linear_head, zeroshot_head
 from ..models import Backbone, ImageClassifier
+from ..preprocess import item_seed
 from ..training import OptimConfig, TrainingStep, train
 
 
@@ -141,13 +143,23 @@ class ClassifierStep(TrainingStep):
         super().__init__()
         self.model = model
         self.sampler = StepSampler(len(ctx.train), ctx.hparams["batch_size"], ctx.seed)
-        self.data, self.device = ctx.train, ctx.device
+        self.data, self.device, self.seed = ctx.train, ctx.device, ctx.seed
 
     def global_indices(self, step: int):
         return self.sampler.indices(step)
 
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of step s's batch; image data through its train transform, seeded
+        per example by (seed, step, position in the global batch): a pure function of the step."""
+        indices = self.global_indices(step)
+        if not getattr(self.data, "augments", False):  # packed mini data: as it always was
+            return self.data.get_batch(distributed.shard(indices))
+        positions = distributed.shard(np.arange(len(indices)))
+        seeds = [item_seed(self.seed, step, int(p)) for p in positions]
+        return self.data.get_batch(distributed.shard(indices), seeds)
+
     def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.data.get_batch(distributed.shard(self.global_indices(step)))
+        images, labels = self.batch(step)
         return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
