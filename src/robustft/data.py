@@ -257,7 +257,8 @@ class ShardSplit(_Batches, torch.utils.data.Dataset):
         self._setup(preprocess, workers)
 
     def _read(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)
+        # a copy: the memmap is read-only, and torch wants writable memory
+        return torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
 
 
 class Subset(torch.utils.data.Dataset):
