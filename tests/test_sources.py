@@ -337,10 +337,12 @@ def test_paper_config_dag_offline(tmp_path):
     dry = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout)
-    assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
+    planned = ("fetch_file", "import_backbone", "prepare_dataset", "shard_dataset")
+    assert {k: counts.pop(k) for k in planned} == {
         "fetch_file": 8,  # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints
         "import_backbone": 3,
         "prepare_dataset": 3,
+        "shard_dataset": 1,  # ImageNet's training split, as 256 px uint8 shards (robustft.shards)
     }
     # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
     # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet)

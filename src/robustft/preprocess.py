@@ -13,8 +13,8 @@ per example by (seed, step, position in the global batch): so an augmented batch
 of the step, as `data.StepSampler`'s indices are, a resumed run draws the batches an uninterrupted
 one draws, and threads may augment concurrently (no shared global RNG). With the generator seeded
 like torch's global one, an op's output equals torchvision's class on the same image
-(tests/test_preprocess.py). Ops take a PIL image (folders: the papers' exact PIL resampling) or a
-uint8 CHW tensor (pre-resized shards).
+(tests/test_preprocess.py). Ops take a PIL image (folders and shards: the papers' exact PIL
+resampling) or a uint8 CHW tensor (torch's resampling).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ size, 3) uint8, memory-mapped when read, `<split>.labels.npy`, and `index.json` 
 split, the source's fingerprint (every image's path, byte size and mtime, and the class folder
 order). `data.load_split` reads a split's shard only while that fingerprint still matches the
 folder; a stale shard is never read (the job logs why and reads the folder), and `write_shards`
-rewrites it (the log says why). The train and eval transforms then run on the uint8 tensors.
+rewrites it (the log says why). The train and eval transforms then run on each example's uint8
+pixels (as a PIL image: the folder's resampling, `data.ShardSplit`).
 
 At size = the eval crop (224) the eval transform of a shard is the folder's within rounding;
 train crops see the centre square only (the issue's trade: decoding ImageNet at ViT-B/16's
