@@ -142,7 +142,10 @@ def test_unknown_presets_are_config_errors_listing_the_valid_ones():
     from robustft.config import check_preprocess
 
     config = {
-        "datasets": {"x": {"preprocess": {"default": "clip", "r50": "flip"}, "splits": {}}},
+        "datasets": {
+            "x": {"preprocess": {"default": "clip", "r50": "flip"}, "splits": {}},
+            "mini": {"generator": {"seed": 0}, "shards": {"size": 32}, "splits": {}},
+        },
         "backbones": {"r50": {}},
         "methods": {"ft": {"preprocess": "nope"}},
     }
@@ -151,6 +154,7 @@ def test_unknown_presets_are_config_errors_listing_the_valid_ones():
     assert any("datasets['x'].preprocess['r50']: unknown preprocessing preset 'flip'" in e
                and valid in e for e in errors), errors  # fmt: skip
     assert any("methods['ft'].preprocess: unknown" in e and valid in e for e in errors), errors
+    assert any("datasets['mini'].shards: a generated dataset is packed" in e for e in errors)
     with pytest.raises(ValueError, match=r"unknown preprocessing preset 'nope'; valid: \['calib"):
         Preprocess.resolve("nope", None, 32)
 
@@ -162,7 +166,7 @@ def _classifier_step(split, crash_at=None, drawn=None):
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
-    ctx = SimpleNamespace(train=split, hparams={"batch_size": 4}, seed=7, device="cpu")
+    ctx = SimpleNamespace(train=split, hparams={"batch_size": 4, "steps": 5}, seed=7, device="cpu")
 
     class Recording(ClassifierStep):
         def inputs(self, step):
@@ -192,9 +196,11 @@ def test_a_resumed_run_draws_the_augmented_batches_an_uninterrupted_one_draws(tm
         train(_classifier_step(split, crash_at=3), None, cfg, seed=7, checkpoint_path=ckpt)
     resumed = {}
     step_c = _classifier_step(load_split(root, "train", pre, workers=1), drawn=resumed)
+    step_c.prefetch = True  # as on a GPU: step s+1's batch read while step s computes
     assert train(step_c, None, cfg, seed=7, checkpoint_path=ckpt).steps_run == 3
     assert sorted(resumed) == [2, 3, 4]
-    for step, images in resumed.items():  # 1 and 2 threads: the same pixels
+    assert step_c._prefetcher is not None
+    for step, images in resumed.items():  # 1 and 2 threads, prefetched or not: the same pixels
         assert torch.equal(images, whole[step]), step
     for key, value in step_a.state_dict().items():
         assert torch.equal(value, step_c.state_dict()[key]), key

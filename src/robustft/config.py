@@ -303,10 +303,14 @@ def check_preprocess(config: dict) -> list[str]:
                         f"{where}.preprocess: {unknown} are no backbones; keys: backbone names "
                         f"{sorted(config.get('backbones', {}))} or 'default'"
                     )
+        for key in ("preprocess", "shards"):
+            if key in ds and "generator" in ds:
+                errors.append(
+                    f"{where}.{key}: a generated dataset is packed uint8, read without transforms "
+                    "or shards (the default run's numbers); remove it"
+                )
         shards = ds.get("shards")
-        if shards is not None and "generator" in ds:
-            errors.append(f"{where}.shards: a generated dataset is packed already; remove it")
-        elif shards is not None:
+        if shards is not None and "generator" not in ds:
             missing = [s for s in shards.get("splits", []) if s not in ds.get("splits", {})]
             if missing:
                 errors.append(
