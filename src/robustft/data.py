@@ -5,7 +5,9 @@ role) and one entry per split: either `<split>.npz` (packed uint8 images, labels
 the mini benchmark, thousands of images in one file) or a folder `<split>/<class>/<image>` (real
 data). Data sources (`robustft.sources`: the generated mini world, downloads, user paths) write
 this layout; `load_split` returns a torch Dataset for either; both answer `get_batch(indices)`, which the
-training loop and the evaluator use, so the mini path is the path real data takes.
+training loop and the evaluator use, so the mini path is the path real data takes. Image data
+(folders, or their pre-resized shards: `robustft.shards`) goes through a `preprocess.Preprocess`:
+the eval transform, or with per-example seeds (`get_batch(indices, seeds)`) the train transform.
 """
 
 from __future__ import annotations
