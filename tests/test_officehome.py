@@ -123,7 +123,7 @@ def test_a_list_without_the_papers_test_images_is_a_layout_error(tmp_path, monke
 
 def test_partitions_and_test_lists_match_the_paper():
     """The config's absent classes are the last 35 of each source's HT_HARDCODED order; the paper
-    lists Ar's and Rw's fine-tuning classes (papers.md 4b); test sizes are the paper's."""
+    lists Ar's and Rw's fine-tuning classes; test sizes are the paper's."""
     assert PARTITIONS["n_visible"] == 30
     fine = {k: [CLASSES[i] for i in v[:30]] for k, v in PARTITIONS["orders"].items()}
     assert (

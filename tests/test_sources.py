@@ -337,7 +337,8 @@ def test_paper_config_dag_offline(tmp_path):
     dry = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout)
-    assert {k: counts.pop(k) for k in ("fetch_file", "import_backbone", "prepare_dataset")} == {
+    planned = ("fetch_file", "import_backbone", "prepare_dataset", "shard_dataset")
+    assert {k: counts.pop(k) for k in planned} == {
         # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints; shifts: 2 WILDS bundles, CIFAR-10.1's
         # 2 .npy files, STL-10; transfer: Caltech101 1, Stanford Cars 4, Flowers102 3, PCam 6,
         # Rendered SST2 1; calibration: Office-Home's 4 domains + image lists, ImageNet-R's 2 lists
@@ -346,6 +347,7 @@ def test_paper_config_dag_offline(tmp_path):
         # transfer: caltech101, stanford_cars, flowers102, pcam, sst2; calibration: Office-Home's
         # 2 source domains and 6 pairs, ImageNet-R HT
         "prepare_dataset": 5 + 5 + 8 + 1,
+        "shard_dataset": 1,  # ImageNet's training split, as 256 px uint8 shards (robustft.shards)
     }
     # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
     # catalog's LP-FT seeds 1 and 2 (LP, FT, LP-FT on ImageNet); shifts: + 6 CLIP runs each on

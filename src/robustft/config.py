@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from .methods import METHODS
+from .preprocess import preset_for, preset_names
 from .sources.checkpoints import weights_problems
 from .sources.registry import downloads
 
@@ -223,6 +224,9 @@ def hparams_for(config: dict, recipe: str, backbone: str, dataset: str) -> dict:
     recipe's overrides (a recipe is a method plus named changes, so it wins)."""
     method = recipe_method(config, recipe)
     hp = copy.deepcopy(config["methods"].get(method, {}))
+    preset = preset_for(config["datasets"][dataset].get("preprocess"), backbone)
+    if preset:  # the dataset's preprocessing preset, for this backbone (robustft.preprocess)
+        hp["preprocess"] = preset
     hp.update(config["datasets"][dataset].get("hparams", {}).get(method, {}))
     hp.update(config["backbones"][backbone].get("hparams", {}).get(method, {}))
     hp.update(copy.deepcopy(recipe_overrides(config, recipe)))
@@ -295,6 +299,47 @@ def check_recipes(config: dict) -> list[str]:
                 f"{where}.start_from: method {spec['method']!r} starts from no other run; "
                 "start_from is for LP-FT"
             )
+    return errors
+
+
+def check_preprocess(config: dict) -> list[str]:
+    """Preprocessing presets name data files (robustft.preprocess); shards are of image folders."""
+    errors, valid = [], preset_names()
+
+    def check(where: str, value) -> None:
+        names = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, name in names:
+            if name not in valid:
+                at = f"{where}[{key!r}]" if key is not None else where
+                errors.append(f"{at}: unknown preprocessing preset {name!r}; valid: {valid}")
+
+    for name, ds in config.get("datasets", {}).items():
+        where = f"datasets[{name!r}]"
+        if "preprocess" in ds:
+            check(f"{where}.preprocess", ds["preprocess"])
+            if isinstance(ds["preprocess"], dict):
+                unknown = sorted(set(ds["preprocess"]) - {"default", *config.get("backbones", {})})
+                if unknown:
+                    errors.append(
+                        f"{where}.preprocess: {unknown} are no backbones; keys: backbone names "
+                        f"{sorted(config.get('backbones', {}))} or 'default'"
+                    )
+        for key in ("preprocess", "shards"):
+            if key in ds and "generator" in ds:
+                errors.append(
+                    f"{where}.{key}: a generated dataset is packed uint8, read without transforms "
+                    "or shards (the default run's numbers); remove it"
+                )
+        shards = ds.get("shards")
+        if shards is not None and "generator" not in ds:
+            missing = [s for s in shards.get("splits", []) if s not in ds.get("splits", {})]
+            if missing:
+                errors.append(
+                    f"{where}.shards.splits: {missing} not in splits {sorted(ds.get('splits', {}))}"
+                )
+    for where, _method, entry in _hparam_entries(config):
+        if isinstance(entry, dict) and "preprocess" in entry:
+            check(f"{where}.preprocess", entry["preprocess"])
     return errors
 
 
@@ -613,6 +658,7 @@ def check_references(config: dict) -> list[str]:
                     f"{FAMILY_METHODS[family]}"
                 )
     errors += downloads(config)[1]
+    errors += check_preprocess(config)
     return errors + check_recipes(config) + check_catalog(config) + check_hparams(config)
 
 

@@ -5,7 +5,9 @@ role) and one entry per split: either `<split>.npz` (packed uint8 images, labels
 the mini benchmark, thousands of images in one file) or a folder `<split>/<class>/<image>` (real
 data). Data sources (`robustft.sources`: the generated mini world, downloads, user paths) write
 this layout; `load_split` returns a torch Dataset for either; both answer `get_batch(indices)`, which the
-training loop and the evaluator use, so the mini path is the path real data takes.
+training loop and the evaluator use, so the mini path is the path real data takes. Image data
+(folders, or their pre-resized shards: `robustft.shards`) goes through a `preprocess.Preprocess`:
+the eval transform, or with per-example seeds (`get_batch(indices, seeds)`) the train transform.
 """
 
 from __future__ import annotations
@@ -163,7 +165,9 @@ class PackedSplit(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         return normalize_uint8(self.images[i : i + 1])[0], int(self.labels[i])
 
-    def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    augments = False  # the generated mini data: packed, not augmented (the default run's numbers)
+
+    def get_batch(self, indices, seeds=None) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return normalize_uint8(self.images[idx]), self.labels[idx]
 
@@ -201,13 +205,57 @@ def read_groups(root: str | Path, samples) -> np.ndarray:
         ) from None
 
 
-class FolderSplit(torch.utils.data.Dataset):
-    """A split stored as an image folder (`<class>/<image>`), read with CLIP's eval preprocessing
-    (bicubic resize of the short side, centre crop; after cropping `crop_border` pixels off every
-    side where the split asks for it, as ObjectNet does). A batch's images are decoded by `workers`
-    threads (default: torch's threads, which jobs set from the rule's `threads`): PIL releases the
+class _Batches:
+    """`get_batch` over per-example reads (`_read(i)`: a PIL image or uint8 CHW tensor), each through
+    the split's `Preprocess`: the eval transform, or with `seeds` (one per example: see
+    `preprocess.item_seed`) the train transform. A batch's examples are read by `workers` threads
+    (default: torch's threads, which jobs set from the rule's `threads`): PIL and torch release the
     GIL while decoding and resizing, so threads scale without worker processes' start-up and
-    copies. On CUDA machines batches come back in pinned memory, for asynchronous copies."""
+    copies (measured against a DataLoader's worker processes: bench/folder_throughput.py). On CUDA
+    machines batches come back in pinned memory, for asynchronous copies."""
+
+    augments = True  # get_batch takes per-example seeds (the train transform)
+
+    def _setup(self, preprocess, workers):
+        self.preprocess = preprocess
+        self.captions = None
+        self.groups = None
+        self.workers = workers or torch.get_num_threads()
+        self._pool = None
+        self.pin = torch.cuda.is_available()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self):  # a thread pool does not pickle; a copy starts its own
+        return {**self.__dict__, "_pool": None}
+
+    def item(self, i: int, seed: int | None = None) -> torch.Tensor:
+        """Example i as a uint8 CHW tensor, through the eval (or, seeded, the train) transform."""
+        return self.preprocess.apply(self._read(int(i)), seed)
+
+    def __getitem__(self, i: int):
+        return self.preprocess.normalise(self.item(i)[None])[0], int(self.labels[i])
+
+    def get_batch(self, indices, seeds=None) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = [int(i) for i in indices]
+        seeds = [None] * len(indices) if seeds is None else list(seeds)
+        if self.workers > 1:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.workers)
+            images = list(self._pool.map(self.item, indices, seeds))
+        else:
+            images = [self.item(i, s) for i, s in zip(indices, seeds, strict=True)]
+        batch = self.preprocess.normalise(torch.stack(images))
+        return (batch.pin_memory() if self.pin else batch), self.labels[indices]
+
+
+class FolderSplit(_Batches, torch.utils.data.Dataset):
+    """A split stored as an image folder (`<class>/<image>`), each image decoded with PIL and put
+    through `preprocess` (default: CLIP's, at `image_size`: bicubic resize of the short side,
+    centre crop; CLIP's mean/std)."""
 
     def __init__(
         self,
@@ -215,20 +263,15 @@ class FolderSplit(torch.utils.data.Dataset):
         folder_classes: list[str],
         image_size: int,
         workers: int | None = None,
+        preprocess=None,
         crop_border: int = 0,
     ):
-        from torchvision import datasets, transforms
+        from torchvision import datasets
+
+        from .preprocess import Preprocess
 
         self.folder = datasets.ImageFolder(str(root))
-        self.transform = transforms.Compose(
-            [CropBorder(crop_border)] * bool(crop_border)
-            + [
-                transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-                transforms.CenterCrop(image_size),
-                transforms.ToTensor(),
-                transforms.Normalize(MEAN, STD),
-            ]
-        )
+        self.crop = CropBorder(crop_border) if crop_border else None
         # A split may hold a subset of the classes (ImageNet-R's 200 of 1000): map by folder name.
         order = {name: i for i, name in enumerate(folder_classes)}
         unknown = [c for c in self.folder.classes if c not in order]
@@ -238,34 +281,29 @@ class FolderSplit(torch.utils.data.Dataset):
                 f"(class folders: {folder_classes[:5]}...)"
             )
         self.labels = torch.tensor([order[self.folder.classes[t]] for _, t in self.folder.samples])
-        self.captions = None
-        self.groups = None
-        self.workers = workers or torch.get_num_threads()
-        self._pool = None
-        self.pin = torch.cuda.is_available()
+        self._setup(preprocess or Preprocess.resolve(None, None, image_size), workers)
 
-    def __len__(self) -> int:
-        return len(self.folder)
+    def _read(self, i: int):
+        image = self.folder.loader(self.folder.samples[i][0])
+        return self.crop(image) if self.crop else image
 
-    def __getstate__(self):  # a thread pool does not pickle; a copy starts its own
-        return {**self.__dict__, "_pool": None}
 
-    def __getitem__(self, i: int):
-        path, _ = self.folder.samples[i]
-        return self.transform(self.folder.loader(path)), int(self.labels[i])
+class ShardSplit(_Batches, torch.utils.data.Dataset):
+    """A split pre-resized into a uint8 shard (`robustft.shards`): (N, S, S, 3) memory-mapped, each
+    example put through the same transforms as the folder's images, on a PIL image of its uint8
+    pixels (PIL's resampling, as the folder's: faster here than torch's on uint8 tensors,
+    4.6 against 6.3 ms for CLIP's train crop of a 256 px image, and the eval transform of a shard
+    at the eval size is then the folder's bit for bit)."""
 
-    def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        indices = [int(i) for i in indices]
-        if self.workers > 1:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
+    def __init__(self, images: np.ndarray, labels: np.ndarray, preprocess, workers=None):
+        self.images = images
+        self.labels = torch.from_numpy(np.asarray(labels)).long()
+        self._setup(preprocess, workers)
 
-                self._pool = ThreadPoolExecutor(self.workers)
-            images = list(self._pool.map(lambda i: self[i][0], indices))
-        else:
-            images = [self[i][0] for i in indices]
-        batch = torch.stack(images)
-        return (batch.pin_memory() if self.pin else batch), self.labels[indices]
+    def _read(self, i: int):
+        from PIL import Image
+
+        return Image.fromarray(np.asarray(self.images[i]))
 
 
 class Subset(torch.utils.data.Dataset):
@@ -276,6 +314,7 @@ class Subset(torch.utils.data.Dataset):
         self.labels = split.labels[torch.from_numpy(self.index)]
         self.captions = None
         self.groups = None
+        self.augments = getattr(split, "augments", False)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -283,8 +322,8 @@ class Subset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         return self.split[int(self.index[i])]
 
-    def get_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.split.get_batch(self.index[np.asarray(indices)])
+    def get_batch(self, indices, seeds=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.split.get_batch(self.index[np.asarray(indices)], seeds)
 
 
 def class_subset(split, classes) -> Subset:
@@ -313,24 +352,59 @@ def pcv_hidden_classes(info: DatasetInfo, k: int, hold_out: float) -> list[int]:
     return sorted(int(c) for c in np.random.default_rng([k, 9]).choice(seen, count, replace=False))
 
 
-def load_split(dataset_dir: str | Path, split: str) -> PackedSplit | FolderSplit:
+def split_folders(info: DatasetInfo, split: str) -> list[str]:
+    """The class folder names of an image-folder split, in its label order."""
+    spec = info.splits.get(split, {})
+    if spec.get("split_folders"):  # ObjectNet: its own classes, which its labels index
+        return spec["split_folders"]
+    if spec.get("folder_labels") == "index":  # ImageNet-V2: 0..999
+        return [str(i) for i in range(len(info.classnames))]
+    return info.folder_classes or [c.replace(" ", "_") for c in info.classnames]
+
+
+def load_split(
+    dataset_dir: str | Path,
+    split: str,
+    preprocess=None,
+    shards: str | Path | None = None,
+    workers: int | None = None,
+) -> PackedSplit | FolderSplit | ShardSplit:
+    """A split of a prepared dataset: packed (.npz: the generated mini data, read as it always was),
+    else its pre-resized shard under `shards` where one is there and current (`robustft.shards`;
+    a stale one is never read: the log says why and the folder is read), else its image folder.
+    `preprocess` (a `preprocess.Preprocess`; default CLIP's at the dataset's image_size) holds the
+    train and eval transforms and the normalisation of image data."""
     dataset_dir = Path(dataset_dir)
     packed = dataset_dir / f"{split}.npz"
     if packed.exists():
         return PackedSplit(packed)
     if (dataset_dir / split).is_dir():
+        from .preprocess import Preprocess
+
         info = DatasetInfo.read(dataset_dir)
-        folders = info.folder_classes or [c.replace(" ", "_") for c in info.classnames]
+        preprocess = preprocess or Preprocess.resolve(None, None, info.image_size)
         spec = info.splits.get(split, {})
-        if spec.get("folder_labels") == "index":  # ImageNet-V2: 0..999
-            folders = [str(i) for i in range(len(info.classnames))]
-        if spec.get("split_folders"):  # ObjectNet: its own classes, labels index them
-            folders = spec["split_folders"]
-        data = FolderSplit(
-            dataset_dir / split, folders, info.image_size, crop_border=spec.get("crop_border", 0)
-        )
-        if spec.get("groups"):
-            data.groups = read_groups(dataset_dir / split, data.folder.samples)
+        folders = split_folders(info, split)
+        data = None
+        if shards is not None:
+            from .shards import open_shard
+
+            found = open_shard(shards, dataset_dir, split)
+            if found is not None:
+                data = ShardSplit(*found, preprocess, workers)
+        if data is None:
+            data = FolderSplit(
+                dataset_dir / split, folders, info.image_size, workers, preprocess,
+                crop_border=spec.get("crop_border", 0),
+            )  # fmt: skip
+        if spec.get("groups"):  # FMoW's regions; a shard keeps the folder's example order
+            from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+            order = {name: i for i, name in enumerate(folders)}
+            samples = make_dataset(
+                str(dataset_dir / split), order, IMG_EXTENSIONS, allow_empty=True
+            )
+            data.groups = read_groups(dataset_dir / split, samples)
         return data
     raise FileNotFoundError(
         f"split {split!r} not found in {dataset_dir} (no {split}.npz, no folder)"

@@ -103,6 +103,26 @@ def prepare_dataset(
     print(f"dataset {name!r} prepared in {time.time() - t0:.1f}s", flush=True)
 
 
+def shard_dataset(dataset_dir: str, spec: dict, out_dir: str, threads: int = 1) -> None:
+    """Write the pre-resized uint8 shards of a dataset's image-folder splits (`robustft.shards`):
+    `spec` = {size: <short side and centre crop>, splits: [...]} (default: the training splits,
+    the ones read every epoch)."""
+    from .data import DatasetInfo
+    from .shards import write_shards
+
+    info = DatasetInfo.read(dataset_dir)
+    splits = spec.get("splits") or [s for s in (info.train, info.oracle_train) if s]
+    folders = [s for s in splits if (Path(dataset_dir) / s).is_dir()]
+    if folders != splits:
+        raise ValueError(
+            f"shards of {sorted(set(splits) - set(folders))}: no image folder in {dataset_dir} "
+            "(packed splits need no shards)"
+        )
+    t0 = time.time()
+    write_shards(dataset_dir, out_dir, splits, int(spec.get("size", info.image_size)), threads)
+    print(f"shards of {info.name!r} {splits} in {time.time() - t0:.1f}s", flush=True)
+
+
 def fetch_file(
     url: str, out: str, sha256: str | None = None, size: int | None = None, md5: str | None = None
 ) -> None:
@@ -186,13 +206,15 @@ def _zeroshot_accuracy(name, spec, weights, dataset_dir, device, precision) -> d
     from .evaluate import sweep_logits
     from .methods.base import zeroshot_classifier
     from .models import load_backbone
+    from .preprocess import Preprocess
     from .scoring import score
 
     info = DatasetInfo.read(dataset_dir)
     model = zeroshot_classifier(load_backbone(name, spec, weights), info).to(device)
+    pre = Preprocess.resolve(None, spec, info.image_size)
     accuracy = {}
     for split in info.eval_splits:
-        data = load_split(dataset_dir, split)
+        data = load_split(dataset_dir, split, pre)
         swept = sweep_logits([model], data, device, precision)
         scores = score(swept["logits"][0], swept["labels"], info.protocol(split), data.groups)
         accuracy[split] = scores["top1"]
@@ -216,6 +238,7 @@ def finetune(
     hold_out: float = 0.5,
     timing_out: str | None = None,
     recipe: str | None = None,
+    shards: str | None = None,
 ) -> None:
     """Run one fine-tuning method (as the named `recipe`: its name in paths and tables); write
     its artifact (weights + metadata) to `out`, and how long it took to `timing_out` (default:
@@ -227,6 +250,10 @@ def finetune(
 
     `hparams["gpus"]` > 1: the job re-runs itself as that many DDP processes (`distributed`), the
     CPU threads shared among them; rank 0 writes `out`, `timing_out` and the log.
+
+    Image data is read through `hparams["preprocess"]` (a preset: the training split with its train
+    transform, seeded per example and step) and the backbone's normalisation, from the pre-resized
+    `shards` directory where the dataset has one (`robustft.shards`).
     """
     call = dict(locals())  # this call's arguments, for the DDP workers
     import numpy as np
@@ -246,6 +273,7 @@ def finetune(
     from .methods import get_method
     from .methods.base import FineTuneContext
     from .models import load_backbone
+    from .preprocess import Preprocess
     from .provenance import code_version, dataset_digest, sha256_file
     from .training import remove_checkpoint
 
@@ -255,8 +283,9 @@ def finetune(
     device, precision = _device(threads, precision)
     torch.manual_seed(seed)
     info = DatasetInfo.read(dataset_dir)
+    pre = Preprocess.resolve(hparams.get("preprocess"), backbone_spec, info.image_size)
     train_split = info.oracle_train if variant == "oracle" else info.train
-    train, hidden = load_split(dataset_dir, train_split), []
+    train, hidden = load_split(dataset_dir, train_split, pre, shards), []
     if variant.startswith("pcv"):
         hidden = pcv_hidden_classes(info, int(variant[3:]), hold_out)
         train = class_subset(train, set(np.unique(train.labels.numpy())) - set(hidden))
@@ -283,6 +312,8 @@ def finetune(
         "backbone": {k: backbone_spec.get(k) for k in ("family", "arch", "checkpoint")},
         "inputs": {k: sha256_file(v) for k, v in sorted(files.items())},
         "dataset": dataset_digest(dataset_dir, [train_split, info.val]),
+        # a shard and its folder differ in resampling: a resumed run reads what the first read
+        "train_data": type(getattr(train, "split", train)).__name__,
         "code": code_version(),
     }
     hashed = sum(Path(v).stat().st_size for v in files.values()) + sum(
@@ -299,7 +330,7 @@ def finetune(
         backbone=backbone,
         info=info,
         train=train,
-        val=load_split(dataset_dir, info.val),
+        val=load_split(dataset_dir, info.val, pre, shards),
         hparams=hparams,
         seed=seed,
         device=device,
@@ -362,6 +393,7 @@ def evaluate(
     precision: str = "auto",
     reference_path: str | None = None,
     splits: list[str] | None = None,
+    shards: str | None = None,
 ) -> None:
     """Save the logits of the artifact's WiSE-FT alpha models on every split (one file).
 
@@ -374,6 +406,7 @@ def evaluate(
     from .logits import save_logits
     from .methods.base import Artifact
     from .models import load_backbone
+    from .preprocess import Preprocess
     from .scoring import score
 
     device, precision = _device(threads, precision, "eval")
@@ -383,6 +416,9 @@ def evaluate(
         backbone.clip.to(device)
     artifact = Artifact.load(artifact_path)
     reference = Artifact.load(reference_path) if reference_path else None
+    pre = Preprocess.resolve(  # the run's preset (its eval transform), the backbone's normalisation
+        artifact.meta.get("hparams", {}).get("preprocess"), backbone_spec, info.image_size
+    )
     alphas = sorted(float(a) for a in alphas)
     t0 = time.time()
     models = sweep_models(backbone, info, artifact, alphas, reference, device)
@@ -390,7 +426,7 @@ def evaluate(
     keep_features = tuple(i for i, a in enumerate(alphas) if a in (0.0, 1.0))
     results = {}
     for split in splits or info.logit_splits:
-        data = load_split(dataset_dir, split)
+        data = load_split(dataset_dir, split, pre, shards)
         swept = sweep_logits(
             models,
             data,

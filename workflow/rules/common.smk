@@ -67,6 +67,7 @@ wildcard_constraints:
 
 # ---- paths --------------------------------------------------------------------------------------
 DATASET_DIR = "resources/datasets/{dataset}"
+SHARDS_DIR = "resources/shards/{dataset}"  # optional: a dataset's `shards:` (shard_dataset)
 BACKBONE = "resources/backbones/{backbone}.pt"
 MODEL = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/model.pt"
 TIMING = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/timing.json"  # not deterministic
@@ -255,7 +256,8 @@ def pretrain_dataset(wildcards):
 
 def dataset_content(name):
     """A dataset's config entry less what only its consumers read (per-method hparams)."""
-    return {k: v for k, v in config["datasets"][name].items() if k != "hparams"}
+    return {k: v for k, v in config["datasets"][name].items()
+            if k not in ("hparams", "preprocess", "shards")}  # fmt: skip
 
 
 def prepare_code(name):
@@ -323,7 +325,14 @@ def finetune_inputs(wildcards):
     holistic = "source" in config["datasets"][wildcards.dataset]
     if holistic and method.trains and not has_text(wildcards.backbone):
         inputs["reference"] = reference_model(wildcards)  # start from the source model
-    return inputs
+    return {**inputs, **shards_input(wildcards)}
+
+
+def shards_input(wildcards):
+    """The dataset's pre-resized shards, where its config asks for them (`shards:`)."""
+    if "shards" not in config["datasets"][wildcards.dataset]:
+        return {}
+    return {"shards": SHARDS_DIR.format(dataset=wildcards.dataset)}
 
 
 def evaluate_inputs(wildcards):
@@ -334,7 +343,7 @@ def evaluate_inputs(wildcards):
     }
     if sweeps(wildcards) and not has_text(wildcards.backbone):
         inputs["reference"] = reference_model(wildcards)
-    return inputs
+    return {**inputs, **shards_input(wildcards)}
 
 
 def evaluate_alphas(wildcards):

@@ -37,3 +37,27 @@ rule prepare_dataset:
         downloads=DOWNLOADS,
     script:
         "../scripts/prepare_dataset.py"
+
+
+# Optional (a dataset's `shards:`): its image-folder splits decoded once into pre-resized uint8
+# shards, which fine-tuning and evaluation then read (robustft.shards: a stale shard is never read).
+rule shard_dataset:
+    input:
+        lambda wildcards: dataset_input(wildcards.dataset),
+    output:
+        directory(SHARDS_DIR),
+    log:
+        "logs/shard_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/shard_dataset/{dataset}.tsv"
+    conda:
+        "../../envs/robustft.yaml"
+    threads: 8
+    resources:
+        mem_mb=prepare_resource("mem_mb"),
+        runtime=prepare_resource("runtime"),
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset]["shards"],
+        code=job_code("shard_dataset.py", "shards"),
+    script:
+        "../scripts/shard_dataset.py"

@@ -15,4 +15,5 @@ run_job(
     snakemake.params.precision,
     reference_path=snakemake.input.get("reference"),
     splits=snakemake.params.splits,
+    shards=snakemake.input.get("shards"),
 )

@@ -42,8 +42,9 @@ OPTIM_OPTIONAL = (
     "momentum",
     "checkpoint_every",
 )
-# Read by the fine-tuning job before the method runs (`jobs.finetune`): k-shot training data.
-DATA_OPTIONAL = ("shots",)
+# Read by the fine-tuning job before the method runs (`jobs.finetune`): k-shot training data, and
+# the preprocessing preset of image data (`robustft.preprocess`; default: the dataset's).
+DATA_OPTIONAL = ("shots", "preprocess")
 # `jobs.finetune`: how many DDP processes (GPUs) train one run (`robustft.distributed`).
 RUN_OPTIONAL = ("gpus",)
 # `base.Method.param_groups` (encoder_lr_scale; only for an `ImageClassifier`, so not FLYP's CLIP)

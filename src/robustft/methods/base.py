@@ -19,6 +19,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -28,6 +29,7 @@ from ..data import DatasetInfo, StepSampler
 from ..errors import CorruptFileError, corrupt_message
 from ..heads import linear_head, zeroshot_head
 from ..models import Backbone, ImageClassifier
+from ..preprocess import item_seed
 from ..training import OptimConfig, TrainingStep, train
 
 
@@ -141,13 +143,46 @@ class ClassifierStep(TrainingStep):
         super().__init__()
         self.model = model
         self.sampler = StepSampler(len(ctx.train), ctx.hparams["batch_size"], ctx.seed)
-        self.data, self.device = ctx.train, ctx.device
+        self.data, self.device, self.seed = ctx.train, ctx.device, ctx.seed
+        self.steps = ctx.hparams.get("steps", 0)
+        # Image data on a GPU: step s+1's batch is decoded and augmented by a background thread
+        # while step s computes (it is a function of s+1 alone, so the batches stay the same).
+        # Not on CPUs, where decoding would compete with the step's own threads.
+        self.augments = getattr(ctx.train, "augments", False)
+        self.prefetch = self.augments and torch.device(ctx.device).type == "cuda"
+        self._pending, self._prefetcher = None, None
 
     def global_indices(self, step: int):
         return self.sampler.indices(step)
 
+    def _request(self, step: int) -> tuple:
+        """`get_batch`'s arguments for this rank's share of step s: indices, and for image data
+        one augmentation seed per example, from (seed, step, position in the global batch)."""
+        indices = self.global_indices(step)
+        if not self.augments:  # packed mini data: as it always was
+            return (distributed.shard(indices),)
+        positions = distributed.shard(np.arange(len(indices)))
+        return distributed.shard(indices), [item_seed(self.seed, step, int(p)) for p in positions]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of step s's batch, through the train transform: a pure function of
+        the step, whether prefetched or not."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == step:
+            out = pending[1].result()
+        else:
+            out = self.data.get_batch(*self._request(step))
+        if self.prefetch and step + 1 < self.steps:
+            if self._prefetcher is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._prefetcher = ThreadPoolExecutor(1)
+            request = self._request(step + 1)  # the sampler is read in this thread only
+            self._pending = (step + 1, self._prefetcher.submit(self.data.get_batch, *request))
+        return out
+
     def inputs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.data.get_batch(distributed.shard(self.global_indices(step)))
+        images, labels = self.batch(step)
         return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -37,12 +37,11 @@ class FLYPStep(ClassifierStep):
         prompts = ctx.info.class_prompts(ctx.hparams.get("templates"))
         captions = [p for class_prompts in prompts for p in class_prompts]
         self.tokens = ctx.backbone.tokenizer(captions).view(len(prompts), len(prompts[0]), -1)
-        self.seed = ctx.seed
         self.ce = ctx.hparams.get("loss", "contrastive") == "ce"
 
     def inputs(self, step: int) -> tuple[torch.Tensor, ...]:
         batch = self.global_indices(step)
-        images, labels = self.data.get_batch(distributed.shard(batch))
+        images, labels = self.batch(step)
         rng = np.random.default_rng([self.seed, step, 7])  # caption choice: a function of the step
         images = images.to(self.device, non_blocking=True)
         if self.ce:  # one caption per class, the same on every rank: the step's classifier
