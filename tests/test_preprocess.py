@@ -265,3 +265,25 @@ def test_snakemake_writes_the_shards_of_a_folder_dataset(tmp_path):
     log = (work / "logs/shard_dataset/folders.log").read_text()
     assert "train: writing its shard (no shard written yet)" in log, log
     assert os.path.getsize(shards / "index.json") > 0
+
+
+def test_a_border_cropped_split_is_cropped_in_its_shard_too(tmp_path):
+    """ObjectNet's 2-px border: the folder read and the shard both crop it before the resize,
+    and a shard written without the crop is stale for a split that asks for it."""
+    import json
+
+    root = folder_dataset(tmp_path / "ds", image_size=16)
+    meta = json.loads((root / "meta.json").read_text())
+    pre = Preprocess("clip", "clip", 16)
+    write_shards(root, tmp_path / "shards", ["val"], size=16)  # before the split asks for a crop
+    meta["splits"] = {"val": {"crop_border": 2}}
+    (root / "meta.json").write_text(json.dumps(meta))
+    assert open_shard(tmp_path / "shards", root, "val") is None  # written uncropped: stale
+    write_shards(root, tmp_path / "shards", ["val"], size=16)
+    folder = load_split(root, "val", pre, workers=1)
+    shard = load_split(root, "val", pre, shards=tmp_path / "shards", workers=1)
+    assert isinstance(shard, ShardSplit) and folder.crop is not None
+    x_folder, _ = folder.get_batch(range(6))
+    assert torch.equal(shard.get_batch(range(6))[0], x_folder)
+    uncropped = FolderSplit(root / "val", CLASSES, 16, 1, pre)
+    assert not torch.equal(uncropped.get_batch(range(6))[0], x_folder)
