@@ -263,6 +263,7 @@ def test_snakemake_fetches_and_prepares_a_pair(tmp_path, www):
         }
         for ds in datasets.values():
             ds["files"] = files
+            ds.pop("preprocess")  # names sup-r50, a backbone this config has not
         (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"datasets": datasets}))
         work = tmp_path / "work"
         work.mkdir()
