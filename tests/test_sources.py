@@ -357,14 +357,15 @@ def test_paper_config_dag_offline(tmp_path):
     # Office-Home: sup-r50 ft on 6 pairs, the 2 source fine-tunes (theta_0, not evaluated), 5 CLIP
     # runs on Ar -> Cl and the 5 optimizer recipes; ImageNet-R HT's ft; gamma_PCV (3) and oracle (1)
     # fine-tunes of the 8 ft runs on absent-class datasets.
-    assert counts.pop("finetune") == 42 + 145 + 18 + 1
-    assert counts.pop("evaluate") == 41 + 145 + 16 + 1
+    # The ablations: FLYP with the CE loss on ImageNet, Core-tuning's 3 on CIFAR-10 (+4).
+    assert counts.pop("finetune") == 42 + 145 + 18 + 1 + 4
+    assert counts.pop("evaluate") == 41 + 145 + 16 + 1 + 4
     assert counts.pop("finetune_variant") == counts.pop("evaluate_variant") == 8 * 4
     # the paper targets its datasets can build: 10 tables (shifts: + FLYP Table 1's iWildCam and
     # FMoW blocks, LP-FT Table 2's CIFAR-10 shifts), 2 figures, 1 feature-distortion job;
     # transfer: FLYP Table 3 (PCam, SST2) and Table 4, 3 tables; Office-Home Ar -> Cl: the
-    # calibration paper's 2 tables and 3 figures and the cross-paper table
-    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (10 + 3 + 3, 2 + 3)
+    # calibration paper's 2 tables and 3 figures and the cross-paper table; the 2 ablations
+    assert (counts.pop("paper_table"), counts.pop("paper_figure")) == (10 + 3 + 3 + 2, 2 + 3)
     assert counts.pop("feature_distortion") == 1
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout
