@@ -32,23 +32,14 @@ import shutil
 from pathlib import Path
 
 from ..data import GROUP_NAMES_FILE, DatasetInfo, fill_prompt
+from ..datafiles import DATA_FILES, data_file  # noqa: F401  (folders' callers use them)
 from .formats import Inputs, get_format
 
-DATA_FILES = Path(__file__).resolve().parents[1] / "data_files"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class LayoutError(FileNotFoundError):
     """A dataset folder does not have the layout its config describes; says what is missing."""
-
-
-def data_file(kind: str, name: str) -> list:
-    """A list shipped under data_files/<kind>/<name>.json (templates, class names)."""
-    path = DATA_FILES / kind / f"{name}.json"
-    if not path.is_file():
-        valid = sorted(p.stem for p in (DATA_FILES / kind).glob("*.json"))
-        raise ValueError(f"no {kind} data file {name!r}; valid: {valid}")
-    return json.loads(path.read_text())[kind]
 
 
 def class_folders(root: Path) -> list[str]:
