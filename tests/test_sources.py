@@ -5,6 +5,7 @@ run that fetches a dataset and a checkpoint, imports, prepares and evaluates the
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import tarfile
@@ -334,8 +335,11 @@ def test_paper_config_dag_offline(tmp_path):
     from .test_workflow import job_counts
 
     cmd = snakemake_cmd(tmp_path, "all", "-n", "--configfile", str(ROOT / "config/paper.yaml"))
-    dry = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    env = {**ENV, "PYTHONPROFILEIMPORTTIME": "1"}  # every import, to stderr
+    dry = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr[-3000:]
+    # Parsing the workflow (as every cluster job does) never imports torch: ~5 s a parse.
+    assert not re.search(r"\|\s+torch$", dry.stderr, re.M), "the Snakefile's parse imports torch"
     counts = job_counts(dry.stdout)
     planned = ("fetch_file", "import_backbone", "prepare_dataset", "shard_dataset")
     assert {k: counts.pop(k) for k in planned} == {
