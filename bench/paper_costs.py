@@ -5,10 +5,11 @@ stated throughputs. Writes bench/results/paper_costs.{csv,md}; the README shows 
     python bench/paper_costs.py                      # config/paper.yaml
     python bench/paper_costs.py --configfile X.yaml  # another config, merged onto config.yaml
 
-Images = steps x global batch, summed over the target's fine-tuning jobs (an LP is counted as one
-pass over its train split for its features: `lp_images`); evaluation is left out (one forward
-pass per image and alpha, a few % of training at paper scale). Throughputs are assumptions, named
-in the table; none was measured here (no GPU was lent to the session that wrote this).
+Images = steps x global batch, summed over the target's training jobs (fine-tunes and their
+calibration variants; a linear probe trains no encoder and is left out, as is evaluation: one
+forward pass per image and alpha). Hours assume one H100 trains ViT-B/16 in bf16 at ~6,500
+images/s (not measured here: no GPU was lent to the session that wrote this); no figure is assumed
+for ResNet-50, whose column stays in images.
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from robustft.config import _merge, hparams_for, read_config_file, recipe_method  # noqa: E402
 
-# Training images/s of one accelerator, by backbone arch (assumptions; see the module docstring).
-THROUGHPUT = {
-    # ~6,500 images/s: one H100, ViT-B/16 in bf16 (the figure the real-data issue gives; CLIP
-    # fine-tuning with the text tower frozen or absent).
-    "ViT-B-16-quickgelu": ("H100 bf16", 6500.0),
-}
-# Paper-scale train split sizes (images) for LP feature passes; from the papers' dataset sections.
-TRAIN_IMAGES = {"imagenet": 1_281_167, "cifar10": 50_000, "cifar100": 50_000}
+# Training images/s of one H100 in bf16, by backbone arch (an assumption, see the docstring): the
+# image tower of ViT-B/16; FLYP, which also trains the text tower, counts twice.
+THROUGHPUT = {"ViT-B-16-quickgelu": 6500.0}
+ARCH_NAMES = {"ViT-B-16-quickgelu": "ViT-B/16", "resnet50": "ResNet-50"}
+TRAINING_RULES = ("finetune", "finetune_variant")  # variants: gamma_PCV's pseudo runs, the oracle
+
+
+def _millions(n: int) -> str:
+    return "" if not n else ("<0.1" if n < 50_000 else f"{n / 1e6:.1f}")
+
+
 JOB = re.compile(r"^rule (\w+):\n((?:    .*\n)+)", re.M)
 
 
@@ -67,33 +71,31 @@ def main() -> None:
     (ROOT / ".paper_costs").mkdir(exist_ok=True)
     rows = []
     for spec in config["catalog"]:
-        runs = {
-            (j["dataset"], j["backbone"], j["recipe"], j["seed"])
-            for j in target_jobs(files, spec["name"])
-            if j["rule"] == "finetune"
-        }
-        images, hours, devices = 0, 0.0, set()
-        for dataset, backbone, recipe, _seed in sorted(runs):
-            method = recipe_method(config, recipe)
+        jobs = [j for j in target_jobs(files, spec["name"]) if j["rule"] in TRAINING_RULES]
+        images = {"ViT-B/16": 0, "ResNet-50": 0}
+        hours = 0.0
+        for job in jobs:
+            dataset, backbone, recipe = job["dataset"], job["backbone"], job["recipe"]
+            if recipe_method(config, recipe) in ("lp", "zeroshot"):
+                continue  # no training steps: an LP is one forward pass over its train split
             hp = hparams_for(config, recipe, backbone, dataset)
-            if method == "lp":
-                n = TRAIN_IMAGES.get(dataset, 0)
-            else:
-                n = int(hp.get("steps", 0)) * int(hp.get("batch_size", 0))
-            images += n
+            n = int(hp.get("steps", 0)) * int(hp.get("batch_size", 0))
             arch = config["backbones"][backbone]["arch"]["name"]
+            images[ARCH_NAMES.get(arch, arch)] = images.get(ARCH_NAMES.get(arch, arch), 0) + n
             if arch in THROUGHPUT:
-                device, rate = THROUGHPUT[arch]
-                hours += n / rate / 3600 * (2 if method == "flyp" else 1)  # + the text tower
-                devices.add(device)
+                hours += (
+                    n
+                    / THROUGHPUT[arch]
+                    / 3600
+                    * (2 if recipe_method(config, recipe) == "flyp" else 1)
+                )
         rows.append(
             {
                 "target": spec["name"],
-                "paper": spec["paper"],
-                "runs": len(runs),
-                "training images (M)": round(images / 1e6, 1),
-                "accelerator hours (est.)": round(hours, 1) if devices else "",
-                "at": ", ".join(sorted(devices)),
+                "training jobs": len(jobs),
+                "ViT-B/16 images (M)": _millions(images["ViT-B/16"]),
+                "ViT-B/16 H100 hours (est.)": f"{hours:.1f}" if images["ViT-B/16"] else "",
+                "ResNet-50 images (M)": _millions(images["ResNet-50"]),
             }
         )
     out = ROOT / "bench/results/paper_costs"
@@ -106,9 +108,9 @@ def main() -> None:
     lines += ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows]
     lines.append(
         "\nFrom `python bench/paper_costs.py` (" + ", ".join(Path(f).name for f in files) + "): "
-        "steps x batch of each target's fine-tuning jobs (a shared run counts in every target "
-        "that reads it); hours only where a throughput is assumed (ViT-B/16: ~6,500 images/s "
-        "on one H100 in bf16, FLYP x2 for its text tower), not measured here."
+        "steps x batch of each target's training jobs (a run shared by several targets counts in "
+        "each); hours assume ~6,500 images/s on one H100 in bf16 (FLYP x2, its text tower), not "
+        "measured here."
     )
     Path(f"{out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

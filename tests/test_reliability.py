@@ -171,7 +171,7 @@ def _kill_after_checkpoint(workdir: Path, target: str, configs, step: int, env: 
 
 
 def test_a_checkpoint_from_another_learning_rate_is_not_resumed(finished, env, tmp_path):
-    steps = 100  # long enough to kill it after its step-10 checkpoint, before it ends
+    steps = 60  # long enough to kill it after its step-10 checkpoint, before it ends
     longer = tmp_path / "longer-ft.yaml"
     longer.write_text(yaml.safe_dump({"methods": {"ft": {"steps": steps, "checkpoint_every": 10}}}))
     new_lr = tmp_path / "new-lr.yaml"

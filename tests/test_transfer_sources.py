@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from robustft.sources.folders import LayoutError, data_file, prepare_folders
 
 from .loopback import serve
 from .test_sources import SCHEMA
-from .test_workflow import ENV, ROOT, snakemake_cmd
+from .test_workflow import ROOT
 
 PAPER = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
 
@@ -412,29 +411,3 @@ def test_a_format_modules_code_is_part_of_its_datasets_provenance():
     script = ROOT / "workflow" / "scripts" / "prepare_dataset.py"
     assert script_code(script, ["sources.format_pcam"]) != script_code(script)
     assert script_code(script, ["sources.formats"]) == script_code(script)
-
-
-@pytest.mark.slow
-def test_snakemake_fetches_and_prepares_a_format_dataset(tmp_path):
-    """fetch_file (the archive and a format's `inputs`, md5-checked, off 127.0.0.1) ->
-    prepare_dataset: the Flowers102 layout through the workflow's own rules."""
-    flowers_fixture(tmp_path / "www")
-    work = tmp_path / "run"
-    work.mkdir()
-    with serve(tmp_path / "www") as (url, handler):
-        files = {f: {"url": f"{url}/{f}", "md5": md5(tmp_path / "www" / f)} for f in FLOWER_FILES}
-        (tmp_path / "flowers.yaml").write_text(
-            yaml.safe_dump({"datasets": {"flowers102": flowers_config(files)}})
-        )
-        cmd = snakemake_cmd(work, "resources/datasets/flowers102", "--configfile",
-                            str(tmp_path / "flowers.yaml"))  # fmt: skip
-        online = {k: v for k, v in ENV.items() if k != "HF_HUB_OFFLINE"}
-        run = subprocess.run(cmd, cwd=work, env=online, capture_output=True, text=True)
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-4000:]
-        assert sorted(path for path, _ in handler.requests) == [f"/{f}" for f in FLOWER_FILES]
-    info = DatasetInfo.read(work / "resources/datasets/flowers102")
-    assert info.classnames[6] == "moon orchid" and info.splits["test"]["metric"] == "top1"
-    test = labels_by_file(load_split(work / "resources/datasets/flowers102", "test"))
-    assert test == {
-        f"image_{i:05d}.jpg": int(FLOWER_LABELS[0, i - 1]) - 1 for i in SETID["tstid"][0]
-    }

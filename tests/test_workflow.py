@@ -252,9 +252,9 @@ def _resume_workdir(smoke: Path, name: str, tmp_path: Path) -> Path:
 
 
 def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
-    steps = 120  # long enough to kill it after its step-40 checkpoint, before it ends
+    steps = 60  # long enough to kill it after its step-20 checkpoint, before it ends
     longer = tmp_path / "longer-ft.yaml"
-    longer.write_text(yaml.safe_dump({"methods": {"ft": {"steps": steps, "checkpoint_every": 20}}}))
+    longer.write_text(yaml.safe_dump({"methods": {"ft": {"steps": steps, "checkpoint_every": 10}}}))
     configs = ["--configfile", str(SMOKE), str(longer)]
     target = "results/models/mini/mini-clip/ft/seed0/model.pt"
 
@@ -279,7 +279,7 @@ def test_killed_training_job_resumes_to_the_same_result(smoke, tmp_path):
             if (workdir / "scratch").exists()
             else []
         )
-        if found and torch.load(found[0], weights_only=False)["step"] >= 40:
+        if found and torch.load(found[0], weights_only=False)["step"] >= 20:
             ckpt = found[0]
             break
         time.sleep(0.2)

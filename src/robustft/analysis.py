@@ -22,7 +22,7 @@ from .scoring import primary, score
 
 METRIC_COLUMNS = [
     "backbone", "dataset", "method", "seed", "alpha", "split", "role", "metric", "value", "n",
-    "headline",
+    "headline", "precision",  # the evaluation's precision (fp32, or bf16 where it ran in bf16)
 ]  # fmt: skip
 CALIBRATION_COLUMNS = [
     "backbone", "dataset", "method", "variant", "seed", "alpha", "classifier", "calibration",

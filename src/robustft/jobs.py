@@ -518,7 +518,7 @@ def _metrics_frame(logits_paths: list[str]):
     from .logits import Logits
 
     rows = [row for path in logits_paths for row in metric_rows(Logits(path))]
-    return pd.DataFrame(rows, columns=[*METRIC_COLUMNS, "precision"])
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
 def _calibration_frames(groups: list[dict]):

@@ -13,9 +13,7 @@ run_job(
     int(snakemake.wildcards.seed),
     snakemake.output.model,
     scratch_dir(snakemake.config["scratch"], snakemake.wildcards),
-    inputs={
-        k: v for k, v in snakemake.input.items() if k not in ("backbone", "dataset", "shards")
-    },
+    inputs={k: v for k, v in snakemake.input.items() if k not in ("backbone", "dataset", "shards")},
     threads=snakemake.threads,
     precision=snakemake.params.precision,
     variant=snakemake.params.variant,
