@@ -94,7 +94,9 @@ def main() -> None:
                 "target": spec["name"],
                 "training jobs": len(jobs),
                 "ViT-B/16 images (M)": _millions(images["ViT-B/16"]),
-                "ViT-B/16 H100 hours (est.)": f"{hours:.1f}" if images["ViT-B/16"] else "",
+                "ViT-B/16 H100 hours (est.)": (
+                    "" if not images["ViT-B/16"] else "<0.1" if hours < 0.05 else f"{hours:.1f}"
+                ),
                 "ResNet-50 images (M)": _millions(images["ResNet-50"]),
             }
         )
