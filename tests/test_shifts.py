@@ -19,7 +19,7 @@ from robustft.scoring import score
 from robustft.sources.fetch import fetch
 from robustft.sources.folders import LayoutError, class_map_entries, prepare_folders
 
-from .loopback import serve
+from .loopback import serve, served_clip, zeroshot_config
 
 # The WILDS fixtures' years start at 2010, so WILDS' year grouper warns of empty groups.
 pytestmark = pytest.mark.filterwarnings("ignore:Minimum metadata value:UserWarning")
@@ -428,17 +428,14 @@ def test_snakemake_fetches_fmow_and_scores_its_regions(tmp_path):
     and worst-region accuracy is scored from them."""
     import subprocess
 
-    import torch
     import yaml
 
     from robustft.logits import Logits
-    from robustft.models import build_clip
 
     from .test_workflow import ENV, snakemake_cmd
 
     fmow_bundle(tmp_path / "www", tmp_path / "build")
-    torch.manual_seed(0)
-    torch.save(build_clip({"name": "robustft-mini-cnn"}).state_dict(), tmp_path / "www" / "clip.pt")
+    clip_sha = served_clip(tmp_path / "www")
     with serve(tmp_path / "www") as (url, handler):
         ds = fmow_config()
         ds["image_size"] = 32
@@ -447,22 +444,7 @@ def test_snakemake_fetches_fmow_and_scores_its_regions(tmp_path):
             "url": f"{url}/fmow_v1.1.tar.gz",
             "sha256": sha256(tmp_path / "www" / "fmow_v1.1.tar.gz"),
         }
-        config = {
-            "datasets": {"fmow": ds},
-            "backbones": {
-                "fetched-clip": {
-                    "family": "clip",
-                    "arch": {"library": "open_clip", "name": "robustft-mini-cnn"},
-                    "weights": {
-                        "url": f"{url}/clip.pt",
-                        "sha256": sha256(tmp_path / "www" / "clip.pt"),
-                    },
-                }
-            },  # fmt: skip
-            "experiments": [
-                {"backbone": "fetched-clip", "dataset": "fmow", "methods": ["zeroshot"]}
-            ],
-        }
+        config = zeroshot_config(url, clip_sha, "fmow", ds)
         (tmp_path / "fmow.yaml").write_text(yaml.safe_dump(config))
         work = tmp_path / "run"
         work.mkdir()

@@ -23,7 +23,7 @@ from robustft.data import DatasetInfo, load_split
 from robustft.sources.checkpoints import open_clip_registry, weights_problems
 from robustft.sources.folders import LayoutError, prepare_folders
 
-from .loopback import serve
+from .loopback import serve, served_clip, zeroshot_config
 from .test_workflow import ENV, ROOT, snakemake_cmd
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -222,30 +222,12 @@ def test_moco_layout_loads_every_key_or_fails(tmp_path):
 def test_snakemake_fetches_imports_prepares_and_evaluates(tmp_path, monkeypatch):
     """fetch_file (dataset archives and a CLIP checkpoint from 127.0.0.1) -> import_backbone ->
     prepare_dataset -> zero-shot evaluation: logits for every split of the fetched dataset."""
-    import torch
-
-    from robustft.models import build_clip
-
     sha = fixture_archives(tmp_path / "www", tmp_path / "build")
-    torch.manual_seed(0)
-    torch.save(build_clip({"name": "robustft-mini-cnn"}).state_dict(), tmp_path / "www" / "clip.pt")
-    clip_sha = hashlib.sha256((tmp_path / "www" / "clip.pt").read_bytes()).hexdigest()
+    clip_sha = served_clip(tmp_path / "www")
     with serve(tmp_path / "www") as (url, handler):
         ds = dataset_config(url, sha)
         ds["files"]["shift.zip"]["size"] = (tmp_path / "www" / "shift.zip").stat().st_size
-        config = {
-            "datasets": {"fixture": ds},
-            "backbones": {
-                "fetched-clip": {
-                    "family": "clip",
-                    "arch": {"library": "open_clip", "name": "robustft-mini-cnn"},
-                    "weights": {"url": f"{url}/clip.pt", "sha256": clip_sha},
-                }
-            },  # fmt: skip
-            "experiments": [
-                {"backbone": "fetched-clip", "dataset": "fixture", "methods": ["zeroshot"]}
-            ],
-        }
+        config = zeroshot_config(url, clip_sha, "fixture", ds)
         (tmp_path / "fixture.yaml").write_text(yaml.safe_dump(config))
         work = tmp_path / "run"
         work.mkdir()
