@@ -626,7 +626,7 @@ def row5_wiseft_sweep(b: Bench) -> list[dict]:
         "5", f"{name}: K={len(alphas)}, {len(splits)} splits, {images} images", baseline,
         median(t for t, _ in runs["separate"]), median(t for t, _ in runs["sweep"]), "s",
         batch=1000, precision=precision,
-        notes=f"logits {'identical' if same else 'DIFFER'}; trained weights from {run}",
+        notes=f"logits {'identical' if same else 'DIFFER'}; trained weights of the default run (--workdir)",
     )]  # fmt: skip
 
 
