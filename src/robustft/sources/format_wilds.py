@@ -43,8 +43,7 @@ def open_bundle(inputs: Inputs, archive: str):
     link = root / f"{dataset}_v{version}"  # WILDS' data directory name
     if not link.is_symlink():
         link.symlink_to(os.path.relpath(unpacked, root))
-    import wilds
-
+    wilds = _import_wilds()
     try:
         return wilds.get_dataset(
             dataset=dataset, version=version, root_dir=str(root), download=False
@@ -54,6 +53,23 @@ def open_bundle(inputs: Inputs, archive: str):
             f"{archive} is no WILDS {dataset} v{version} bundle (expected RELEASE_v{version}.txt "
             f"and its metadata at the top of the archive): {err}"
         ) from None
+
+
+def _import_wilds():
+    """`import wilds`, without the PyPI version checks that wilds and ogb start at import in
+    non-daemon threads: their requests have no timeout, so on a firewalled cluster node each could
+    keep the job from exiting for a TCP connect timeout. `outdated` (their dependency) makes the
+    check; it becomes a no-op for them. `import outdated` still checks outdated's own version once
+    (its module code); where there is no route at all, that fails at once."""
+    try:
+        import outdated
+
+        outdated.check_outdated = lambda package, version, *args, **kwargs: (False, version)
+    except ImportError:  # wilds then skips the check itself
+        pass
+    import wilds
+
+    return wilds
 
 
 def image_paths(ds, index: np.ndarray) -> list[Path]:
