@@ -336,19 +336,11 @@ STL10 = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "sh
 def cifar_shift_files(www: Path, build: Path) -> dict:
     """cifar-10-python.tar.gz (pickles), CIFAR-10.1 v6's two .npy files and stl10_binary.tar.gz
     (column-major uint8 images, labels 1..10), each image's pixels its own index."""
-    import pickle
     import tarfile
 
-    rng = np.random.default_rng(0)
-    root = build / "cifar-10-batches-py"
-    root.mkdir(parents=True)
-    for file in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
-            "labels": list(range(10)),
-        }
-        (root / file).write_bytes(pickle.dumps(batch))
-    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": CIFAR10}))
+    from .test_sources import cifar10_batches
+
+    root = cifar10_batches(build, CIFAR10)
     www.mkdir(parents=True, exist_ok=True)
     with tarfile.open(www / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(root, arcname="cifar-10-batches-py")

@@ -261,6 +261,24 @@ def test_shipped_imagenet_prompts_and_names_are_clips():
     assert data_file("classes", "imagenet_openai") == list(IMAGENET_CLASSNAMES)
 
 
+def cifar10_batches(build: Path, names: list[str]) -> Path:
+    """`build/cifar-10-batches-py` in cifar-10-python.tar.gz's pickle layout: 5 train batches and a
+    test batch of 10 random images each (labels 0..9), and the meta file naming the classes."""
+    import pickle
+
+    root = build / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for file in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
+            "labels": list(range(10)),
+        }
+        (root / file).write_bytes(pickle.dumps(batch))
+    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    return root
+
+
 def test_cifar_archive_becomes_image_folders_with_its_label_names(tmp_path):
     """The python-pickle layout of cifar-10-python.tar.gz (5 train batches, a test batch, meta)."""
     import pickle
@@ -277,16 +295,7 @@ def test_cifar_archive_becomes_image_folders_with_its_label_names(tmp_path):
         "ship",
         "truck",
     ]
-    root = tmp_path / "build" / "cifar-10-batches-py"
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for file in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
-            "labels": list(range(10)),
-        }
-        (root / file).write_bytes(pickle.dumps(batch))
-    (root / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    root = cifar10_batches(tmp_path / "build", names)
     (tmp_path / "dl").mkdir()
     with tarfile.open(tmp_path / "dl" / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(root, arcname="cifar-10-batches-py")
