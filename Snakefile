@@ -97,4 +97,4 @@ rule all:
         ]
         if calibration_groups()
         else [],
-        [target_files(name) for name in CATALOG],
+        [target_files(name) for name in ALL_TARGETS],

@@ -89,7 +89,8 @@ def test_hparams_merge_method_dataset_backbone():
     config["backbones"]["mini-ssl"]["hparams"] = {"ft": {"lr": 1.0e-3}}
     check_config(config, SCHEMA)
     hp = hparams_for(config, "ft", "mini-ssl", "mini")
-    assert hp["lr"] == 1.0e-3 and hp["steps"] == 7 and hp["batch_size"] == 128
+    assert hp["lr"] == 1.0e-3 and hp["steps"] == 7
+    assert hp["batch_size"] == config["methods"]["ft"]["batch_size"]
 
 
 def test_command_line_strings_become_the_numbers_the_schema_wants():

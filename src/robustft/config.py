@@ -288,6 +288,19 @@ def _runs(config: dict):
                 recipe, needed_by = recipe_dependency(config, recipe), recipe
 
 
+def run_seed(config: dict, run: dict) -> int:
+    """The seed of the run that answers for `run` (dataset, backbone, recipe, seed): its own, or 0
+    for a recipe whose result the seed does not change (`MethodInfo.seeded`, unless its
+    hyper-parameters draw k shots), so that a table over seeds 0, 1, 2 trains and scores such a
+    recipe once, not three times alike."""
+    method = METHODS[recipe_method(config, run["recipe"])]
+    if method.seeded or hparams_for(config, run["recipe"], run["backbone"], run["dataset"]).get(
+        "shots"
+    ):
+        return int(run["seed"])
+    return 0
+
+
 def known_recipes(config: dict) -> list[str]:
     """Every runnable name: the methods (their defaults) and the config's recipes."""
     return [*METHODS, *(config.get("recipes") or {})]
@@ -735,6 +748,15 @@ def check_catalog(config: dict) -> list[str]:
             bad = [c for c in spec["columns"] if c not in valid]
             if bad:
                 errors.append(f"{where}.columns: unknown column(s) {bad}; valid: {valid}")
+    chosen = config.get("all_targets", "catalog")
+    if isinstance(chosen, str) and chosen != "catalog":
+        errors.append(f"all_targets: {chosen!r} is not valid; valid: 'catalog' or a list of names")
+    elif chosen != "catalog" and set(chosen) - names:
+        errors.append(
+            f"all_targets: unknown target(s) {[t for t in chosen if t not in names]}; valid: "
+            f"'catalog' (every target) or a list of the catalog's names: {sorted(names)}. A config "
+            "file that replaces `catalog` sets `all_targets` too."
+        )
     return errors
 
 

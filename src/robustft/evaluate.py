@@ -9,7 +9,9 @@ theta_0, the model alpha = 0 stands for:
   dataset: the source model).
 
 The sweep loads and preprocesses each batch of images once and passes it through all alpha models
-(`sweep_logits`), so K alphas cost K forward passes, not K data passes. Scoring happens later, on the
+(`sweep_logits`), so K alphas cost K forward passes, not K data passes; alpha models whose image
+encoders are the same weights (a linear probe's sweep: only the head moves) share one encoder, run
+once per batch. Scoring happens later, on the
 saved logits (`robustft.logits`, `robustft.analysis`).
 """
 
@@ -70,7 +72,7 @@ def sweep_models(
 ) -> list[ImageClassifier]:
     """One classifier per alpha: theta(alpha) = (1 - alpha) theta_0 + alpha theta_1."""
     theta_0 = reference_state(backbone, info, artifact, reference) if alphas != [1.0] else None
-    models = []
+    models, encoders = [], []  # encoders: (state before folding, the folded module), once each
     for alpha in alphas:
         state = (
             artifact.state_dict
@@ -78,8 +80,19 @@ def sweep_models(
             else interpolate(theta_0, artifact.state_dict, alpha)
         )
         model = classifier_from_state(backbone, info, artifact.kind, state, artifact.normalize)
-        models.append(for_inference(model.to(device), device))
+        raw = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+        model = for_inference(model.to(device), device)
+        same = next((enc for seen, enc in encoders if _equal_states(seen, raw)), None)
+        if same is None:
+            encoders.append((raw, model.encoder))
+        else:
+            model.encoder = same
+        models.append(model)
     return models
+
+
+def _equal_states(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @torch.no_grad()
@@ -110,8 +123,12 @@ def sweep_logits(
         if device.type == "cpu":  # the layout `models.for_inference` gives the models
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast:
+            shared = {}  # one forward pass per distinct encoder (sweep_models shares equal ones)
             for i, model in enumerate(models):
-                f = model.features(images)
+                key = (id(model.encoder), model.normalize)
+                if key not in shared:
+                    shared[key] = model.features(images)
+                f = shared[key]
                 logits[i].append(model.head(f).float().cpu())
                 if i in feats:
                     feats[i].append(f.float().cpu())

@@ -43,6 +43,13 @@ PRELOAD = (
     "robustft.pretrain",
     "robustft.methods",
     "robustft.data",
+    # the linear probe's solver, and the tables' and figures' libraries (~3 s a job otherwise,
+    # most of a figure job's time); matplotlib with the Agg backend the figures use
+    "sklearn.linear_model",
+    "matplotlib.pyplot",
+    "seaborn",
+    "robustft.plots",
+    "robustft.paper_tables",
 )
 _HEADER = struct.Struct("!Q")
 
@@ -249,6 +256,7 @@ def serve(path: str | Path, parent: int | None = None, idle_timeout: float = 360
     t0 = time.perf_counter()
     import importlib
 
+    os.environ.setdefault("MPLBACKEND", "Agg")  # before pyplot is imported: no display here
     for name in PRELOAD:
         importlib.import_module(name)
     print(

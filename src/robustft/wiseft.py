@@ -2,7 +2,9 @@
 
 theta(alpha) = (1 - alpha) * theta_0 + alpha * theta_1 over every key of the state dict (image encoder
 and head; for FLYP both towers and the logit scale). Integer buffers (BatchNorm's
-num_batches_tracked) are not averaged: they are taken from theta_1.
+num_batches_tracked) are not averaged: they are taken from theta_1. A tensor theta_0 and theta_1
+share (a linear probe's frozen encoder) is kept as it is rather than recomputed, which float
+rounding would perturb: every alpha model then has that very encoder, and `evaluate` runs it once.
 """
 
 from __future__ import annotations
@@ -23,5 +25,8 @@ def interpolate(
             raise ValueError(
                 f"cannot interpolate {key!r}: shapes {tuple(w0.shape)} vs {tuple(w1.shape)}"
             )
-        merged[key] = (1 - alpha) * w0 + alpha * w1 if w1.is_floating_point() else w1.clone()
+        if not w1.is_floating_point() or torch.equal(w0, w1):
+            merged[key] = w1.clone()
+        else:
+            merged[key] = (1 - alpha) * w0 + alpha * w1
     return merged

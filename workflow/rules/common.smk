@@ -17,6 +17,7 @@ from robustft.config import (
     known_recipes,
     recipe_dependency,
     recipe_method,
+    run_seed,
 )
 from robustft.catalog import FIGURE_KINDS, grid_cells, needs_sweep
 from robustft.catalog import seeds as catalog_seeds
@@ -78,20 +79,30 @@ VARIANT_TIMING = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/{varia
 VARIANT_LOGITS = "results/logits/{dataset}/{backbone}/{recipe}/seed{seed}-{variant}.npz"
 
 
+def seeded_run(dataset, backbone, recipe, seed):
+    """The run that answers for these: a recipe the seed does not change runs as seed 0
+    (`config.run_seed`: zero-shot heads, linear probes)."""
+    run = dict(dataset=dataset, backbone=backbone, recipe=recipe, seed=int(seed))
+    return {**run, "seed": run_seed(config, run)}
+
+
 def experiment_runs():
-    """Every (dataset, backbone, recipe, seed) the experiments ask for, in config order."""
+    """Every (dataset, backbone, recipe, seed) the experiments ask for, once, in config order."""
+    seen = set()
     for exp in config["experiments"]:
         for recipe in exp["methods"]:
             for seed in exp.get("seeds", [0]):
-                yield dict(
-                    dataset=exp["dataset"], backbone=exp["backbone"], recipe=recipe, seed=seed
-                )
+                run = seeded_run(exp["dataset"], exp["backbone"], recipe, seed)
+                if tuple(run.values()) not in seen:
+                    seen.add(tuple(run.values()))
+                    yield run
 
 
 def runs():
-    """Every run of the experiments and of the catalog's targets, once, in config order."""
+    """Every run of the experiments and of the targets `snakemake all` builds, once, in config
+    order."""
     seen = set()
-    for run in [*experiment_runs(), *(r for name in CATALOG for r in target_runs(name))]:
+    for run in [*experiment_runs(), *(r for name in ALL_TARGETS for r in target_runs(name))]:
         key = tuple(run.values())
         if key not in seen:
             seen.add(key)
@@ -166,12 +177,13 @@ def sweeps(wildcards):
 def reference_model(wildcards):
     """theta_0's artifact for a backbone without a text tower: the (source dataset's) LP, or the
     dataset's `source_recipe` run on its source (the calibration paper's source fine-tune)."""
-    return MODEL.format(
-        dataset=source_dataset(wildcards.dataset),
-        backbone=wildcards.backbone,
-        recipe=config["datasets"][wildcards.dataset].get("source_recipe", "lp"),
-        seed=wildcards.seed,
+    source = seeded_run(
+        source_dataset(wildcards.dataset),
+        wildcards.backbone,
+        config["datasets"][wildcards.dataset].get("source_recipe", "lp"),
+        wildcards.seed,
     )
+    return MODEL.format(**source)
 
 
 def calibration_groups(runs=None):
@@ -299,6 +311,22 @@ def pretrain_priority(wildcards):
     return 1 + hp.get("steps", 0) * hp.get("batch_size", 0) // 1000
 
 
+@lru_cache(maxsize=1)
+def started_from():
+    """The recipes other runs start from: LP-FT's linear probes, holistic transfer's source runs."""
+    recipes = {recipe_dependency(config, r) for r in known_recipes(config)}
+    recipes |= {
+        spec.get("source_recipe", "lp") for spec in config["datasets"].values() if "source" in spec
+    }
+    return frozenset(recipes - {None})
+
+
+def finetune_priority(wildcards):
+    """Above the other fine-tunes (priority 0): a run that others start from heads a chain (LP ->
+    LP-FT -> evaluation -> tables), so it must not wait behind runs nothing waits for."""
+    return 1 if wildcards.recipe in started_from() else 0
+
+
 def dataset_spec(wildcards):
     return dataset_content(wildcards.dataset)
 
@@ -321,7 +349,8 @@ def finetune_inputs(wildcards):
     method = METHODS[method_of(wildcards)]
     dependency = recipe_dependency(config, wildcards.recipe)
     if dependency:  # LP-FT starts from a linear probe's head (input name: the method it needs)
-        inputs[method.depends_on] = MODEL.format(**{**wildcards, "recipe": dependency})
+        start = seeded_run(wildcards.dataset, wildcards.backbone, dependency, wildcards.seed)
+        inputs[method.depends_on] = MODEL.format(**start)
     holistic = "source" in config["datasets"][wildcards.dataset]
     if holistic and method.trains and not has_text(wildcards.backbone):
         inputs["reference"] = reference_model(wildcards)  # start from the source model
@@ -368,6 +397,8 @@ def method_hparams(wildcards):
 
 # ---- the paper-target catalog (config `catalog`; builders in robustft.catalog / robustft.plots) --
 CATALOG = {spec["name"]: spec for spec in config.get("catalog") or []}
+# The targets `snakemake all` builds (config `all_targets`); every one is buildable by name.
+ALL_TARGETS = list(CATALOG) if config["all_targets"] == "catalog" else config["all_targets"]
 PAPER_OUT = "results/papers/{paper}/{item}"
 PUBLISHED = "config/published/{paper}.csv"
 DISTORTION = "results/analysis/distortion/{target}.csv"
@@ -383,11 +414,12 @@ def target_runs(name):
     spec = CATALOG[name]
     if "rows" not in spec:
         return [run for run in experiment_runs() if run["dataset"] == spec["dataset"]]
-    return [
-        dict(dataset=cell["dataset"], backbone=spec["backbone"], recipe=cell["recipe"], seed=seed)
+    cells = [
+        seeded_run(cell["dataset"], spec["backbone"], cell["recipe"], seed)
         for cell in grid_cells(spec)
         for seed in catalog_seeds(spec)
     ]
+    return [dict(key) for key in dict.fromkeys(tuple(run.items()) for run in cells)]
 
 
 def target_name(wildcards):

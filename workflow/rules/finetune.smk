@@ -8,6 +8,7 @@ rule finetune:
         "logs/finetune/{dataset}/{backbone}/{recipe}/seed{seed}.log",
     benchmark:
         "benchmarks/finetune/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
+    priority: finetune_priority
     conda:
         "../../envs/robustft.yaml"
     threads: 2

@@ -23,6 +23,11 @@ class MethodInfo:
     # defaults and dataset/backbone overrides are merged; any other key is refused (config.py).
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    # Does the run's seed change its result? Not for a deterministic fit on fixed data (zero-shot
+    # head, linear probe): their runs of seeds 1, 2, ... would repeat seed 0's, so every seed of
+    # such a recipe is its seed-0 run (`config.run_seed`). A k-shot recipe (`shots`) is seeded:
+    # the seed draws its examples.
+    seeded: bool = True
 
     @property
     def hparams(self) -> tuple[str, ...]:
@@ -56,7 +61,7 @@ CLASSIFIER_OPTIONAL = (
 
 METHODS: dict[str, MethodInfo] = {
     "zeroshot": MethodInfo(
-        "CLIP (Radford et al. 2021); WiSE-FT's template-ensemble head", True, False
+        "CLIP (Radford et al. 2021); WiSE-FT's template-ensemble head", True, False, seeded=False
     ),
     "lp": MethodInfo(
         "Linear probe (LP-FT, Kumar et al. ICLR 2022)",
@@ -64,6 +69,7 @@ METHODS: dict[str, MethodInfo] = {
         False,
         required=("c_min_log10", "c_max_log10", "c_steps", "max_iter"),
         optional=DATA_OPTIONAL,
+        seeded=False,  # features of a frozen encoder (eval transform) + a deterministic solver
     ),
     "ft": MethodInfo(
         "End-to-end fine-tuning (WiSE-FT, Wortsman et al. CVPR 2022)",
