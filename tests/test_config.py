@@ -18,7 +18,7 @@ def default_config():
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "mini-full.yaml", "smoke.yaml", "paper.yaml"])
 def test_shipped_configs_are_valid(name):
     """Each as a run reads it: merged onto config/config.yaml (Snakemake's --configfile)."""
     from robustft.config import _merge
@@ -149,7 +149,7 @@ def test_a_missing_required_key_names_the_method_the_run_and_the_key():
     with pytest.raises(ConfigError) as err:
         check_config(config, SCHEMA)
     msg = str(err.value)
-    for i, backbone in enumerate(["mini-clip", "mini-ssl", "mini-sup"]):
+    for i, backbone in enumerate(["mini-clip", "mini-ssl"]):  # the experiments that run l2sp
         assert (
             f"experiments[{i}] (backbone {backbone!r}, dataset 'mini'): method 'l2sp' lacks "
             "required hyper-parameter(s) ['l2sp_lambda']"
@@ -243,3 +243,53 @@ def test_duplicate_alphas_are_refused():
 def test_schema_default_grid_is_config_yaml_grid():
     schema = yaml.safe_load(SCHEMA.read_text())
     assert schema["properties"]["wiseft"]["default"] == default_config()["wiseft"]
+
+
+def test_all_targets_names_catalog_targets():
+    config = default_config()
+    config["all_targets"] = ["flyp_table1", "flyp_tabel3"]
+    with pytest.raises(ConfigError, match=r"all_targets: unknown target\(s\) \['flyp_tabel3'\]"):
+        check_config(config, SCHEMA)
+    config["all_targets"] = "everything"
+    with pytest.raises(ConfigError, match=r"all_targets: 'everything' is not valid"):
+        check_config(config, SCHEMA)
+
+
+def test_mini_full_is_the_default_with_every_run_and_target():
+    """config/mini-full.yaml only adds runs and targets (and the full fine-tuning batch): every
+    dataset, backbone, recipe and target is the default's, so a run both have is the same run."""
+    from robustft.config import _merge
+
+    default = default_config()
+    full = copy.deepcopy(default)
+    _merge(full, yaml.safe_load((ROOT / "config" / "mini-full.yaml").read_text()))
+    for key in ("datasets", "backbones", "recipes", "catalog", "wiseft", "calibration"):
+        assert full[key] == default[key], key
+    assert full["all_targets"] == "catalog" and set(default["all_targets"]) < {
+        spec["name"] for spec in default["catalog"]
+    }
+    quick_runs = {
+        (e["dataset"], e["backbone"], m) for e in default["experiments"] for m in e["methods"]
+    }
+    full_runs = {
+        (e["dataset"], e["backbone"], m) for e in full["experiments"] for m in e["methods"]
+    }
+    assert quick_runs < full_runs
+
+
+def test_a_run_the_seed_does_not_change_is_its_seed_0_run():
+    """Zero-shot heads and linear probes are deterministic: seeds 1, 2 would repeat seed 0; a k-shot
+    probe is seeded (the seed draws its examples)."""
+    from robustft.config import run_seed
+
+    config = default_config()
+
+    def seed(recipe, k, dataset="mini", backbone="mini-ssl"):
+        return run_seed(config, dict(dataset=dataset, backbone=backbone, recipe=recipe, seed=k))
+
+    assert [seed("lp", k) for k in (0, 1, 2)] == [0, 0, 0]
+    assert seed("zeroshot", 1, backbone="mini-clip") == 0
+    assert [seed(r, 2) for r in ("ft", "lpft", "coretuning")] == [2, 2, 2]
+    assert seed("lp-k4", 1, dataset="mini-binary", backbone="mini-clip") == 1
+    config["datasets"]["mini"]["hparams"] = {"lp": {"shots": 8}}  # k shots from the dataset
+    assert seed("lp", 1) == 1

@@ -62,6 +62,40 @@ def test_single_load_sweep_equals_separate_evaluations_and_its_endpoints(
     assert swept["features"][0].shape == (len(data), backbone.feature_dim)
 
 
+@pytest.mark.parametrize("family", ["clip", "ssl"])
+def test_a_linear_probe_sweep_runs_its_frozen_encoder_once(
+    family, backbone_files, tiny_dataset, monkeypatch
+):
+    """Every alpha model of an LP sweep (CLIP: zero-shot head -> LP head) has the pretrained
+    encoder: `sweep_models` gives them one encoder module and `sweep_logits` runs it once per
+    batch, with the logits of K separate models."""
+    spec, path = backbone_files[family]
+    backbone = load_backbone(family, spec, path)
+    info = DatasetInfo.read(tiny_dataset)
+    probe = _fine_tune(backbone, info, tiny_dataset, "lp")
+    if family == "clip":
+        models = sweep_models(backbone, info, probe, ALPHAS, None, CPU)
+    else:  # theta_0 is a linear probe too: an FT run's sweep must not share (its encoder moved)
+        ft = _fine_tune(backbone, info, tiny_dataset)
+        unshared = sweep_models(backbone, info, ft, ALPHAS, probe, CPU)
+        assert len({id(m.encoder) for m in unshared}) == len(ALPHAS)
+        models = sweep_models(backbone, info, probe, ALPHAS, probe, CPU)
+    assert len({id(m.encoder) for m in models}) == 1
+    calls = []
+    encoder = models[0].encoder
+    monkeypatch.setattr(encoder, "forward", lambda x, f=encoder.forward: calls.append(1) or f(x))
+    data = load_split(tiny_dataset, info.test)
+    swept = sweep_logits(models, data, CPU, batch_size=40)
+    assert len(calls) == -(-len(data) // 40)  # one encoder pass per batch, not one per alpha
+    images, _ = data.get_batch(np.arange(len(data)))
+    for i, model in enumerate(models):
+        np.testing.assert_allclose(swept["logits"][i], _logits(model, images), rtol=1e-5, atol=1e-5)
+    if family == "clip":  # the path from the zero-shot head to the probe's
+        zeroshot = zeroshot_classifier(backbone, info)
+        np.testing.assert_allclose(swept["logits"][0], _logits(zeroshot, images), atol=1e-5)
+        assert not np.allclose(swept["logits"][0], swept["logits"][2])
+
+
 def test_finetune_job_refuses_training_data_holding_absent_classes(tiny_dataset, tmp_path):
     from robustft.jobs import finetune
 

@@ -20,3 +20,15 @@ def test_interpolation_refuses_mismatched_models():
         interpolate({"a": torch.zeros(1)}, {"b": torch.zeros(1)}, 0.5)
     with pytest.raises(ValueError, match="shapes"):
         interpolate({"a": torch.zeros(1)}, {"a": torch.zeros(2)}, 0.5)
+
+
+def test_a_tensor_both_models_share_is_kept_exactly():
+    """A linear probe's encoder is theta_0's: (1 - a) w + a w would perturb it in the last bits."""
+    w = torch.tensor([0.1, 0.7, 1.3])  # 0.9 * 0.7 + 0.1 * 0.7 != 0.7 in float32
+    assert not torch.equal((1 - 0.1) * w + 0.1 * w, w)
+    theta_0 = {"enc": w.clone(), "head": torch.tensor([1.0, 3.0])}
+    theta_1 = {"enc": w.clone(), "head": torch.tensor([3.0, 1.0])}
+    mid = interpolate(theta_0, theta_1, 0.1)
+    assert torch.equal(mid["enc"], w)
+    assert mid["enc"].data_ptr() != theta_1["enc"].data_ptr()  # a copy, not theta_1's tensor
+    assert torch.allclose(mid["head"], torch.tensor([1.2, 2.8]))

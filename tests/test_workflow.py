@@ -342,33 +342,69 @@ def test_bad_config_stops_before_any_job(tmp_path, override, expected):
     assert not any((tmp_path / d).exists() for d in ("resources", "results", "logs"))
 
 
-def test_default_config_dag(tmp_path):
-    dry = snakemake(tmp_path, "all", "-n")
-    assert job_counts(dry.stdout) == {
-        "all": 1,
-        "ausuc_table": 1,
-        "calibration": 1,
-        "calibration_figure": 1,
-        "calibration_table": 1,
-        # experiments: 25 runs; the catalog adds few-shot (2 seeds x 13), transfer (2 sets x 5),
-        # LP-FT seeds 1-2 (x 3), the optimizer grid (5), FLYP's CE and Core-tuning's ablations (4)
-        "evaluate": 76,
-        "evaluate_variant": 8,  # mini-clip, mini-sup x (oracle + 3 gamma_PCV pseudo fine-tunes)
-        "feature_distortion": 1,
-        "finetune": 76,
-        "finetune_variant": 8,
-        "lp_search_table": 1,
-        "methods_table": 1,
-        "metrics": 1,
-        "ncm_table": 1,
-        "paper_figure": 5,
-        "paper_table": 14,
-        "prepare_dataset": 5,
-        "pretrain_backbone": 3,
-        "throughput_table": 1,
-        "wiseft_figure": 1,
-        "wiseft_table": 1,
-    }
+QUICK_DAG = {
+    "all": 1,
+    "ausuc_table": 1,
+    "calibration": 1,
+    "calibration_figure": 1,
+    "calibration_table": 1,
+    # experiments: 12 runs, plus LP-FT's seeds 1-2 (FT and LP-FT; the probe is seed-free) and
+    # mini-sup's source LP on `mini` (theta_0 of its holistic transfer)
+    "evaluate": 16,
+    "evaluate_variant": 4,  # mini-sup: the oracle + 3 gamma_PCV pseudo fine-tunes
+    "feature_distortion": 1,
+    "finetune": 17,
+    "finetune_variant": 4,
+    "lp_search_table": 1,
+    "methods_table": 1,
+    "metrics": 1,
+    "ncm_table": 1,
+    "paper_figure": 4,
+    "paper_table": 9,
+    "prepare_dataset": 2,
+    "pretrain_backbone": 3,
+    "throughput_table": 1,
+    "wiseft_figure": 1,
+    "wiseft_table": 1,
+}
+FULL_DAG = {
+    **QUICK_DAG,
+    # experiments: 25 runs; the catalog adds few-shot (2 seeds x 12, one zero-shot), transfer
+    # (2 sets x 5), LP-FT seeds 1-2 (FT and LP-FT), the optimizer grid (5), the ablations (4)
+    "evaluate": 73,
+    "evaluate_variant": 8,  # mini-clip, mini-sup x (oracle + 3 gamma_PCV pseudo fine-tunes)
+    "finetune": 73,
+    "finetune_variant": 8,
+    "paper_figure": 5,
+    "paper_table": 14,
+    "prepare_dataset": 5,
+}
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [([], QUICK_DAG), (["--configfile", str(ROOT / "config" / "mini-full.yaml")], FULL_DAG)],
+    ids=["default", "mini-full"],
+)
+def test_default_and_full_mini_dags(tmp_path, args, expected):
+    dry = snakemake(tmp_path, "all", "-n", *args)
+    assert job_counts(dry.stdout) == expected
+    # LP-FT's tables read 3 seeds; the probe they start from is trained once
+    assert "results/models/mini/mini-ssl/lpft/seed2/model.pt" in dry.stdout
+    assert "results/models/mini/mini-ssl/lp/seed0/model.pt" in dry.stdout
+    assert "mini-ssl/lp/seed1" not in dry.stdout and "mini-ssl/lp/seed2" not in dry.stdout
+
+
+def test_a_target_outside_the_default_all_is_built_by_name(tmp_path):
+    """flyp_table3 is not in the default `all_targets`, yet `snakemake flyp_table3` builds it."""
+    assert (
+        "flyp_table3"
+        not in yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["all_targets"]
+    )
+    dry = snakemake(tmp_path, "flyp_table3", "-n")
+    counts = job_counts(dry.stdout)
+    assert counts["paper_table"] == 1 and counts["finetune"] == 25  # 2 seeds x 12 + zero-shot
+    assert "results/papers/flyp/table3.csv" in dry.stdout
 
 
 def test_snakemake_lint():

@@ -43,8 +43,11 @@ PRELOAD = (
     "robustft.pretrain",
     "robustft.methods",
     "robustft.data",
-    # the linear probe's solver, and the tables' and figures' libraries (~3 s a job otherwise,
-    # most of a figure job's time); matplotlib with the Agg backend the figures use
+)
+# Imported once the first jobs are running (the server is idle for the first time), so that they
+# do not wait for them: the linear probe's solver and the tables' and figures' libraries (~3 s of
+# a figure job otherwise, most of its time); matplotlib with the Agg backend the figures use.
+LATE_PRELOAD = (
     "sklearn.linear_model",
     "matplotlib.pyplot",
     "seaborn",
@@ -256,7 +259,6 @@ def serve(path: str | Path, parent: int | None = None, idle_timeout: float = 360
     t0 = time.perf_counter()
     import importlib
 
-    os.environ.setdefault("MPLBACKEND", "Agg")  # before pyplot is imported: no display here
     for name in PRELOAD:
         importlib.import_module(name)
     print(
@@ -267,9 +269,19 @@ def serve(path: str | Path, parent: int | None = None, idle_timeout: float = 360
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}  # pid -> the client connection it answers
     last_activity = time.monotonic()
+    late = list(LATE_PRELOAD)
     try:
         while not stop:
-            for key, _ in selector.select(timeout=0.5):
+            events = selector.select(timeout=0.5)
+            if not events and late:
+                t0 = time.perf_counter()
+                os.environ.setdefault("MPLBACKEND", "Agg")  # before pyplot: no display here
+                for name in late:
+                    importlib.import_module(name)
+                print(f"job server: then {', '.join(late)} in {time.perf_counter() - t0:.1f}s",
+                      flush=True)  # fmt: skip
+                late = []
+            for key, _ in events:
                 if key.fileobj is listener:
                     conn, _ = listener.accept()
                     conn.settimeout(30)

@@ -311,6 +311,13 @@ def pretrain_priority(wildcards):
     return 1 + hp.get("steps", 0) * hp.get("batch_size", 0) // 1000
 
 
+def prepare_priority(wildcards):
+    """Above every pretraining: every job waits on a dataset, and a small one (mini-ht: 6 s on the
+    two cores its generation takes) left for later would find the two cores free only at the end
+    of the run, holding back every run on it."""
+    return 1 + max([pretrain_priority(Wildcards(backbone=b)) for b in config["backbones"]] or [0])
+
+
 @lru_cache(maxsize=1)
 def started_from():
     """The recipes other runs start from: LP-FT's linear probes, holistic transfer's source runs."""

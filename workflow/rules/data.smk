@@ -24,6 +24,7 @@ rule prepare_dataset:
         "logs/prepare_dataset/{dataset}.log",
     benchmark:
         "benchmarks/prepare_dataset/{dataset}.tsv"
+    priority: prepare_priority
     conda:
         "../../envs/robustft.yaml"
     threads: 2
