@@ -19,7 +19,8 @@ Rows (one function each, `ROWS` below):
      batch, fused AdamW, threads; batches gathered beforehand)
   4  zero-shot evaluation against CLIP_benchmark (PyPI `clip-benchmark`, installed into bench/.deps
      with --no-deps, for this row only): top-1 in fp32 must be equal; images/s
-  5  WiSE-FT: one sweep of K alpha models against K separate evaluations
+  5  WiSE-FT: one sweep of K alpha models against K separate evaluations (FT: K encoders; LP: the
+     alpha models share the frozen encoder, run once)
   6  linear probe on cached features against training the head through the frozen encoder: s/epoch
   7  job overhead: (benchmark wall - time inside the job's function) over a finished run's jobs, as
      a share of their wall time; and a job's start-up, plain process against the fork server
@@ -590,12 +591,27 @@ def row4_zeroshot_eval(b: Bench) -> list[dict]:
 def row5_wiseft_sweep(b: Bench) -> list[dict]:
     """K = len(wiseft.alphas) alpha models over the scored splits: one data pass for all of them
     (`evaluate.sweep_logits`, as the evaluate job) against K passes, one per model, each loading the
-    data again (a one-model-per-job evaluation). Logits must be identical."""
-    name, baseline = "WiSE-FT sweep of K alphas (mini-clip FT)", "K separate evaluations"
+    data again (a one-model-per-job evaluation). Logits must be identical. 5a: mini-clip's FT (K
+    different encoders); 5b: its linear probe, whose alpha models share the frozen encoder, which
+    the sweep runs once."""
     run = b.finished_run()
-    artifact_path = run and run / "results/models/mini/mini-clip/ft/seed0/model.pt"
-    if not (artifact_path and artifact_path.is_file()):
-        return [b.not_measured("5", name, baseline, "needs a finished run (--workdir or row 1)")]
+    rows = []
+    for row, recipe in (("5a", "ft"), ("5b", "lp")):
+        name = f"WiSE-FT sweep of K alphas (mini-clip {recipe.upper()})"
+        baseline = "K separate evaluations"
+        artifact_path = run and run / f"results/models/mini/mini-clip/{recipe}/seed0/model.pt"
+        if not (artifact_path and artifact_path.is_file()):
+            rows.append(
+                b.not_measured(row, name, baseline, "needs a finished run (--workdir or row 1)")
+            )
+            continue
+        rows.append(_sweep_row(b, row, name, baseline, run, artifact_path))
+    return rows
+
+
+def _sweep_row(
+    b: Bench, row: str, name: str, baseline: str, run: Path, artifact_path: Path
+) -> dict:
     import numpy as np
 
     from robustft.data import DatasetInfo, load_split
@@ -613,6 +629,7 @@ def row5_wiseft_sweep(b: Bench) -> list[dict]:
     backbone, _ = b.clip_backbone(trained=True)
     backbone.clip.to(device)
     models = sweep_models(backbone, info, Artifact.load(artifact_path), alphas, None, device)
+    encoders = len({id(m.encoder) for m in models})
 
     sweep_logits(models, Subset(load_split(dataset_dir, splits[0]), 200), device, precision)
 
@@ -629,12 +646,13 @@ def row5_wiseft_sweep(b: Bench) -> list[dict]:
                            b.repeats)  # fmt: skip
     same = all(np.array_equal(runs["sweep"][-1][1][s], runs["separate"][-1][1][s]) for s in splits)
     images = sum(len(load_split(dataset_dir, s)) for s in splits)
-    return [b.row(
-        "5", f"{name}: K={len(alphas)}, {len(splits)} splits, {images} images", baseline,
+    return b.row(
+        row, f"{name}: K={len(alphas)}, {len(splits)} splits, {images} images", baseline,
         median(t for t, _ in runs["separate"]), median(t for t, _ in runs["sweep"]), "s",
         batch=1000, precision=precision,
-        notes=f"logits {'identical' if same else 'DIFFER'}; trained weights of the default run (--workdir)",
-    )]  # fmt: skip
+        notes=f"logits {'identical' if same else 'DIFFER'}; {encoders} distinct encoder(s) among "
+        f"the {len(models)} alpha models; trained weights of the default run (--workdir)",
+    )  # fmt: skip
 
 
 # ---- 6: linear probe on cached features -------------------------------------------------------

@@ -228,3 +228,16 @@ def test_linear_head_predicts_what_scikit_learn_predicts(classes):
     np.testing.assert_array_equal(clf.classes_[logits.argmax(1)], clf.predict((x - mean) / std))
     probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
     np.testing.assert_allclose(probs, clf.predict_proba((x - mean) / std), atol=1e-4)
+
+
+def test_a_single_run_std_reads_as_a_dash_in_the_markdown(tmp_path):
+    """LP-FT's tables: the deterministic probe is one run, so it has no std; the markdown says "–"."""
+    import pandas as pd
+
+    from robustft.tables import write
+
+    frame = pd.DataFrame({"row": ["LP", "FT"], "id": [52.71, 19.94], "id_std": [None, 3.91]})
+    write(frame, str(tmp_path / "t.csv"), str(tmp_path / "t.md"))
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert lines[2].split("|")[1:4] == [" LP    ", " 52.7 ", "      –   "]
+    assert "3.9" in lines[3] and "nan" not in (tmp_path / "t.md").read_text()

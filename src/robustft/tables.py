@@ -170,10 +170,14 @@ def lp_search_table(timings: list[dict]) -> pd.DataFrame:
 def write(
     frame: pd.DataFrame, csv_path: str, md_path: str | None = None, digits: int | dict = 1
 ) -> None:
-    """CSV (full precision) and a rounded markdown copy; AUSUC (a fraction) keeps 3 digits."""
+    """CSV (full precision) and a rounded markdown copy; AUSUC (a fraction) keeps 3 digits. A
+    missing value (a split a model has no score on, the std of a single run) reads "–" in the
+    markdown, not "nan"."""
     if isinstance(digits, int):
         digits = {c: (3 if "ausuc" in c else digits) for c in frame.columns}
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(csv_path, index=False)
     if md_path:
-        Path(md_path).write_text(frame.round(digits).to_markdown(index=False) + "\n")
+        rounded = frame.round(digits)
+        rounded = rounded.astype(object).where(rounded.notna(), None)
+        Path(md_path).write_text(rounded.to_markdown(index=False, missingval="–") + "\n")
