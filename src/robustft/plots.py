@@ -290,6 +290,7 @@ def optimizer_figure(
         value = au[(au.method == recipe) & (au.alpha == 1.0)].value.mean()
         points.append({"optimizer": hp.get("optimizer", "adamw"), "lr": hp["lr"], "ausuc": value})
     frame = pd.DataFrame(points).sort_values("lr")
+    print(frame.to_string(index=False), flush=True)  # the plotted points, in the job's log
     fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
     colours = {"adamw": "#1f77b4", "sgd": "#d62728"}
     for optimizer, group in frame.groupby("optimizer"):
