@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -209,6 +210,7 @@ def _run_child(request: dict, conn: socket.socket, others: list[socket.socket]) 
         for other in others:  # other jobs' connections: their clients must see only their child
             other.close()
         os.setpgid(0, 0)  # its own process group: the server can kill the job and its workers
+        finished = _die_with_client(conn)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -220,11 +222,33 @@ def _run_child(request: dict, conn: socket.socket, others: list[socket.socket]) 
         except BaseException as err:  # noqa: BLE001 - reported to the client, already logged
             reply = {"ok": False, "error": error_summary(err)}
             code = 1
+        finished.set()
         _send(conn, reply)
     except BaseException:  # noqa: BLE001 - never return into the server's loop
         code = 2
     finally:
         os._exit(code)
+
+
+def _die_with_client(conn: socket.socket) -> threading.Event:
+    """Kill this job's process group the moment its client goes away (Snakemake killed, the job
+    cancelled), without waiting for the server to notice: the server may be busy importing its
+    late modules, and a training job left running would write checkpoints its rerun must not
+    find. The client sends nothing after its request, so a read returns only when it is gone.
+    Returns the event to set once the job's outcome is about to be sent."""
+    finished = threading.Event()
+    conn.settimeout(None)
+
+    def watch() -> None:
+        try:
+            gone = conn.recv(1) == b""
+        except OSError:
+            gone = True
+        if gone and not finished.is_set():
+            os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="client-watch", daemon=True).start()
+    return finished
 
 
 def _picklable(obj) -> bool:
