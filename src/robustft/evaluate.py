@@ -80,7 +80,7 @@ def sweep_models(
             else interpolate(theta_0, artifact.state_dict, alpha)
         )
         model = classifier_from_state(backbone, info, artifact.kind, state, artifact.normalize)
-        raw = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+        raw = model.encoder.state_dict()  # before folding (which builds new modules)
         model = for_inference(model.to(device), device)
         same = next((enc for seen, enc in encoders if _equal_states(seen, raw)), None)
         if same is None:

@@ -86,27 +86,27 @@ def seeded_run(dataset, backbone, recipe, seed):
     return {**run, "seed": run_seed(config, run)}
 
 
+def unique_runs(runs):
+    """`runs` (dicts) without repeats, in order: seed-free recipes map several seeds to one run."""
+    return [dict(key) for key in dict.fromkeys(tuple(run.items()) for run in runs)]
+
+
 def experiment_runs():
     """Every (dataset, backbone, recipe, seed) the experiments ask for, once, in config order."""
-    seen = set()
-    for exp in config["experiments"]:
-        for recipe in exp["methods"]:
-            for seed in exp.get("seeds", [0]):
-                run = seeded_run(exp["dataset"], exp["backbone"], recipe, seed)
-                if tuple(run.values()) not in seen:
-                    seen.add(tuple(run.values()))
-                    yield run
+    return unique_runs(
+        seeded_run(exp["dataset"], exp["backbone"], recipe, seed)
+        for exp in config["experiments"]
+        for recipe in exp["methods"]
+        for seed in exp.get("seeds", [0])
+    )
 
 
 def runs():
     """Every run of the experiments and of the targets `snakemake all` builds, once, in config
     order."""
-    seen = set()
-    for run in [*experiment_runs(), *(r for name in ALL_TARGETS for r in target_runs(name))]:
-        key = tuple(run.values())
-        if key not in seen:
-            seen.add(key)
-            yield run
+    return unique_runs(
+        [*experiment_runs(), *(r for name in ALL_TARGETS for r in target_runs(name))]
+    )
 
 
 def all_models():
@@ -421,12 +421,11 @@ def target_runs(name):
     spec = CATALOG[name]
     if "rows" not in spec:
         return [run for run in experiment_runs() if run["dataset"] == spec["dataset"]]
-    cells = [
+    return unique_runs(
         seeded_run(cell["dataset"], spec["backbone"], cell["recipe"], seed)
         for cell in grid_cells(spec)
         for seed in catalog_seeds(spec)
-    ]
-    return [dict(key) for key in dict.fromkeys(tuple(run.items()) for run in cells)]
+    )
 
 
 def target_name(wildcards):
