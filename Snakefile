@@ -3,8 +3,10 @@
 #   snakemake all                 every table and figure of the configured experiments
 #   snakemake wiseft_figure       one figure (or any rule / file name below)
 #
-# data -> pretrained backbones -> fine-tuning (one rule, a wildcard per method) -> WiSE-FT alpha
-# sweep + evaluation on ID and shifted test sets -> tidy metrics -> tables and figures.
+# config -> plan (robustft.plan: every job, once) -> rules (workflow/rules: paths and thin input
+# functions) -> scripts -> robustft.jobs -> the science. The DAG: data -> pretrained backbones ->
+# fine-tuning (one rule, a wildcard per recipe) -> WiSE-FT alpha sweep + evaluation on ID and
+# shifted test sets -> tables and figures (one rule per target, robustft.catalog).
 # Keep this file's top level free of heavy imports: it is parsed again for every cluster job.
 
 import os
@@ -76,25 +78,11 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/backbones.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/tables.smk"
-include: "workflow/rules/papers.smk"
+include: "workflow/rules/targets.smk"
 
 
+# The general tables of the experiments, and the catalog targets `all_targets` names.
 rule all:
     default_target: True
     input:
-        rules.methods_table.output,
-        rules.wiseft_table.output,
-        rules.wiseft_figure.output,
-        rules.throughput_table.output,
-        rules.lp_search_table.output,
-        # the calibration paper's tables, where a dataset has absent classes
-        [
-            rules.calibration_table.output,
-            rules.ausuc_table.output,
-            rules.ncm_table.output,
-            rules.calibration_figure.output,
-        ]
-        if calibration_groups()
-        else [],
-        [target_files(name) for name in ALL_TARGETS],
+        [path for name in PLAN.all_built for path in PLAN.targets[name].files.values()],

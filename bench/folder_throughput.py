@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robustft.data import DatasetInfo, load_split
+from robustft.data import DatasetInfo, load_split, shard_sources
 from robustft.preprocess import Preprocess, item_seed
 from robustft.shards import write_shards
 
@@ -93,7 +93,7 @@ def measure(root: Path, n: int, batch: int, threads: list[int], size: int) -> di
     pre = Preprocess("clip", "clip", 224)
     results = {}
     t0 = time.perf_counter()
-    write_shards(root, root / "shards", ["train"], size, threads=max(threads))
+    write_shards(root / "shards", shard_sources(root, ["train"]), size, threads=max(threads))
     results[f"shard_writing_{max(threads)}_threads"] = n / (time.perf_counter() - t0)
     for t in threads:
         torch.set_num_threads(t)

@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from robustft.config import _merge, hparams_for, read_config_file, recipe_method  # noqa: E402
+from robustft.configfile import merge_into, read_config_file  # noqa: E402
+from robustft.recipes import hparams_for, recipe_method  # noqa: E402
 
 # Training images/s of one H100 in bf16, by backbone arch (an assumption, see the docstring): the
 # image tower of ViT-B/16; FLYP, which also trains the text tower, counts twice.
@@ -67,7 +68,7 @@ def main() -> None:
     files = [str(Path(f).resolve()) for f in (args.configfile or [ROOT / "config/paper.yaml"])]
     config = read_config_file(ROOT / "config/config.yaml")
     for f in files:
-        _merge(config, read_config_file(f))
+        merge_into(config, read_config_file(f))
     (ROOT / ".paper_costs").mkdir(exist_ok=True)
     rows = []
     for spec in config["catalog"]:

@@ -402,11 +402,11 @@ def _training_arms(b, backbone, method, info, train, val, device, precision, ste
     import torch
     import torch.nn.functional as F
 
-    from robustft.config import hparams_for
     from robustft.contrastive import clip_loss
     from robustft.methods import get_method
     from robustft.methods.base import Artifact, FineTuneContext, _cpu, initial_classifier
     from robustft.methods.coretuning import coretuning_loss
+    from robustft.recipes import hparams_for
     from robustft.training import OptimConfig, autocast, make_optimizer
 
     batch = BATCH
@@ -665,10 +665,10 @@ def row6_linear_probe(b: Bench) -> list[dict]:
     import torch.nn.functional as F
     from sklearn.linear_model import LogisticRegression
 
-    from robustft.config import hparams_for
     from robustft.data import DatasetInfo, load_split
     from robustft.methods import get_method
     from robustft.methods.base import FineTuneContext
+    from robustft.recipes import hparams_for
     from robustft.training import OptimConfig, make_optimizer
 
     torch, device = setup_torch(b.threads)
@@ -836,7 +836,7 @@ def row8_input_pipeline(b: Bench) -> list[dict]:
     decode, crop, resize per image). Both read by `--threads` threads, as a job reads them."""
     from folder_throughput import make_dataset, train_rate
 
-    from robustft.data import load_split
+    from robustft.data import load_split, shard_sources
     from robustft.preprocess import Preprocess
     from robustft.shards import write_shards
 
@@ -847,7 +847,7 @@ def row8_input_pipeline(b: Bench) -> list[dict]:
     root = make_dataset(b.scratch / "jpegs", n)
     t0 = time.perf_counter()
     with b.quiet():
-        write_shards(root, root / "shards", ["train"], size, threads=b.threads)
+        write_shards(root / "shards", shard_sources(root, ["train"]), size, threads=b.threads)
     writing = n / (time.perf_counter() - t0)
     pre = Preprocess("clip", "clip", 224)
     folder = load_split(root, "train", pre, workers=b.threads)

@@ -105,7 +105,7 @@ def test_one_target_on_a_clean_directory_builds_only_its_runs(tmp_path):
     # its two datasets
     assert counts["finetune"] == 5 and counts["evaluate"] == 5
     assert counts["pretrain_backbone"] == 1 and counts["prepare_dataset"] == 2
-    assert counts["paper_table"] == 1
+    assert counts["flyp_table3"] == 1
     assert "finetune_variant" not in counts and "metrics" not in counts
 
 
@@ -116,8 +116,9 @@ def test_a_recipe_change_reruns_its_jobs_and_the_targets_that_read_them(smoke, t
     proc = snakemake(smoke, "--configfile", str(SMOKE), str(change), "-n", "--quiet", "rules")
     counts = job_counts(proc.stdout)
     assert counts["finetune"] == 1 and counts["evaluate"] == 1  # that recipe's run only
-    assert counts["paper_figure"] == 1  # calibrated_optimizers; no other paper target
-    assert "paper_table" not in counts and "pretrain_backbone" not in counts
+    # calibrated_optimizers (a figure), and no other target
+    targets = {rule for rule in counts if rule in CATALOG or rule.endswith("_table")}
+    assert targets == {"calibrated_optimizers"} and "pretrain_backbone" not in counts
 
 
 @pytest.mark.slow
@@ -129,7 +130,7 @@ def test_a_figure_style_change_reruns_that_figure_only(smoke, tmp_path):
         yaml.safe_dump({"catalog": catalog}, sort_keys=False)
     )  # rows keep their order
     proc = snakemake(smoke, "--configfile", str(SMOKE), str(change), "-n", "--quiet", "rules")
-    assert job_counts(proc.stdout) == {"paper_figure": 1, "all": 1}
+    assert job_counts(proc.stdout) == {"flyp_figure1": 1, "all": 1}
 
 
 def _config():
@@ -157,7 +158,7 @@ def _config():
             "recipes['ft']: a recipe may not take a method's name",
         ),
         (
-            lambda c: c["experiments"][0]["methods"].append("ft-k5"),
+            lambda c: c["experiments"][0]["recipes"].append("ft-k5"),
             "unknown method or recipe 'ft-k5'; methods: [",
         ),
         (
@@ -172,6 +173,15 @@ def _config():
             lambda c: c["catalog"][3].update(backbone="mini-ssl"),
             "'flyp-k4' needs a text tower; backbone 'mini-ssl' is 'ssl'",
         ),
+        (
+            lambda c: c["catalog"][0].update(kind="method_tabel"),
+            "catalog[0] (flyp_table1).kind: 'method_tabel' is not valid; valid choices: "
+            "['method_table', 'grid_table'",
+        ),
+        (
+            lambda c: c["catalog"][0].update(name="finetune"),
+            "catalog[0] (finetune): 'finetune' is the name of a workflow rule",
+        ),
     ],
 )
 def test_bad_catalog_and_recipe_entries_name_the_entry_and_the_choices(change, message):
@@ -183,7 +193,7 @@ def test_bad_catalog_and_recipe_entries_name_the_entry_and_the_choices(change, m
 
 
 def test_recipe_overrides_win_and_name_the_run():
-    from robustft.config import hparams_for, recipe_dependency, recipe_method
+    from robustft.recipes import hparams_for, recipe_dependency, recipe_method
 
     config = _config()
     hp = hparams_for(config, "ft-sgd-lr1e-2", "mini-sup", "mini-ht")
@@ -192,3 +202,47 @@ def test_recipe_overrides_win_and_name_the_run():
     assert recipe_method(config, "lpft-k16") == "lpft"
     assert recipe_dependency(config, "lpft-k16") == "lp-k16"
     assert recipe_dependency(config, "lpft") == "lp"
+
+
+def test_a_new_target_kind_is_one_registry_entry_and_one_builder(tmp_path, monkeypatch):
+    """README "Adding a target kind": a `KINDS` entry and a builder make a config's catalog entry a
+    target: the config check accepts it, the plan gives it its runs and files, its job builds it."""
+    import numpy as np
+
+    from robustft import catalog, paper_tables
+    from robustft.jobs import build_target
+    from robustft.logits import save_logits
+    from robustft.plan import Plan
+
+    def seed_spread(spec, data):  # the README's example
+        final = paper_tables.per_seed_table(data.metrics).query("alpha == 1.0")
+        return final.groupby("recipe", as_index=False).id.agg(id_min="min", id_max="max")
+
+    monkeypatch.setitem(catalog.KINDS, "seed_spread",
+                        catalog.TargetKind("paper_tables:seed_spread", "table", ("metrics",)))  # fmt: skip
+    monkeypatch.setattr(paper_tables, "seed_spread", seed_spread, raising=False)
+    config = _config()
+    spec = {"name": "my_spread", "paper": "flyp", "item": "spread", "kind": "seed_spread",
+            "title": "spread", "dataset": "mini", "backbone": "mini-clip", "rows": {"FT": "ft"},
+            "columns": ["id"], "seeds": [0, 1]}  # fmt: skip
+    config["catalog"].append(spec)
+    plan = Plan(check_config(config, SCHEMA, command_line={}))
+    target = plan.targets["my_spread"]
+    assert [r.seed for r in target.runs] == [0, 1]
+    assert target.files["csv"] == "results/papers/flyp/spread.csv"
+    # its job, on two fabricated logits files (seed 0 right on 3 of 4 test images, seed 1 on 1)
+    logits = []
+    for seed, right in ((0, 3), (1, 1)):
+        labels = np.array([0, 1, 0, 1])
+        z = np.eye(2)[np.where(np.arange(4) < right, labels, 1 - labels)][None]
+        split = {"logits": z, "labels": labels}
+        meta = {"backbone": "mini-clip", "dataset": "mini", "recipe": "ft", "method": "ft",
+                "seed": seed, "roles": {"val": "val", "test": "id"},
+                "protocols": {"val": {}, "test": {}}}  # fmt: skip
+        path = tmp_path / f"seed{seed}.npz"
+        save_logits(path, [1.0], {"val": split, "test": split}, meta)
+        logits.append(str(path))
+    files = {k: str(tmp_path / v) for k, v in target.files.items()}
+    build_target(spec, {"logits": logits}, files)
+    # min and max ID accuracy over the two seeds
+    assert (tmp_path / target.files["csv"]).read_text() == "recipe,id_min,id_max\nft,25.0,75.0\n"

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robustft.config import ConfigError, check_config, hparams_for
+from robustft.config import ConfigError, check_config
+from robustft.configfile import merge_into
+from robustft.recipes import hparams_for, run_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -21,10 +23,8 @@ def default_config():
 @pytest.mark.parametrize("name", ["config.yaml", "mini-full.yaml", "smoke.yaml", "paper.yaml"])
 def test_shipped_configs_are_valid(name):
     """Each as a run reads it: merged onto config/config.yaml (Snakemake's --configfile)."""
-    from robustft.config import _merge
-
     config = default_config()
-    _merge(config, yaml.safe_load((ROOT / "config" / name).read_text()))
+    merge_into(config, yaml.safe_load((ROOT / "config" / name).read_text()))
     check_config(config, SCHEMA)
 
 
@@ -48,7 +48,7 @@ def test_unknown_nested_key_is_located():
 
 def test_unknown_method_lists_the_methods():
     config = default_config()
-    config["experiments"][0]["methods"].append("fylp")
+    config["experiments"][0]["recipes"].append("fylp")
     with pytest.raises(
         ConfigError,
         match=r"unknown method or recipe 'fylp'; methods: \['zeroshot', 'lp', 'ft', 'lpft', "
@@ -69,7 +69,7 @@ def test_unknown_dataset_and_backbone_list_the_defined_ones():
 
 def test_text_methods_on_a_backbone_without_text_are_refused():
     config = default_config()
-    config["experiments"][1]["methods"] = ["flyp"]
+    config["experiments"][1]["recipes"] = ["flyp"]
     with pytest.raises(
         ConfigError, match="'flyp' needs a text tower.*'mini-ssl'.*methods for it: \\['lp'"
     ):
@@ -99,7 +99,9 @@ def test_command_line_strings_become_the_numbers_the_schema_wants():
     config["plots"] = {"wiseft_curve": {"dpi": "60", "width": "3.5", "methods": ["ft"]}}
     config["wiseft"] = {"alphas": ["0", "0.5", "1.0"]}
     check_config(config, SCHEMA)
-    assert config["plots"]["wiseft_curve"] == {"dpi": 60, "width": 3.5, "methods": ["ft"]}
+    given = {"dpi": 60, "width": 3.5, "recipes": ["ft"]}  # `methods`: its name before
+    assert config["plots"]["wiseft_curve"] == {**config["plots"]["wiseft_curve"], **given}
+    assert config["plots"]["wiseft_curve"]["height"] == 4.0
     assert config["wiseft"]["alphas"] == [0, 0.5, 1.0]
     config["wiseft"] = {"alphas": ["half"]}
     with pytest.raises(ConfigError, match=r"\['alphas'\]\[0\]: 'half' is not of type 'number'"):
@@ -161,6 +163,7 @@ def test_a_required_key_may_come_from_an_override_alone():
     config = default_config()
     del config["methods"]["l2sp"]["l2sp_lambda"]
     config["experiments"] = [{"backbone": "mini-ssl", "dataset": "mini", "methods": ["l2sp"]}]
+    config["catalog"], config["all_targets"] = [], []  # no paper target runs l2sp either
     config["backbones"]["mini-ssl"]["hparams"] = {"l2sp": {"l2sp_lambda": 0.1}}
     check_config(config, SCHEMA)
     assert hparams_for(config, "l2sp", "mini-ssl", "mini")["l2sp_lambda"] == 0.1
@@ -173,13 +176,23 @@ def test_a_required_key_may_come_from_an_override_alone():
 def test_an_unused_method_entry_need_not_be_complete():
     config = default_config()
     config["experiments"] = [{"backbone": "mini-ssl", "dataset": "mini", "methods": ["ft"]}]
-    config["methods"]["coretuning"] = {"eta": 0.1}  # partial, but no experiment runs coretuning
+    config["methods"]["coretuning"] = {"eta": 0.1}  # partial, but nothing runs coretuning
+    config["catalog"] = [c for c in config["catalog"]
+                         if "coretuning" not in str(c.get("rows"))]  # fmt: skip
+    names = [c["name"] for c in config["catalog"]]
+    config["all_targets"] = [t for t in config["all_targets"] if t in names]
     check_config(config, SCHEMA)
+    # a paper target is buildable by name (`snakemake coretuning_table1`): its runs are checked
+    with pytest.raises(ConfigError, match=r"catalog target 'coretuning_table1': method "
+                       r"'coretuning' lacks required hyper-parameter\(s\) \['steps'"):  # fmt: skip
+        check_config(default_config() | {"methods": config["methods"],
+                                          "experiments": config["experiments"]}, SCHEMA)  # fmt: skip
 
 
 def test_a_dependency_needs_its_hyper_parameters_too():
     config = default_config()
     config["experiments"] = [{"backbone": "mini-ssl", "dataset": "mini", "methods": ["lpft"]}]
+    config["catalog"], config["all_targets"] = [], []
     del config["methods"]["lp"]["max_iter"]
     with pytest.raises(
         ConfigError, match=r"method 'lp' \(needed by 'lpft'\) lacks .*\['max_iter'\]"
@@ -258,21 +271,19 @@ def test_all_targets_names_catalog_targets():
 def test_mini_full_is_the_default_with_every_run_and_target():
     """config/mini-full.yaml only adds runs and targets (and the full fine-tuning batch): every
     dataset, backbone, recipe and target is the default's, so a run both have is the same run."""
-    from robustft.config import _merge
-
     default = default_config()
     full = copy.deepcopy(default)
-    _merge(full, yaml.safe_load((ROOT / "config" / "mini-full.yaml").read_text()))
+    merge_into(full, yaml.safe_load((ROOT / "config" / "mini-full.yaml").read_text()))
     for key in ("datasets", "backbones", "recipes", "catalog", "wiseft", "calibration"):
         assert full[key] == default[key], key
     assert full["all_targets"] == "catalog" and set(default["all_targets"]) < {
         spec["name"] for spec in default["catalog"]
     }
     quick_runs = {
-        (e["dataset"], e["backbone"], m) for e in default["experiments"] for m in e["methods"]
+        (e["dataset"], e["backbone"], m) for e in default["experiments"] for m in e["recipes"]
     }
     full_runs = {
-        (e["dataset"], e["backbone"], m) for e in full["experiments"] for m in e["methods"]
+        (e["dataset"], e["backbone"], m) for e in full["experiments"] for m in e["recipes"]
     }
     assert quick_runs < full_runs
 
@@ -280,8 +291,6 @@ def test_mini_full_is_the_default_with_every_run_and_target():
 def test_a_run_the_seed_does_not_change_is_its_seed_0_run():
     """Zero-shot heads and linear probes are deterministic: seeds 1, 2 would repeat seed 0; a k-shot
     probe is seeded (the seed draws its examples)."""
-    from robustft.config import run_seed
-
     config = default_config()
 
     def seed(recipe, k, dataset="mini", backbone="mini-ssl"):

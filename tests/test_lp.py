@@ -189,13 +189,14 @@ def _timing(backbone, seed, index, warnings=0):
               "best_val_top1": acc[index], "on_edge": index in (0, 3),
               "edge": {0: "low", 3: "high"}.get(index),
               "convergence_warnings": warnings}  # fmt: skip
+    # a timing record of before the vocabulary change: its recipe under `method`
     return {"dataset": "mini", "backbone": backbone, "method": "lp", "seed": seed,
             "lp_search": search}  # fmt: skip
 
 
 def test_lp_search_table_one_tidy_row_per_run():
     table = lp_search_table([_timing("mini-sup", 0, 3, 2), _timing("mini-clip", 0, 1)])
-    assert list(table.columns) == ["dataset", "backbone", "method", "seed", "C", "val_top1",
+    assert list(table.columns) == ["dataset", "backbone", "recipe", "seed", "C", "val_top1",
                                    "on_edge", "edge", "c_min", "c_max", "n_grid",
                                    "n_convergence_warnings"]  # fmt: skip
     assert list(table.backbone) == ["mini-clip", "mini-sup"]

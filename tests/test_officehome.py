@@ -20,8 +20,9 @@ from PIL import Image
 from robustft.config import check_config
 from robustft.data import DatasetInfo, load_split
 from robustft.sources.fetch import OFFLINE_ENV, fetch
-from robustft.sources.folders import LayoutError, data_file, prepare_folders
+from robustft.sources.folders import data_file, prepare_folders
 from robustft.sources.format_image_list import read_test_list
+from robustft.sources.formats import LayoutError
 
 from .loopback import serve
 from .test_workflow import ROOT

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 from torchvision import transforms as T
 
-from robustft.data import FolderSplit, ShardSplit, load_split
+from robustft.data import FolderSplit, ShardSplit, load_split, shard_sources
 from robustft.preprocess import (
     NORMALIZATION,
     Preprocess,
@@ -139,7 +139,7 @@ def test_normalisation_follows_the_backbone_unless_the_preset_names_one(tmp_path
 
 
 def test_unknown_presets_are_config_errors_listing_the_valid_ones():
-    from robustft.config import check_preprocess
+    from robustft.checks import check_preprocess
 
     config = {
         "datasets": {
@@ -211,10 +211,14 @@ def test_a_resumed_run_draws_the_augmented_batches_an_uninterrupted_one_draws(tm
 
 
 # ---- shards ----------------------------------------------------------------------------------------
+def current_shard(shards, root, split):
+    return open_shard(shards, split, *shard_sources(root, [split])[split])
+
+
 def test_shards_hold_the_folders_images_and_a_changed_source_is_never_read(tmp_path, capsys):
     root = folder_dataset(tmp_path / "ds", image_size=16)
     shards = tmp_path / "shards"
-    write_shards(root, shards, ["train", "val"], size=16, threads=2)
+    write_shards(shards, shard_sources(root, ["train", "val"]), size=16, threads=2)
     pre = Preprocess("clip", "clip", 16)
     folder = load_split(root, "val", pre, workers=1)
     shard = load_split(root, "val", pre, shards=shards, workers=2)
@@ -233,11 +237,13 @@ def test_shards_hold_the_folders_images_and_a_changed_source_is_never_read(tmp_p
     time.sleep(0.01)  # a replaced image: another size and mtime
     photo(52, 30, seed=99).save(root / "val/oval/1.png")
     capsys.readouterr()
-    assert open_shard(shards, root, "val") is None
+    assert current_shard(shards, root, "val") is None
     assert isinstance(load_split(root, "val", pre, shards=shards), FolderSplit)
     assert "not reading the shard" in capsys.readouterr().out
-    assert open_shard(shards, root, "train") is not None  # the other split is still current
-    write_shards(root, shards, ["train", "val"], size=16)
+    assert (
+        open_shard(shards, "train", *shard_sources(root, ["train"])["train"]) is not None
+    )  # the other split is still current
+    write_shards(shards, shard_sources(root, ["train", "val"]), size=16)
     out = capsys.readouterr().out
     assert "train: shard up to date" in out and "val: writing its shard (the source changed" in out
     assert isinstance(load_split(root, "val", pre, shards=shards), ShardSplit)
@@ -275,11 +281,15 @@ def test_a_border_cropped_split_is_cropped_in_its_shard_too(tmp_path):
     root = folder_dataset(tmp_path / "ds", image_size=16)
     meta = json.loads((root / "meta.json").read_text())
     pre = Preprocess("clip", "clip", 16)
-    write_shards(root, tmp_path / "shards", ["val"], size=16)  # before the split asks for a crop
+    write_shards(
+        tmp_path / "shards", shard_sources(root, ["val"]), size=16
+    )  # before the split asks for a crop
     meta["splits"] = {"val": {"crop_border": 2}}
     (root / "meta.json").write_text(json.dumps(meta))
-    assert open_shard(tmp_path / "shards", root, "val") is None  # written uncropped: stale
-    write_shards(root, tmp_path / "shards", ["val"], size=16)
+    assert (
+        open_shard(tmp_path / "shards", "val", *shard_sources(root, ["val"])["val"]) is None
+    )  # written uncropped: stale
+    write_shards(tmp_path / "shards", shard_sources(root, ["val"]), size=16)
     folder = load_split(root, "val", pre, workers=1)
     shard = load_split(root, "val", pre, shards=tmp_path / "shards", workers=1)
     assert isinstance(shard, ShardSplit) and folder.crop is not None

@@ -26,6 +26,9 @@ def _jobs(root):
         if script.name == "finetune.py":
             for method in METHODS:
                 hashes[f"finetune:{method}"] = script_code(script, [f"methods.{method}"], root)
+        elif script.name == "build_target.py":  # its kind's builder module, loaded by name
+            for module in ("paper_tables", "plots"):
+                hashes[f"build_target:{module}"] = script_code(script, [module], root)
         else:
             hashes[script.stem] = script_code(script, (), root)
     return hashes
@@ -68,8 +71,10 @@ def test_shared_code_changes_every_job_that_runs_it(package):
         "pretrain_backbone", "finetune:flyp"}  # fmt: skip
     assert _changed(package, lambda p: _append(p / "models.py")) == finetuning | {
         "pretrain_backbone", "evaluate", "feature_distortion", "import_backbone"}  # fmt: skip
-    assert _changed(package, lambda p: _append(p / "plots.py")) == {
-        "wiseft_figure", "calibration_figure", "paper_figure"}  # fmt: skip
+    # the figures, not the tables (each target's code: build_target.py and its builder's module)
+    assert _changed(package, lambda p: _append(p / "plots.py")) == {"build_target:plots"}
+    assert _changed(package, lambda p: _append(p / "tables.py")) == {
+        "build_target:plots", "build_target:paper_tables"}  # fmt: skip
     assert _changed(package, lambda p: _append(p / "model_configs" / "robustft-mini-cnn.json",
                                                " ")) >= finetuning | {"pretrain_backbone"}  # fmt: skip
 
@@ -97,7 +102,10 @@ def test_modules_run_by_a_script_follow_imports_but_not_other_jobs():
     # the core never runs the mini world (a data source among others) nor other jobs' code
     assert not {"world", "methods.flyp", "evaluate", "pretrain", "plots", "tables"} & finetune
     assert "models" not in modules_run_by(SCRIPTS / "prepare_dataset.py")
-    assert modules_run_by(SCRIPTS / "wiseft_table.py") == {"", "jobserver", "tables"}
+    # a table target: the logits' post-processing and its builder's module, never plots nor torch
+    assert modules_run_by(SCRIPTS / "build_target.py", ["paper_tables"]) == {
+        "", "jobserver", "errors", "paper_tables", "tables", "catalog", "analysis", "calibration",
+        "logits", "scoring"}  # fmt: skip
 
 
 def test_code_hashes_are_cheap_enough_for_every_snakefile_parse():

@@ -77,7 +77,7 @@ def test_editing_a_method_reruns_its_jobs_and_nothing_else(finished, env, tmp_pa
     flyp.write_text(flyp.read_text() + "\n# an edit to FLYP's loss\n")
     # mini-clip's FLYP, and the two smoke catalog targets that read it (FLYP Table 1, Figure 1)
     assert planned(finished, env=edited) == {
-        "finetune": 1, **DOWNSTREAM, "paper_table": 1, "paper_figure": 1}  # fmt: skip
+        "finetune": 1, **DOWNSTREAM, "flyp_table1": 1, "flyp_figure1": 1}  # fmt: skip
 
 
 def test_a_backbone_hparam_override_reruns_only_that_backbones_method(finished, env, tmp_path):
@@ -87,7 +87,7 @@ def test_a_backbone_hparam_override_reruns_only_that_backbones_method(finished, 
     )
     # mini-ssl's FT, and the smoke catalog's LP-FT feature distortion that reads it
     assert planned(finished, str(override), env=env) == {
-        "finetune": 1, **DOWNSTREAM, "feature_distortion": 1, "paper_table": 1}  # fmt: skip
+        "finetune": 1, **DOWNSTREAM, "feature_distortion": 1, "lpft_distortion": 1}  # fmt: skip
 
 
 def test_changing_the_scratch_location_reruns_nothing(finished, env):

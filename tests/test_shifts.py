@@ -17,7 +17,8 @@ from PIL import Image
 from robustft.data import DatasetInfo, load_split
 from robustft.scoring import score
 from robustft.sources.fetch import fetch
-from robustft.sources.folders import LayoutError, class_map_entries, prepare_folders
+from robustft.sources.folders import class_map_entries, prepare_folders
+from robustft.sources.formats import LayoutError
 
 from .loopback import serve, served_clip, zeroshot_config
 

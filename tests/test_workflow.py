@@ -3,8 +3,10 @@ job that resumes, bad configs that stop before any job, the default config's DAG
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,12 +19,13 @@ import pytest
 import torch
 import yaml
 
+from robustft.analysis import METRIC_COLUMNS as COLUMNS
 from robustft.errors import REBUILD_ARGS_ENV
-from robustft.metrics import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMOKE = ROOT / "config" / "smoke.yaml"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SMOKE_CONFIG = yaml.safe_load(SMOKE.read_text())
 
 pytestmark = pytest.mark.slow
@@ -72,7 +75,7 @@ def smoke(smoke_run, tmp_path_factory) -> Path:
 def expected_runs(dataset="mini"):
     for exp in SMOKE_CONFIG["experiments"]:
         if exp["dataset"] == dataset:
-            for method in exp["methods"]:
+            for method in exp["recipes"]:
                 yield exp["backbone"], method
 
 
@@ -90,7 +93,7 @@ def test_smoke_run_scores_every_method_alpha_and_split_by_its_protocol(smoke):
     splits = SMOKE_CONFIG["datasets"]["mini"]["splits"]
     mini = metrics[metrics.dataset == "mini"]
     for backbone, method in expected_runs():
-        rows = mini[(mini.backbone == backbone) & (mini.method == method)]
+        rows = mini[(mini.backbone == backbone) & (mini.recipe == method)]
         alphas = SMOKE_CONFIG["wiseft"]["alphas"] if sweeps(backbone, method) else [1.0]
         assert sorted(rows.alpha.unique()) == alphas
         assert set(rows.split) == SCORED
@@ -132,12 +135,12 @@ def test_wiseft_at_alpha_zero_is_exactly_theta_0(smoke):
     mini = metrics[metrics.dataset == "mini"]
     for backbone, reference in [("mini-clip", "zeroshot"), ("mini-ssl", "lp"), ("mini-sup", "lp")]:
         runs = mini[mini.backbone == backbone]
-        theta_0 = runs[(runs.method == reference) & (runs.alpha == 1.0)]
+        theta_0 = runs[(runs.recipe == reference) & (runs.alpha == 1.0)]
         theta_0 = theta_0.set_index(["split", "metric"]).value.sort_index()
         for _, method in expected_runs():
-            if not sweeps(backbone, method) or method not in set(runs.method):
+            if not sweeps(backbone, method) or method not in set(runs.recipe):
                 continue
-            at_zero = runs[(runs.method == method) & (runs.alpha == 0.0)]
+            at_zero = runs[(runs.recipe == method) & (runs.alpha == 0.0)]
             at_zero = at_zero.set_index(["split", "metric"]).value.sort_index()
             pd.testing.assert_series_equal(at_zero, theta_0, check_names=False)
 
@@ -208,7 +211,18 @@ def test_tables_figure_logs_and_report(smoke):
     info = json.loads((smoke / "results/backbones/mini-clip.json").read_text())
     assert set(info["zeroshot_top1"]) == SCORED
     snakemake(smoke, "--configfile", str(SMOKE), "--report", "report.html")
-    assert (smoke / "report.html").stat().st_size > 10_000
+    report = (smoke / "report.html").read_text()
+    # the front page, for a person: each paper target with its title and a link, then the config
+    front = json.loads(re.search(r'var workflow_desc = (".*?");\n', report, re.S).group(1))
+    assert "System Message" not in front  # docutils rendered it
+    for spec in SMOKE_CONFIG["catalog"]:
+        assert spec["name"] in front and spec["title"].split(" (")[0] in front, spec["name"]
+    assert "showResultInfo(&#x27;results/papers/flyp/table1.csv&#x27;)" in front or (
+        "showResultInfo('results/papers/flyp/table1.csv')" in front
+    )
+    config = yaml.safe_load(html.unescape(re.sub("<[^>]+>", "", front.split("filled in):")[1])))
+    for read, given in zip(config["experiments"], SMOKE_CONFIG["experiments"], strict=True):
+        assert read == {"seeds": [0], "sweep": True, **given}  # with the schema's defaults
 
 
 def test_second_run_does_nothing_and_a_plot_setting_reruns_only_the_figure(smoke):
@@ -342,52 +356,17 @@ def test_bad_config_stops_before_any_job(tmp_path, override, expected):
     assert not any((tmp_path / d).exists() for d in ("resources", "results", "logs"))
 
 
-QUICK_DAG = {
-    "all": 1,
-    "ausuc_table": 1,
-    "calibration": 1,
-    "calibration_figure": 1,
-    "calibration_table": 1,
-    # experiments: 12 runs, plus LP-FT's seeds 1-2 (FT and LP-FT; the probe is seed-free) and
-    # mini-sup's source LP on `mini` (theta_0 of its holistic transfer)
-    "evaluate": 16,
-    "evaluate_variant": 4,  # mini-sup: the oracle + 3 gamma_PCV pseudo fine-tunes
-    "feature_distortion": 1,
-    "finetune": 17,
-    "finetune_variant": 4,
-    "lp_search_table": 1,
-    "methods_table": 1,
-    "metrics": 1,
-    "ncm_table": 1,
-    "paper_figure": 4,
-    "paper_table": 9,
-    "prepare_dataset": 2,
-    "pretrain_backbone": 3,
-    "throughput_table": 1,
-    "wiseft_figure": 1,
-    "wiseft_table": 1,
-}
-FULL_DAG = {
-    **QUICK_DAG,
-    # experiments: 25 runs; the catalog adds few-shot (2 seeds x 12, one zero-shot), transfer
-    # (2 sets x 5), LP-FT seeds 1-2 (FT and LP-FT), the optimizer grid (5), the ablations (4)
-    "evaluate": 73,
-    "evaluate_variant": 8,  # mini-clip, mini-sup x (oracle + 3 gamma_PCV pseudo fine-tunes)
-    "finetune": 73,
-    "finetune_variant": 8,
-    "paper_figure": 5,
-    "paper_table": 14,
-    "prepare_dataset": 5,
-}
+def test_the_plan_is_what_snakemake_runs(tmp_path):
+    """Every job count of the default DAG, as `robustft.plan` plans it, is what a Snakemake dry
+    run of `all` lists (the plan's own unit tests cover its content: tests/test_plan.py)."""
+    from robustft.config import check_config, read_config_file
+    from robustft.plan import Plan
 
-
-@pytest.mark.parametrize(
-    "args, expected",
-    [([], QUICK_DAG), (["--configfile", str(ROOT / "config" / "mini-full.yaml")], FULL_DAG)],
-    ids=["default", "mini-full"],
-)
-def test_default_and_full_mini_dags(tmp_path, args, expected):
-    dry = snakemake(tmp_path, "all", "-n", *args)
+    config = check_config(read_config_file(ROOT / "config" / "config.yaml"), SCHEMA)
+    jobs = Plan(config).jobs()
+    expected = {rule: len(items) for rule, items in jobs.items() if items and rule != "targets"}
+    expected.update({name: 1 for name in jobs["targets"]}, all=1)
+    dry = snakemake(tmp_path, "all", "-n")
     assert job_counts(dry.stdout) == expected
     # LP-FT's tables read 3 seeds; the probe they start from is trained once
     assert "results/models/mini/mini-ssl/lpft/seed2/model.pt" in dry.stdout
@@ -403,7 +382,7 @@ def test_a_target_outside_the_default_all_is_built_by_name(tmp_path):
     )
     dry = snakemake(tmp_path, "flyp_table3", "-n")
     counts = job_counts(dry.stdout)
-    assert counts["paper_table"] == 1 and counts["finetune"] == 25  # 2 seeds x 12 + zero-shot
+    assert counts["flyp_table3"] == 1 and counts["finetune"] == 25  # 2 seeds x 12 + zero-shot
     assert "results/papers/flyp/table3.csv" in dry.stdout
 
 

@@ -21,22 +21,23 @@ from .logits import Logits
 from .scoring import primary, score
 
 METRIC_COLUMNS = [
-    "backbone", "dataset", "method", "seed", "alpha", "split", "role", "metric", "value", "n",
+    "backbone", "dataset", "recipe", "method", "seed", "alpha", "split", "role", "metric", "value",
+    "n",
     "headline", "precision",  # the evaluation's precision (fp32, or bf16 where it ran in bf16)
 ]  # fmt: skip
 CALIBRATION_COLUMNS = [
-    "backbone", "dataset", "method", "variant", "seed", "alpha", "classifier", "calibration",
+    "backbone", "dataset", "recipe", "variant", "seed", "alpha", "classifier", "calibration",
     "gamma", "metric", "value",
 ]  # fmt: skip
 CURVE_COLUMNS = [
-    "backbone", "dataset", "method", "seed", "alpha", "gamma", "acc_s_y", "acc_u_y", "acc_y",
+    "backbone", "dataset", "recipe", "seed", "alpha", "gamma", "acc_s_y", "acc_u_y", "acc_y",
 ]  # fmt: skip
 SCORED_ROLES = ("val", "id", "ood", "extra")
 
 
 def _key(logits: Logits) -> dict:
     m = logits.meta
-    return {"backbone": m["backbone"], "dataset": m["dataset"], "method": m["method"],
+    return {"backbone": m["backbone"], "dataset": m["dataset"], "recipe": logits.recipe,
             "seed": m["seed"]}  # fmt: skip
 
 
@@ -54,7 +55,7 @@ def metric_rows(logits: Logits) -> list[dict]:
             for metric, value in score(z, labels, protocol, groups).items():
                 if "/" in metric:  # per-group accuracies stay in the logits file
                     continue
-                rows.append({**_key(logits), "alpha": alpha, "split": split, "role": role,
+                rows.append({**_key(logits), "method": logits.method, "alpha": alpha, "split": split, "role": role,
                              "metric": metric, "value": value, "n": len(labels),
                              "headline": metric == headline,
                              "precision": logits.meta.get("eval_precision")})  # fmt: skip

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from .errors import CorruptFileError, corrupt_message
+from .preprocess import CropBorder
+from .shards import open_shard
 
 # open_clip's OPENAI_DATASET_MEAN/STD: the normalisation every CLIP preprocess applies.
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -170,17 +172,6 @@ class PackedSplit(torch.utils.data.Dataset):
     def get_batch(self, indices, seeds=None) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return normalize_uint8(self.images[idx]), self.labels[idx]
-
-
-class CropBorder:
-    """Crop `px` pixels off every side (wise-ft's ObjectNet `crop`: its images have a 2-px border)."""
-
-    def __init__(self, px: int):
-        self.px = px
-
-    def __call__(self, image):
-        width, height = image.size
-        return image.crop((self.px, self.px, width - self.px, height - self.px))
 
 
 GROUPS_FILE = "groups.tsv"  # in a split's folder: `<class>/<image>\t<group index>` per image
@@ -362,6 +353,20 @@ def split_folders(info: DatasetInfo, split: str) -> list[str]:
     return info.folder_classes or [c.replace(" ", "_") for c in info.classnames]
 
 
+def shard_sources(dataset_dir: str | Path, splits: list[str]) -> dict:
+    """{split: (image folder, class folders in label order, border px cropped before resizing)}:
+    what `robustft.shards` fingerprints, writes and reads of each image-folder split."""
+    info = DatasetInfo.read(dataset_dir)
+    return {
+        split: (
+            Path(dataset_dir) / split,
+            split_folders(info, split),
+            info.splits.get(split, {}).get("crop_border", 0),  # ObjectNet's 2 px
+        )
+        for split in splits
+    }
+
+
 def load_split(
     dataset_dir: str | Path,
     split: str,
@@ -387,9 +392,7 @@ def load_split(
         folders = split_folders(info, split)
         data = None
         if shards is not None:
-            from .shards import open_shard
-
-            found = open_shard(shards, dataset_dir, split)
+            found = open_shard(shards, split, *shard_sources(dataset_dir, [split])[split])
             if found is not None:
                 data = ShardSplit(*found, preprocess, workers)
         if data is None:

@@ -279,7 +279,7 @@ def _worker(call_path: str) -> None:
     try:
         call.func(*call.args, **call.kwargs)
     except BaseException as err:  # the launcher's one-line reason (the traceback goes to stderr)
-        from .jobserver import error_summary
+        from .errors import error_summary
 
         Path(f"{call_path}.rank{rank()}.error").write_text(error_summary(err))
         raise

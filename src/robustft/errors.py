@@ -68,3 +68,13 @@ def corrupt_message(what: str, path: str | Path, err: BaseException, target=None
         f"cannot read {what} {path} ({reason(err)}): the file is truncated or corrupt; "
         f"rebuild it with: {rebuild_command(target if target is not None else path)}"
     )
+
+
+def error_summary(err: BaseException) -> str:
+    """One line: the exception's type and message (its lines joined)."""
+    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the offending entry and the valid choices."""

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 # How a job runs and logs lives with the job server that runs it (hashed into every script's code).
-from .jobserver import error_summary, logged  # noqa: E402,F401  (re-exported)
+from .jobserver import logged  # noqa: E402,F401  (re-exported)
 
 
 def _device(threads: int, precision: str = "auto", purpose: str = "train"):
@@ -107,7 +107,7 @@ def shard_dataset(dataset_dir: str, spec: dict, out_dir: str, threads: int = 1) 
     """Write the pre-resized uint8 shards of a dataset's image-folder splits (`robustft.shards`):
     `spec` = {size: <short side and centre crop>, splits: [...]} (default: the training splits,
     the ones read every epoch)."""
-    from .data import DatasetInfo
+    from .data import DatasetInfo, shard_sources
     from .shards import write_shards
 
     info = DatasetInfo.read(dataset_dir)
@@ -119,7 +119,8 @@ def shard_dataset(dataset_dir: str, spec: dict, out_dir: str, threads: int = 1) 
             "(packed splits need no shards)"
         )
     t0 = time.time()
-    write_shards(dataset_dir, out_dir, splits, int(spec.get("size", info.image_size)), threads)
+    size = int(spec.get("size", info.image_size))
+    write_shards(out_dir, shard_sources(dataset_dir, splits), size, threads)
     print(f"shards of {info.name!r} {splits} in {time.time() - t0:.1f}s", flush=True)
 
 
@@ -256,78 +257,37 @@ def finetune(
     `shards` directory where the dataset has one (`robustft.shards`).
     """
     call = dict(locals())  # this call's arguments, for the DDP workers
-    import numpy as np
     import torch
 
     from . import distributed
 
     gpus = hparams.get("gpus", 1)
-    if gpus > 1 and not distributed.is_worker():
+    if gpus > 1 and not distributed.is_worker():  # re-run as `gpus` DDP processes
         distributed.check_divisible(hparams["batch_size"], gpus)
         ensure_writable(out)
         call["threads"] = max(1, threads // gpus)
         distributed.launch(finetune, (), call, nprocs=gpus, scratch=scratch)
         return
 
-    from .data import DatasetInfo, class_subset, few_shot_subset, load_split, pcv_hidden_classes
+    from .data import DatasetInfo, load_split
     from .methods import get_method
     from .methods.base import FineTuneContext
-    from .models import load_backbone
     from .preprocess import Preprocess
-    from .provenance import code_version, dataset_digest, sha256_file
     from .training import remove_checkpoint
 
     ckpt = Path(scratch) / "train.ckpt"
     timing_out = timing_out or Path(out).with_name("timing.json")
+    recipe = recipe or method
     ensure_writable(out, timing_out, ckpt)
     device, precision = _device(threads, precision)
     torch.manual_seed(seed)
     info = DatasetInfo.read(dataset_dir)
     pre = Preprocess.resolve(hparams.get("preprocess"), backbone_spec, info.image_size)
-    train_split = info.oracle_train if variant == "oracle" else info.train
-    train, hidden = load_split(dataset_dir, train_split, pre, shards), []
-    if variant.startswith("pcv"):
-        hidden = pcv_hidden_classes(info, int(variant[3:]), hold_out)
-        train = class_subset(train, set(np.unique(train.labels.numpy())) - set(hidden))
-        print(f"{variant}: hiding fine-tuning classes {[info.classnames[c] for c in hidden]}")
-    if hparams.get("shots"):
-        train = few_shot_subset(train, hparams["shots"], seed)
-        print(f"few-shot: {hparams['shots']} examples per class, {len(train)} in all (seed {seed})")
-    train_classes = sorted(int(c) for c in np.unique(train.labels.numpy()))
-    absent_read = [info.classnames[c] for c in train_classes if not info.seen_mask[c]]
-    if absent_read and variant != "oracle":  # the holistic-transfer promise, on the data read
-        raise ValueError(
-            f"training data {dataset_dir}/{train_split} holds absent classes {absent_read}"
-        )
-    t0 = time.time()
+    train, split, hidden = _training_data(info, dataset_dir, variant, hparams, seed, hold_out,
+                                          pre, shards)  # fmt: skip
     files = {"backbone": backbone_path, **(inputs or {})}
-    fingerprint = {  # everything that decides the result: a checkpoint resumes only this job
-        "job": "finetune",
-        "method": method,
-        "variant": variant,
-        "hold_out": hold_out if variant.startswith("pcv") else None,
-        "seed": seed,
-        "hparams": {k: v for k, v in hparams.items() if k != "checkpoint_every"},
-        "precision": precision,
-        "backbone": {k: backbone_spec.get(k) for k in ("family", "arch", "checkpoint")},
-        "inputs": {k: sha256_file(v) for k, v in sorted(files.items())},
-        "dataset": dataset_digest(dataset_dir, [train_split, info.val]),
-        # a shard and its folder differ in resampling: a resumed run reads what the first read
-        "train_data": type(getattr(train, "split", train)).__name__,
-        "code": code_version(),
-    }
-    hashed = sum(Path(v).stat().st_size for v in files.values()) + sum(
-        p.stat().st_size
-        for p in Path(dataset_dir).iterdir()
-        if p.name in ("meta.json", f"{train_split}.npz", f"{info.val}.npz")
-    )
-    _timed_fingerprint(fingerprint, hashed, time.time() - t0)
-    backbone = load_backbone(backbone_name, backbone_spec, backbone_path)
-    backbone.image_encoder.to(device)
-    if backbone.clip is not None:
-        backbone.clip.to(device)
     ctx = FineTuneContext(
-        backbone=backbone,
+        backbone=_load_backbone(backbone_name, backbone_spec, backbone_path, device),
         info=info,
         train=train,
         val=load_split(dataset_dir, info.val, pre, shards),
@@ -337,48 +297,93 @@ def finetune(
         checkpoint_path=ckpt,
         inputs={k: Path(v) for k, v in (inputs or {}).items()},
         precision=precision,
-        fingerprint=fingerprint,
-    )
+        fingerprint=_finetune_fingerprint(method, variant, hold_out, seed, hparams, precision,
+                                          backbone_spec, files, dataset_dir, info, split, train),
+    )  # fmt: skip
     t0 = time.time()
     artifact = get_method(method).run(ctx)
-    recipe = recipe or method
+    train_classes = sorted(int(c) for c in train.labels.unique())
     artifact.meta.update(
-        method=method,
-        recipe=recipe,
-        backbone=backbone_name,
-        dataset=info.name,
-        seed=seed,
-        hparams=hparams,
-        variant=variant,
-        train_split=train_split,
-        train_classes=train_classes,
-        hidden_classes=hidden,
-        device=str(device),
-        threads=threads,
-        precision=precision,
-    )
+        method=method, recipe=recipe, backbone=backbone_name, dataset=info.name, seed=seed,
+        hparams=hparams, variant=variant, train_split=split, train_classes=train_classes,
+        hidden_classes=hidden, device=str(device), threads=threads, precision=precision,
+    )  # fmt: skip
     if not distributed.is_main():  # rank 0 writes the job's outputs
         return
     artifact.save(out)
-    timing = {
-        "backbone": backbone_name,
-        "dataset": info.name,
-        "method": recipe,
-        "algorithm": method,
-        "seed": seed,
-        "variant": variant,
-        "device": str(device),
-        "threads": threads,
-        "processes": distributed.world_size(),
-        "precision": precision,
-        "steps": hparams.get("steps"),
-        "batch_size": hparams.get("batch_size"),
-        **artifact.timing,
-        "job_seconds": time.time() - t0,
-    }
-    _write_json(timing_out, timing)
+    _write_json(timing_out, {
+        "backbone": backbone_name, "dataset": info.name, "recipe": recipe, "method": method,
+        "seed": seed, "variant": variant, "device": str(device), "threads": threads,
+        "processes": distributed.world_size(), "precision": precision,
+        "steps": hparams.get("steps"), "batch_size": hparams.get("batch_size"),
+        **artifact.timing, "job_seconds": time.time() - t0,
+    })  # fmt: skip
     remove_checkpoint(ckpt)
     print(f"{recipe}: done in {time.time() - t0:.1f}s", flush=True)
+
+
+def _training_data(info, dataset_dir, variant, hparams, seed, hold_out, pre, shards):
+    """(the examples a run trains on, their split, the classes a pseudo split hides): the training
+    split (the oracle: the split of every class), less the classes pseudo split k hides
+    (`pcv<k>`), k examples per class where the recipe draws shots."""
+    import numpy as np
+
+    from .data import class_subset, few_shot_subset, load_split, pcv_hidden_classes
+
+    split = info.oracle_train if variant == "oracle" else info.train
+    train, hidden = load_split(dataset_dir, split, pre, shards), []
+    if variant.startswith("pcv"):
+        hidden = pcv_hidden_classes(info, int(variant[3:]), hold_out)
+        train = class_subset(train, set(np.unique(train.labels.numpy())) - set(hidden))
+        print(f"{variant}: hiding fine-tuning classes {[info.classnames[c] for c in hidden]}")
+    if hparams.get("shots"):
+        train = few_shot_subset(train, hparams["shots"], seed)
+        print(f"few-shot: {hparams['shots']} examples per class, {len(train)} in all (seed {seed})")
+    read = sorted(int(c) for c in np.unique(train.labels.numpy()))
+    absent = [info.classnames[c] for c in read if not info.seen_mask[c]]
+    if absent and variant != "oracle":  # the holistic-transfer promise, on the data read
+        raise ValueError(f"training data {dataset_dir}/{split} holds absent classes {absent}")
+    return train, split, hidden
+
+
+def _finetune_fingerprint(method, variant, hold_out, seed, hparams, precision, backbone_spec,
+                          files, dataset_dir, info, split, train) -> dict:  # fmt: skip
+    """Everything that decides a fine-tune's result: a step checkpoint resumes only this job."""
+    from .provenance import code_version, dataset_digest, sha256_file
+
+    t0 = time.time()
+    fingerprint = {
+        "job": "finetune",
+        "method": method,
+        "variant": variant,
+        "hold_out": hold_out if variant.startswith("pcv") else None,
+        "seed": seed,
+        "hparams": {k: v for k, v in hparams.items() if k != "checkpoint_every"},
+        "precision": precision,
+        "backbone": {k: backbone_spec.get(k) for k in ("family", "arch", "checkpoint")},
+        "inputs": {k: sha256_file(v) for k, v in sorted(files.items())},
+        "dataset": dataset_digest(dataset_dir, [split, info.val]),
+        # a shard and its folder differ in resampling: a resumed run reads what the first read
+        "train_data": type(getattr(train, "split", train)).__name__,
+        "code": code_version(),
+    }
+    hashed = sum(Path(v).stat().st_size for v in files.values()) + sum(
+        p.stat().st_size
+        for p in Path(dataset_dir).iterdir()
+        if p.name in ("meta.json", f"{split}.npz", f"{info.val}.npz")
+    )
+    return _timed_fingerprint(fingerprint, hashed, time.time() - t0)
+
+
+def _load_backbone(name: str, spec: dict, path: str, device):
+    """The pretrained backbone, its image tower (and CLIP's text tower) on `device`."""
+    from .models import load_backbone
+
+    backbone = load_backbone(name, spec, path)
+    backbone.image_encoder.to(device)
+    if backbone.clip is not None:
+        backbone.clip.to(device)
+    return backbone
 
 
 def evaluate(
@@ -448,8 +453,9 @@ def evaluate(
         {
             "backbone": backbone_name,
             "dataset": info.name,
-            "method": meta.get("recipe", meta["method"]),  # the run's name in every table
-            "algorithm": meta["method"],
+            "recipe": meta.get("recipe", meta["method"]),  # the run's name in every table
+            "method": meta["method"],
+            "hparams": meta.get("hparams", {}),  # what the model was trained with
             "seed": meta["seed"],
             "variant": meta.get("variant", "main"),
             "eval_precision": precision,
@@ -470,58 +476,28 @@ def evaluate(
     )
 
 
-def metrics(logits_paths: list[str], out: str) -> None:
-    """Tidy scores of every model at every alpha on every scored split, from the saved logits."""
-    frame = _metrics_frame(logits_paths)
-    frame = frame.sort_values(["backbone", "dataset", "method", "seed", "alpha", "split", "metric"])
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
-    print(f"{len(frame)} measurements from {len(logits_paths)} logits files", flush=True)
-
-
-def calibrate(groups: list[dict], out: str, curves_out: str) -> None:
-    """Calibration of absent classes for every run of a calibration dataset (tidy rows), and the
-    seen-unseen curves of the pretrained and fine-tuned models (the figures' data)."""
-    rows, curves = _calibration_frames(groups)
-    for frame, path in ((rows, out), (curves, curves_out)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)
-
-
-def training_stats(timing_paths: list[str], out: str) -> None:
-    """One row per trained artifact: method, steps, measured training throughput (images/s), read
-    from the `timing.json` each fine-tuning job writes beside its model."""
-    import pandas as pd
-
-    from .errors import CorruptFileError, corrupt_message
-
-    columns = ["backbone", "dataset", "method", "seed", "device", "processes", "threads",
-               "precision", "steps", "batch_size", "train_images_per_second",
-               "job_seconds"]  # fmt: skip
-    rows = []
-    for path in timing_paths:
-        try:
-            timing = json.loads(Path(path).read_text())
-        except ValueError as err:  # a corrupt file: one message naming it and the fix
-            raise CorruptFileError(corrupt_message("timing file", path, err)) from None
-        # `processes`: DDP processes (gpus); threads are per process. Older files: one process.
-        rows.append({k: timing.get(k) for k in columns} | {"processes": timing.get("processes", 1)})
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=columns).to_csv(out, index=False)
-
-
-def _metrics_frame(logits_paths: list[str]):
-    """Tidy metric rows of the given logits files (metrics.csv's, and each paper table's)."""
+def _metrics_frame(logits_paths: list[str], recipes: dict | None = None):
+    """Tidy metric rows of the given logits files; `recipes` collects {recipe: {method, hparams}}
+    as each trained model recorded them (figures: colours, the optimizer figure's lr)."""
     import pandas as pd
 
     from .analysis import METRIC_COLUMNS, metric_rows
     from .logits import Logits
 
-    rows = [row for path in logits_paths for row in metric_rows(Logits(path))]
+    rows = []
+    for path in logits_paths:
+        logits = Logits(path)
+        rows += metric_rows(logits)
+        _record_recipe(logits, recipes)
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
-def _calibration_frames(groups: list[dict]):
+def _record_recipe(logits, recipes: dict | None) -> None:
+    if recipes is not None:
+        recipes.setdefault(logits.recipe, {"method": logits.method, "hparams": logits.hparams})
+
+
+def _calibration_frames(groups: list[dict], recipes: dict | None = None):
     """Calibration rows and seen-unseen curves of the given runs (computed from their logits)."""
     import pandas as pd
 
@@ -532,7 +508,9 @@ def _calibration_frames(groups: list[dict]):
     for group in groups:
         oracle = Logits(group["oracle"]) if group["oracle"] else None
         pseudo = [Logits(p) for p in group["pseudo"]]
-        r, c = calibration_rows(Logits(group["main"]), pseudo, oracle)
+        main = Logits(group["main"])
+        _record_recipe(main, recipes)
+        r, c = calibration_rows(main, pseudo, oracle)
         rows, curves = rows + r, curves + c
         print(f"{group['main']}: {len(r)} rows, {len(pseudo)} pseudo runs", flush=True)
     return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS), pd.DataFrame(
@@ -540,71 +518,86 @@ def _calibration_frames(groups: list[dict]):
     )
 
 
-def paper_table(
+def build_target(
     spec: dict,
-    logits_paths: list[str],
-    groups: list[dict],
-    distortion_path: str | None,
-    published: list[dict],
-    out_csv: str,
-    out_md: str,
-    out_compare: str,
+    inputs: dict,
+    outputs: dict,
+    groups: list[dict] = (),
+    settings: dict | None = None,
+    published: list[dict] = (),
     order: list[str] = (),
 ) -> None:
-    """One catalog table (robustft.catalog) from its runs' logits, and its comparison with the
-    paper's `published` numbers (rows of config/published/<paper>.csv); `order`: the config's
-    method/recipe order (calibration rows)."""
-    import pandas as pd
+    """One target (`robustft.catalog`): the frames its kind reads, computed from its runs' files
+    (`inputs`: logits, timings, distortion; `groups`: calibration's main, pseudo and oracle logits
+    per run), then its builder; a paper table also beside its `published` numbers."""
+    import importlib
 
-    from .paper_tables import build_table, compare
+    from .catalog import KINDS, TargetData
     from .tables import write
 
-    metrics = _metrics_frame(logits_paths) if logits_paths else None
-    calibration = _calibration_frames(groups)[0] if groups else None
-    distortion = pd.read_csv(distortion_path) if distortion_path else None
-    table = build_table(spec, metrics, calibration, distortion, order)
-    # relative feature change is a small fraction: keep 3 digits in the markdown copy
-    write(table, out_csv, out_md, digits=3 if spec["kind"] == "feature_distortion" else 1)
+    kind = KINDS[spec["kind"]]
+    data = TargetData(order=list(order))
+    if "metrics" in kind.reads:
+        data.metrics = _metrics_frame(inputs.get("logits", []), data.recipes)
+    if "calibration" in kind.reads:
+        data.calibration, data.curves = _calibration_frames(groups, data.recipes)
+    if "timings" in kind.reads:
+        data.timings = [_read_timing(path, lp=spec["kind"] == "lp_search")
+                        for path in inputs.get("timings", [])]  # fmt: skip
+    if "distortion" in kind.reads:
+        import pandas as pd
+
+        data.distortion = pd.read_csv(inputs["distortion"])
+    module, function = kind.builder.split(":")
+    builder = getattr(importlib.import_module(f"{__package__}.{module}"), function)
+    if kind.form == "figure":
+        builder(spec, data, outputs["pdf"], outputs["png"], settings or {})
+        print(f"{spec['title']}: {outputs['png']}")
+        return
+    if kind.form == "data":
+        for key, frame in builder(spec, data).items():
+            write(frame, outputs[key])
+            print(f"{outputs[key]}: {len(frame)} rows", flush=True)
+        return
+    table = builder(spec, data)
+    write(table, outputs["csv"], outputs["md"], digits=kind.digits)
+    print(table.round(3).to_string(index=False), flush=True)
+    if "compare" in outputs:
+        _compare(table, spec, published, outputs["compare"])
+
+
+def _compare(table, spec: dict, published: list[dict], out: str) -> None:
+    """The table's cells beside the paper's published numbers (config/published/<paper>.csv)."""
+    import pandas as pd
+
+    from .paper_tables import compare
+    from .tables import write
+
     # the rows arrive as text ("0.5" for an alpha row stays a label); values are numbers
     published = pd.DataFrame(published, columns=["paper", "item", "row", "column", "value",
                                                  "metric", "source", "confidence"])  # fmt: skip
     published["value"] = pd.to_numeric(published["value"])
     comparison = compare(table, spec, published)
-    write(comparison, out_compare)
+    write(comparison, out)
     matched = comparison.published.notna().sum() if len(comparison) else 0
     print(f"{spec['title']}: {len(table)} rows; {matched} cells beside published numbers")
 
 
-def paper_figure(
-    spec: dict,
-    logits_paths: list[str],
-    groups: list[dict],
-    out_pdf: str,
-    out_png: str,
-    settings: dict,
-    recipes: dict,
-) -> None:
-    """One catalog figure (robustft.plots) from its runs' logits. `recipes`: {recipe: {method,
-    hparams}} of the recipes it shows (colours follow the method; the optimizer figure reads lr)."""
-    from . import plots
-    from .paper_tables import per_seed_table
+def _read_timing(path: str, lp: bool = False) -> dict:
+    """A run's timing.json; an unreadable one (or, for the linear probe's C search table, one
+    without its `lp_search` section) is one message naming it and the fix."""
+    from .errors import CorruptFileError, corrupt_message, rebuild_command
 
-    metrics = _metrics_frame(logits_paths) if logits_paths else None
-    rows, curves = _calibration_frames(groups) if groups else (None, None)
-    kind = spec["kind"]
-    if kind in ("alpha_curve", "robustness_scatter"):
-        table = per_seed_table(metrics)
-        draw = plots.alpha_curves if kind == "alpha_curve" else plots.robustness_scatter
-        draw(table, spec, recipes, out_pdf, out_png, settings)
-    elif kind == "gamma_curves":
-        plots.calibration_curves(curves, rows, out_pdf, out_png, settings)
-    elif kind == "ncm_figure":
-        plots.ncm_figure(rows, out_pdf, out_png, settings)
-    elif kind == "optimizer_figure":
-        plots.optimizer_figure(rows, spec, recipes, out_pdf, out_png, settings)
-    else:
-        raise ValueError(f"unknown figure kind {kind!r}")
-    print(f"{spec['title']}: {out_png}")
+    try:
+        timing = json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise CorruptFileError(corrupt_message("timing file", path, err)) from None
+    if lp and not isinstance(timing.get("lp_search"), dict):
+        raise CorruptFileError(
+            f"timing file {path} has no lp_search section (written before the linear probe "
+            f"recorded its C search); rebuild it with: {rebuild_command(path)}"
+        )
+    return timing
 
 
 def feature_distortion(

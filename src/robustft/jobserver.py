@@ -32,6 +32,8 @@ import time
 import traceback
 from pathlib import Path
 
+from .errors import error_summary
+
 SOCKET_ENV = "ROBUSTFT_JOBSERVER"
 # Imported once by the server; children inherit them. Cheap to list, expensive to import.
 PRELOAD = (
@@ -60,12 +62,6 @@ _HEADER = struct.Struct("!Q")
 
 class JobFailed(RuntimeError):
     """The forked job raised; its log holds the traceback."""
-
-
-def error_summary(err: BaseException) -> str:
-    """One line: the exception's type and message (its lines joined)."""
-    message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 @contextlib.contextmanager

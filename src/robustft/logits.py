@@ -8,7 +8,8 @@ Accuracy, macro-F1, worst-group accuracy, calibration and every table are post-p
 files: numpy only, no torch, no model.
 
 Keys: `alphas`; `logits/<split>`, `labels/<split>`, `groups/<split>`; `features/<split>/<alpha>`;
-`meta` (JSON: backbone, dataset, method, seed, variant, splits' roles and scoring protocols).
+`meta` (JSON: backbone, dataset, recipe, method, hparams, seed, variant, splits' roles and scoring
+protocols).
 """
 
 from __future__ import annotations
@@ -68,6 +69,23 @@ class Logits:
             raise
         except Exception as err:  # truncated or foreign file: name it and the way to rebuild it
             raise CorruptFileError(corrupt_message("logits file", self.path, err)) from None
+
+    @property
+    def recipe(self) -> str:
+        """The run's recipe (files written before the vocabulary change called it `method`)."""
+        return self.meta.get("recipe") or self.meta["method"]
+
+    @property
+    def method(self) -> str:
+        """The method the recipe runs (older files: `algorithm`)."""
+        if "recipe" in self.meta:
+            return self.meta["method"]
+        return self.meta.get("algorithm", self.meta["method"])
+
+    @property
+    def hparams(self) -> dict:
+        """The hyper-parameters the model was trained with, as it recorded them."""
+        return self.meta.get("hparams") or {}
 
     @property
     def splits(self) -> list[str]:

@@ -1,12 +1,15 @@
-"""The catalog's tables (robustft.catalog): each a pure function of tidy frames computed from the
-saved logits of its runs, and its comparison with the paper's published numbers."""
+"""The builders of every table target (robustft.catalog.KINDS): each a pure function of the tidy
+frames its job computed from the saved logits of its runs (`catalog.TargetData`), and a paper
+table's comparison with the paper's published numbers. Signature: `builder(spec, data)` returns
+the table (a data export: {output name: frame})."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .catalog import grid_cells
+from . import tables
+from .catalog import TargetData, grid_cells
 from .tables import by_alpha
 
 
@@ -33,14 +36,14 @@ def _mean_std(frame: pd.DataFrame, columns: list[str], by: list[str]) -> pd.Data
     return out.reset_index()
 
 
-def method_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
-    """Rows: the spec's methods at alpha = 1 (the fine-tuned model); `columns`: splits by name,
+def method_table(spec: dict, data: TargetData) -> pd.DataFrame:
+    """Rows: the spec's recipes at alpha = 1 (the fine-tuned model); `columns`: splits by name,
     `id` or `ood_mean`; with `ensemble`, the WiSE-FT ensemble's ID and mean OOD (val-chosen alpha)."""
-    table = per_seed_table(metrics)
+    table = per_seed_table(data.metrics)
     columns = list(spec["columns"])
     rows = []
     for label, recipe in spec["rows"].items():
-        for seed, group in table[table.method == recipe].groupby("seed"):
+        for seed, group in table[table.recipe == recipe].groupby("seed"):
             final = group[group.alpha == 1.0].iloc[0]
             row = {"row": label, "recipe": recipe, "seed": seed, **final[columns].to_dict()}
             if spec.get("ensemble"):
@@ -52,14 +55,14 @@ def method_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     return _mean_std(frame, value_columns, ["row", "recipe"])
 
 
-def grid_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
+def grid_table(spec: dict, data: TargetData) -> pd.DataFrame:
     """Rows x grid columns (k shots, or datasets) of the ID test set's headline metric (%), mean
     over seeds, with a `<column>_std` column when there are several."""
-    table = per_seed_table(metrics)
+    table = per_seed_table(data.metrics)
     table = table[table.alpha == 1.0]
     values = []
     for cell in grid_cells(spec):
-        hit = table[(table.method == cell["recipe"]) & (table.dataset == cell["dataset"])]
+        hit = table[(table.recipe == cell["recipe"]) & (table.dataset == cell["dataset"])]
         for _, r in hit.iterrows():
             values.append({**cell, "seed": r.seed, "value": r.id})
     frame = pd.DataFrame(values)
@@ -75,29 +78,30 @@ def grid_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def alpha_table(spec: dict, metrics: pd.DataFrame) -> pd.DataFrame:
+def alpha_table(spec: dict, data: TargetData) -> pd.DataFrame:
     """One row per alpha of the (single) recipe: the spec's columns, seed means."""
     ((label, recipe),) = spec["rows"].items()
-    table = per_seed_table(metrics)
-    table = table[table.method == recipe]
+    table = per_seed_table(data.metrics)
+    table = table[table.recipe == recipe]
     out = table.groupby("alpha")[["val", *spec["columns"]]].mean().reset_index()
     out.insert(0, "row", out.alpha.map(lambda a: f"{a:g}"))
     return out
 
 
-def cross_paper(spec: dict, metrics: pd.DataFrame, calibration: pd.DataFrame) -> pd.DataFrame:
-    """Every method x {plain (alpha = 1), WiSE-FT (alpha chosen on validation)} x {uncalibrated,
+def cross_paper(spec: dict, data: TargetData) -> pd.DataFrame:
+    """Every recipe x {plain (alpha = 1), WiSE-FT (alpha chosen on validation)} x {uncalibrated,
     gamma_ALG}: Acc_Y, Acc_S/Y and Acc_U/Y (%) on the holistic-transfer test set, seed means."""
-    table = per_seed_table(metrics)
+    table = per_seed_table(data.metrics)
+    calibration = data.calibration
     nn = calibration[(calibration.classifier == "nn") & (calibration.variant == "main")]
     rows = []
     for label, recipe in spec["rows"].items():
-        for seed, group in table[table.method == recipe].groupby("seed"):
+        for seed, group in table[table.recipe == recipe].groupby("seed"):
             best = _val_alpha(group)
             for ensemble, alpha in (("plain", 1.0), ("WiSE-FT", best.alpha)):
                 if recipe == "zeroshot" and ensemble != "plain":
                     continue  # theta_0 itself: no ensemble
-                at = nn[(nn.method == recipe) & (nn.seed == seed) & np.isclose(nn.alpha, alpha)]
+                at = nn[(nn.recipe == recipe) & (nn.seed == seed) & np.isclose(nn.alpha, alpha)]
                 for calib, name in (("none", "uncalibrated"), ("alg", "γ_ALG")):
                     values = at[at.calibration == calib].set_index("metric").value
                     rows.append({"row": label, "recipe": recipe, "ensemble": ensemble,
@@ -112,10 +116,11 @@ def cross_paper(spec: dict, metrics: pd.DataFrame, calibration: pd.DataFrame) ->
     )
 
 
-def feature_distortion(spec: dict, distortion: pd.DataFrame) -> pd.DataFrame:
+def feature_distortion(spec: dict, data: TargetData) -> pd.DataFrame:
     """Relative feature change per recipe (rows) on the ID test set and each shift (columns), with
     the OOD mean and the OOD/ID ratio (LP-FT's claim: FT distorts OOD features less than ID ones
     move, so OOD accuracy suffers; LP-FT moves both less)."""
+    distortion = data.distortion
     wide = distortion.pivot_table(index="recipe", columns="split", values="distortion")
     wide = wide[list(dict.fromkeys(distortion.split))]  # the dataset's split order
     roles = distortion.drop_duplicates("split").set_index("split").role
@@ -152,26 +157,58 @@ def compare(table: pd.DataFrame, spec: dict, published: pd.DataFrame) -> pd.Data
     return merged[columns]
 
 
-def build_table(
-    spec: dict, metrics=None, calibration=None, distortion=None, order=()
-) -> pd.DataFrame:
-    """The target's table; `order`: the method/recipe row order of the calibration tables."""
-    kind = spec["kind"]
-    if kind == "method_table":
-        return method_table(spec, metrics)
-    if kind == "grid_table":
-        return grid_table(spec, metrics)
-    if kind == "alpha_table":
-        return alpha_table(spec, metrics)
-    if kind == "cross_paper":
-        return cross_paper(spec, metrics, calibration)
-    if kind == "feature_distortion":
-        return feature_distortion(spec, distortion)
-    from . import tables
+def _calibration_of(spec: dict, data: TargetData) -> pd.DataFrame:
+    """The calibration rows of the target's dataset (a general table: of every dataset)."""
+    rows = data.calibration
+    return rows[rows.dataset == spec["dataset"]] if spec.get("dataset") else rows
 
-    sub = calibration[calibration.dataset == spec["dataset"]]
-    if kind == "calibration_table":
-        return tables.calibration_table(sub, list(order))
-    if kind == "ausuc_table":
-        return tables.ausuc_table(sub)
-    raise ValueError(f"unknown table kind {kind!r}")
+
+def calibration_table(spec: dict, data: TargetData) -> pd.DataFrame:
+    return tables.calibration_table(_calibration_of(spec, data), list(data.order))
+
+
+def ausuc_table(spec: dict, data: TargetData) -> pd.DataFrame:
+    return tables.ausuc_table(_calibration_of(spec, data))
+
+
+def ncm_summary(spec: dict, data: TargetData) -> pd.DataFrame:
+    return tables.ncm_table(_calibration_of(spec, data))
+
+
+# ---- the general tables of the experiments (catalog.BUILTIN) ------------------------------------
+def sorted_metrics(data: TargetData) -> pd.DataFrame:
+    """The scores in results/metrics.csv's order, which the general tables follow (their split
+    columns and run rows; the paper tables keep their runs' order, as they always did)."""
+    keys = ["backbone", "dataset", "recipe", "seed", "alpha", "split", "metric"]
+    return data.metrics.sort_values(keys)
+
+
+def metrics_export(spec: dict, data: TargetData) -> dict:
+    """results/metrics.csv: every score, sorted."""
+    return {"csv": sorted_metrics(data)}
+
+
+def calibration_export(spec: dict, data: TargetData) -> dict:
+    return {"rows": data.calibration, "curves": data.curves}
+
+
+def methods_summary(spec: dict, data: TargetData) -> pd.DataFrame:
+    return tables.methods_table(sorted_metrics(data), list(data.order))
+
+
+def wiseft_summary(spec: dict, data: TargetData) -> pd.DataFrame:
+    return by_alpha(sorted_metrics(data))
+
+
+def throughput_export(spec: dict, data: TargetData) -> dict:
+    return {"csv": tables.throughput_table(data.timings)}
+
+
+def lp_search_summary(spec: dict, data: TargetData) -> pd.DataFrame:
+    table = tables.lp_search_table(data.timings)
+    for row in table[table.on_edge].itertuples():
+        print(
+            f"WARNING: {row.dataset}/{row.backbone}/seed{row.seed}: best C={row.C:.4g} is on the "
+            f"{row.edge} edge of the grid [{row.c_min:.4g}, {row.c_max:.4g}]: widen it"
+        )
+    return table

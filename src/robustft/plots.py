@@ -1,4 +1,5 @@
-"""Figures. Each takes a table and plot settings from config, and writes PDF + PNG."""
+"""Figures. The builders of the figure targets (robustft.catalog.KINDS) take the target's spec, its
+`catalog.TargetData` and its plot settings, and write PDF + PNG."""
 
 from __future__ import annotations
 
@@ -61,10 +62,10 @@ def wiseft_curve(
     import seaborn as sns
 
     sns.set_theme(style=settings.get("style", "whitegrid"), context="paper")
-    methods = settings.get("methods")
+    methods = settings.get("recipes")
     swept = table.groupby(["dataset", "backbone"]).alpha.transform("nunique") > 1
     swept &= table.ood_mean.notna()  # datasets without shifts (calibration) have no OOD axis
-    data = table[swept & (table.method.isin(methods) if methods else True)]
+    data = table[swept & (table.recipe.isin(methods) if methods else True)]
     panels = data[["dataset", "backbone"]].drop_duplicates().values.tolist()
     fig, axes = plt.subplots(
         1,
@@ -78,12 +79,12 @@ def wiseft_curve(
             sub,
             x="id",
             y="ood_mean",
-            hue="method",
+            hue="recipe",
             marker="o",
             sort=False,
             estimator=None,  # one point per alpha: never average points that share an ID value
             ax=ax,
-            palette=method_colours(sub.method.unique()),
+            palette=method_colours(sub.recipe.unique()),
         )
         zs = sub[sub.alpha == 0.0].iloc[:1]
         theta_0 = "zero-shot" if families.get(backbone) == "clip" else "linear probe"
@@ -94,7 +95,7 @@ def wiseft_curve(
         # labels collided where two methods end close together).
         ends = sub[sub.alpha == 1.0]
         ax.scatter(ends.id, ends.ood_mean, s=60, marker="o", facecolor="none",
-                   edgecolor=[method_colours(ends.method)[m] for m in ends.method],
+                   edgecolor=[method_colours(ends.recipe)[m] for m in ends.recipe],
                    linewidth=1.5, zorder=6, label="α = 1 (fine-tuned)")  # fmt: skip
         extension = (
             "" if families.get(backbone) == "clip" else "\n(θ₀ = LP: this pipeline's extension)"
@@ -135,17 +136,17 @@ def calibration_curves(
     for ax, (dataset, backbone) in zip(axes[0], panels, strict=False):
         sub = curves[(curves.dataset == dataset) & (curves.backbone == backbone)]
         pre = sub[(sub.alpha == 0.0)]
-        pre = pre[pre.method == pre.method.iloc[0]] if len(pre) else pre
+        pre = pre[pre.recipe == pre.recipe.iloc[0]] if len(pre) else pre
         ax.plot(
             100 * pre.acc_s_y, 100 * pre.acc_u_y, color="black", ls="--", label="pretrained (θ₀)"
         )
-        fine = sub[(sub.alpha == 1.0) & (sub.method != "zeroshot")]
-        colours = method_colours(fine.method.unique(), settings.get("method_of"))
-        for method, curve in fine.groupby("method"):
-            colour = colours[method]
-            ax.plot(100 * curve.acc_s_y, 100 * curve.acc_u_y, color=colour, label=method)
+        fine = sub[(sub.alpha == 1.0) & (sub.recipe != "zeroshot")]
+        colours = method_colours(fine.recipe.unique(), settings.get("method_of"))
+        for recipe, curve in fine.groupby("recipe"):
+            colour = colours[recipe]
+            ax.plot(100 * curve.acc_s_y, 100 * curve.acc_u_y, color=colour, label=recipe)
             points = rows[(rows.dataset == dataset) & (rows.backbone == backbone)
-                          & (rows.method == method) & (rows.alpha == 1.0)
+                          & (rows.recipe == recipe) & (rows.alpha == 1.0)
                           & (rows.variant == "main") & (rows.classifier == "nn")]  # fmt: skip
             for calibration, marker in markers.items():
                 at = points[points.calibration == calibration].set_index("metric").value
@@ -172,25 +173,26 @@ def _logit(p):
     return np.log(p / (1 - p))
 
 
-def _alpha_paths(table: pd.DataFrame, spec: dict, recipes: dict, settings: dict):
+def _alpha_paths(spec: dict, data, settings: dict):
     """A figure of the recipes' alpha paths: (pyplot, figure, axes, seed-mean ID and mean OOD per
     recipe and alpha, {recipe: its method's colour})."""
+    from .paper_tables import per_seed_table
+
+    table = per_seed_table(data.metrics)
     plt = _setup(settings)
-    method_of = {r: v["method"] for r, v in recipes.items()}
+    method_of = {r: v["method"] for r, v in data.recipes.items()}
     colours = method_colours(spec["rows"].values(), method_of)
     fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
-    data = table.groupby(["method", "alpha"])[["id", "ood_mean"]].mean().reset_index()
+    data = table.groupby(["recipe", "alpha"])[["id", "ood_mean"]].mean().reset_index()
     return plt, fig, ax, data, colours
 
 
-def alpha_curves(
-    table: pd.DataFrame, spec: dict, recipes: dict, out_pdf: str, out_png: str, settings: dict
-) -> None:
+def alpha_curves(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
     """FLYP Fig. 1: ID vs mean OOD accuracy (%) along each recipe's WiSE-FT alpha path, from
     theta_0 (alpha = 0, the star) to the fine-tuned model (alpha = 1, the ringed point)."""
-    plt, fig, ax, data, colours = _alpha_paths(table, spec, recipes, settings)
+    plt, fig, ax, data, colours = _alpha_paths(spec, data, settings)
     for label, recipe in spec["rows"].items():
-        path = data[data.method == recipe].sort_values("alpha")
+        path = data[data.recipe == recipe].sort_values("alpha")
         ax.plot(path.id, path.ood_mean, "-o", ms=3, color=colours[recipe], label=label)
         end = path[path.alpha == 1.0]
         ax.scatter(end.id, end.ood_mean, s=70, facecolor="none", edgecolor=colours[recipe],
@@ -206,16 +208,14 @@ def alpha_curves(
     plt.close(fig)
 
 
-def robustness_scatter(
-    table: pd.DataFrame, spec: dict, recipes: dict, out_pdf: str, out_png: str, settings: dict
-) -> None:
+def robustness_scatter(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
     """WiSE-FT Fig. 1 / effective robustness: every alpha model of every recipe, ID vs mean OOD
     accuracy on logit-scaled axes (where the papers' linear trends are drawn)."""
     import numpy as np
 
-    plt, fig, ax, data, colours = _alpha_paths(table, spec, recipes, settings)
+    plt, fig, ax, data, colours = _alpha_paths(spec, data, settings)
     for label, recipe in spec["rows"].items():
-        path = data[data.method == recipe].sort_values("alpha")
+        path = data[data.recipe == recipe].sort_values("alpha")
         ax.plot(_logit(path.id), _logit(path.ood_mean), "-", color=colours[recipe], alpha=0.6)
         ax.scatter(_logit(path.id), _logit(path.ood_mean), s=10 + 50 * path.alpha,
                    color=colours[recipe], label=label, zorder=5)  # fmt: skip
@@ -237,15 +237,15 @@ def robustness_scatter(
     plt.close(fig)
 
 
-def ncm_figure(rows: pd.DataFrame, out_pdf: str, out_png: str, settings: dict) -> None:
+def ncm_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
     """The calibration paper's Figs. 2-3: accuracy of the model's own head (NN) and of class means
     of its features (NCM), on fine-tuning (S) and absent (U) classes, pretrained vs fine-tuned:
     the absent classes' features survive fine-tuning when NCM keeps their accuracy."""
     from .tables import ncm_table
 
     plt = _setup(settings)
-    table = ncm_table(rows)
-    table = table.assign(run=table.backbone + " " + table.method)
+    table = ncm_table(data.calibration)
+    table = table.assign(run=table.backbone + " " + table.recipe)
     runs = table.run.unique().tolist()
     fig, axes = plt.subplots(1, 2, figsize=(settings["width"] * 2, settings["height"]),
                              sharey=True)  # fmt: skip
@@ -277,17 +277,17 @@ def ncm_figure(rows: pd.DataFrame, out_pdf: str, out_png: str, settings: dict) -
     plt.close(fig)
 
 
-def optimizer_figure(
-    rows: pd.DataFrame, spec: dict, recipes: dict, out_pdf: str, out_png: str, settings: dict
-) -> None:
+def optimizer_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
     """The calibration paper's optimizer study: AUSUC of the fine-tuned model (alpha = 1) against
-    the learning rate, one line per optimizer; the pretrained model's AUSUC dashed."""
+    the learning rate, one line per optimizer; the pretrained model's AUSUC dashed. Each run's
+    optimizer and lr as its model recorded them."""
     plt = _setup(settings)
+    rows = data.calibration
     au = rows[(rows.metric == "ausuc") & (rows.variant == "main")]
     points = []
     for recipe in spec["rows"].values():
-        hp = recipes[recipe]["hparams"]
-        value = au[(au.method == recipe) & (au.alpha == 1.0)].value.mean()
+        hp = data.recipes[recipe]["hparams"]
+        value = au[(au.recipe == recipe) & (au.alpha == 1.0)].value.mean()
         points.append({"optimizer": hp.get("optimizer", "adamw"), "lr": hp["lr"], "ausuc": value})
     frame = pd.DataFrame(points).sort_values("lr")
     print(frame.to_string(index=False), flush=True)  # the plotted points, in the job's log
@@ -306,3 +306,16 @@ def optimizer_figure(
     ax.legend(fontsize=7)
     _save(fig, out_pdf, out_png, settings.get("dpi", 150))
     plt.close(fig)
+
+
+def gamma_curves(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
+    """The calibration paper's seen-unseen curves of the target's runs (`calibration_curves`)."""
+    calibration_curves(data.curves, data.calibration, out_pdf, out_png, settings)
+
+
+def wiseft_summary_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
+    """Every swept experiment run's WiSE-FT curve (`wiseft_curve`)."""
+    from .paper_tables import sorted_metrics
+    from .tables import by_alpha
+
+    wiseft_curve(by_alpha(sorted_metrics(data)), out_pdf, out_png, settings, spec.get("families"))

@@ -38,6 +38,17 @@ from .presets import (  # noqa: F401  (re-exported: the preset names live in the
 )
 
 
+class CropBorder:
+    """Crop `px` pixels off every side (wise-ft's ObjectNet `crop`: its images have a 2-px border)."""
+
+    def __init__(self, px: int):
+        self.px = px
+
+    def __call__(self, image):
+        width, height = image.size
+        return image.crop((self.px, self.px, width - self.px, height - self.px))
+
+
 def item_seed(seed: int, step: int, position: int) -> int:
     """The augmentation seed of the example at `position` of step `step`'s global batch."""
     return int(np.random.SeedSequence([seed, step, position, 0x5EED]).generate_state(1)[0])

@@ -71,18 +71,15 @@ def _stale(entry: dict | None, fingerprint: str, size: int | None) -> str | None
     return None
 
 
-def open_shard(shards: str | Path, dataset_dir: str | Path, split: str):
-    """(images memmap, labels) of `split`'s shard if it has one that matches its folder; None
-    otherwise, after saying why where a shard exists but is stale."""
-    from .data import DatasetInfo, split_folders
-
-    shards, dataset_dir = Path(shards), Path(dataset_dir)
+def open_shard(shards: str | Path, split: str, folder: Path, folders: list[str], crop_border=0):
+    """(images memmap, labels) of `split`'s shard if it has one that matches its image `folder`
+    (class `folders` in label order, `crop_border` px cropped: `data.shard_source`); None otherwise,
+    after saying why where a shard exists but is stale."""
+    shards = Path(shards)
     entry = _index(shards)["splits"].get(split)
     if entry is None:
         return None  # the dataset shards other splits only
-    info = DatasetInfo.read(dataset_dir)
-    crop = info.splits.get(split, {}).get("crop_border", 0)
-    fingerprint, _ = source_fingerprint(dataset_dir / split, split_folders(info, split), crop)
+    fingerprint, _ = source_fingerprint(Path(folder), folders, crop_border)
     why = _stale({**entry, "format": _index(shards).get("format")}, fingerprint, None)
     if why:
         print(f"not reading the shard {shards / split} ({why}); reading the image folder; "
@@ -92,27 +89,21 @@ def open_shard(shards: str | Path, dataset_dir: str | Path, split: str):
     return images, np.load(shards / f"{split}.labels.npy")
 
 
-def write_shards(
-    dataset_dir: str | Path, shards: str | Path, splits: list[str], size: int, threads: int = 1
-) -> dict:
-    """Write (or keep, where current) the shards of `splits`; returns the index."""
+def write_shards(shards: str | Path, sources: dict, size: int, threads: int = 1) -> dict:
+    """Write (or keep, where current) the shard of each split of `sources` ({split: (image folder,
+    class folders, border px)}: `data.shard_sources`); returns the index."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
-    from .data import CropBorder, DatasetInfo, split_folders
-    from .preprocess import Preprocess
+    from .preprocess import CropBorder, Preprocess
 
-    dataset_dir, shards = Path(dataset_dir), Path(shards)
+    shards = Path(shards)
     shards.mkdir(parents=True, exist_ok=True)
-    info = DatasetInfo.read(dataset_dir)
     index = _index(shards)
     resize = Preprocess("clip", "clip", size)  # its eval ops: short side to `size`, centre crop
-    for split in splits:
-        crop = info.splits.get(split, {}).get("crop_border", 0)  # ObjectNet's 2 px, before resizing
-        fingerprint, samples = source_fingerprint(
-            dataset_dir / split, split_folders(info, split), crop
-        )
+    for split, (folder, folders, crop) in sources.items():
+        fingerprint, samples = source_fingerprint(Path(folder), folders, crop)
         entry = index["splits"].get(split)
         why = _stale(entry and {**entry, "format": index.get("format")}, fingerprint, size)
         if why is None:

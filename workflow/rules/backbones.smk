@@ -1,6 +1,6 @@
 rule pretrain_backbone:
     input:
-        dataset=pretrain_dataset,
+        dataset=lambda wildcards: dataset_input(pretrain_dataset_name(wildcards)),
     output:
         weights=BACKBONE,
         info="results/backbones/{backbone}.json",
@@ -10,9 +10,9 @@ rule pretrain_backbone:
     benchmark:
         "benchmarks/pretrain_backbone/{backbone}.tsv"
     wildcard_constraints:
-        backbone=_choices(PRETRAINED),
+        backbone=_choices(PLAN.pretrained),
     # The pretraining jobs head the DAG's longest chains: start them first, the costliest first.
-    priority: pretrain_priority
+    priority: lambda wildcards: PLAN.pretrain_priority(wildcards.backbone)
     conda:
         "../../envs/robustft.yaml"
     threads: 2
@@ -23,9 +23,9 @@ rule pretrain_backbone:
     params:
         precision=config["precision"],
         eval_precision=config["eval_precision"],
-        spec=pretrain_spec,
-        dataset=lambda wildcards: dataset_version(pretrain_dataset_name(wildcards)),
-        code=job_code("pretrain_backbone.py"),
+        spec=lambda wildcards: PLAN.backbone_spec(wildcards.backbone, "pretrain"),
+        dataset=lambda wildcards: PLAN.dataset_version(pretrain_dataset_name(wildcards)),
+        code=PLAN.job_code("pretrain_backbone.py"),
     script:
         "../scripts/pretrain_backbone.py"
 
@@ -34,18 +34,18 @@ rule pretrain_backbone:
 # strictly into the configured architecture, written where every job loads backbones from.
 rule import_backbone:
     input:
-        weights=backbone_weights,
+        weights=lambda wildcards: PLAN.backbone_weights(wildcards.backbone),
     output:
         weights=BACKBONE,
     log:
         "logs/import_backbone/{backbone}.log",
     wildcard_constraints:
-        backbone=_choices(IMPORTED),
+        backbone=_choices(PLAN.imported),
     localrule: True
     conda:
         "../../envs/robustft.yaml"
     params:
-        spec=import_spec,
-        code=job_code("import_backbone.py"),
+        spec=lambda wildcards: PLAN.backbone_spec(wildcards.backbone, "weights"),
+        code=PLAN.job_code("import_backbone.py"),
     script:
         "../scripts/import_backbone.py"

@@ -10,21 +10,21 @@ rule fetch_file:
     conda:
         "../../envs/robustft.yaml"
     params:
-        spec=download_spec,
+        spec=lambda wildcards: PLAN.download_files[wildcards.file],
     script:
         "../scripts/fetch_file.py"
 
 
 rule prepare_dataset:
     input:
-        dataset_downloads,
+        lambda wildcards: PLAN.dataset_downloads(wildcards.dataset),
     output:
         directory(DATASET_DIR),
     log:
         "logs/prepare_dataset/{dataset}.log",
     benchmark:
         "benchmarks/prepare_dataset/{dataset}.tsv"
-    priority: prepare_priority
+    priority: PLAN.prepare_priority()
     conda:
         "../../envs/robustft.yaml"
     threads: 2
@@ -32,9 +32,9 @@ rule prepare_dataset:
         mem_mb=prepare_resource("mem_mb"),
         runtime=prepare_resource("runtime"),
     params:
-        spec=dataset_spec,
-        code=lambda wildcards: prepare_code(wildcards.dataset),
-        version=lambda wildcards: dataset_version(wildcards.dataset),
+        spec=lambda wildcards: PLAN.dataset_content(wildcards.dataset),
+        code=lambda wildcards: PLAN.prepare_code(wildcards.dataset),
+        version=dataset_version,
         downloads=DOWNLOADS,
     script:
         "../scripts/prepare_dataset.py"
@@ -59,6 +59,6 @@ rule shard_dataset:
         runtime=prepare_resource("runtime"),
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset]["shards"],
-        code=job_code("shard_dataset.py", "shards"),
+        code=PLAN.job_code("shard_dataset.py", "shards"),
     script:
         "../scripts/shard_dataset.py"

@@ -18,10 +18,10 @@ rule evaluate:
     params:
         precision=config["eval_precision"],
         spec=backbone_spec,
-        alphas=evaluate_alphas,
+        alphas=lambda wildcards: PLAN.alphas(Run.of(wildcards)),
         splits=None,  # the dataset's scored splits, plus what calibration needs
-        dataset=lambda wildcards: dataset_version(wildcards.dataset),
-        code=job_code("evaluate.py"),
+        dataset=dataset_version,
+        code=PLAN.job_code("evaluate.py"),
     script:
         "../scripts/evaluate.py"
 
@@ -43,6 +43,6 @@ use rule evaluate as evaluate_variant with:
         precision=config["eval_precision"],
         spec=backbone_spec,
         alphas=[1.0],
-        splits=variant_splits,
-        dataset=lambda wildcards: dataset_version(wildcards.dataset),
-        code=job_code("evaluate.py"),
+        splits=lambda wildcards: PLAN.variant_splits(wildcards.dataset, wildcards.variant),
+        dataset=dataset_version,
+        code=PLAN.job_code("evaluate.py"),

@@ -8,7 +8,7 @@ rule finetune:
         "logs/finetune/{dataset}/{backbone}/{recipe}/seed{seed}.log",
     benchmark:
         "benchmarks/finetune/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
-    priority: finetune_priority
+    priority: lambda wildcards: PLAN.finetune_priority(wildcards.recipe)
     conda:
         "../../envs/robustft.yaml"
     threads: 2
@@ -19,10 +19,10 @@ rule finetune:
     params:
         precision=config["precision"],
         spec=backbone_spec,
-        hparams=method_hparams,
-        dataset=lambda wildcards: dataset_version(wildcards.dataset),
-        code=finetune_code,
-        method=method_of,
+        hparams=run_hparams,
+        dataset=dataset_version,
+        code=lambda wildcards: PLAN.finetune_code(wildcards.recipe),
+        method=lambda wildcards: PLAN.method(wildcards.recipe),
         variant="main",
         hold_out=None,
     script:
@@ -42,9 +42,9 @@ use rule finetune as finetune_variant with:
     params:
         precision=config["precision"],
         spec=backbone_spec,
-        hparams=method_hparams,
-        dataset=lambda wildcards: dataset_version(wildcards.dataset),
-        code=finetune_code,
-        method=method_of,
+        hparams=run_hparams,
+        dataset=dataset_version,
+        code=lambda wildcards: PLAN.finetune_code(wildcards.recipe),
+        method=lambda wildcards: PLAN.method(wildcards.recipe),
         variant=lambda wildcards: wildcards.variant,
         hold_out=config["calibration"]["pcv"]["hold_out"],

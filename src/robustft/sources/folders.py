@@ -33,13 +33,7 @@ from pathlib import Path
 
 from ..data import GROUP_NAMES_FILE, DatasetInfo, fill_prompt
 from ..datafiles import DATA_FILES, data_file  # noqa: F401  (folders' callers use them)
-from .formats import Inputs, get_format
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-class LayoutError(FileNotFoundError):
-    """A dataset folder does not have the layout its config describes; says what is missing."""
+from .formats import IMAGE_SUFFIXES, Inputs, LayoutError, get_format
 
 
 def class_folders(root: Path) -> list[str]:

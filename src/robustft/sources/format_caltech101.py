@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .formats import Format, Inputs, link_file, register, unpack_once
+from .formats import IMAGE_SUFFIXES, Format, Inputs, LayoutError, link_file, register, unpack_once
 
 BACKGROUND = "BACKGROUND_Google"  # clutter, not a class (FLYP's 101 classes leave it out)
 FOLDER = "101_ObjectCategories"
@@ -26,7 +26,6 @@ SHARES = {"train": (0.0, 0.6), "val": (0.6, 0.8), "test": (0.8, 1.0)}
 
 def categories_root(inputs: Inputs, spec: dict) -> Path:
     """The unpacked `101_ObjectCategories` folder, unpacking the tar.gz inside the zip once."""
-    from .folders import LayoutError
 
     root = inputs.unpacked(spec["archive"])
     if (root / FOLDER).is_dir():
@@ -57,7 +56,6 @@ def split_members(files: list[str], class_index: int, part: str) -> list[str]:
 
 
 def _convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> None:
-    from .folders import IMAGE_SUFFIXES, LayoutError
 
     root = categories_root(inputs, spec)
     names = categories(root)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .formats import Format, Inputs, register, write_images
+from .formats import Format, Inputs, LayoutError, register, write_images
 
 # STL-10 label (airplane, bird, car, cat, deer, dog, horse, monkey, ship, truck) -> CIFAR-10 label;
 # LP-FT's stl_to_cifar_indices, -1 = no CIFAR-10 class (monkey).
@@ -20,7 +20,6 @@ STL_TO_CIFAR = (0, 2, 1, 3, 4, 5, 7, -1, 8, 9)
 
 
 def _layout_error(message: str):
-    from .folders import LayoutError
 
     return LayoutError(message)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .formats import Format, Inputs, link_file, register
+from .formats import Format, Inputs, LayoutError, link_file, register
 
 SETID_KEYS = {"train": "trnid", "val": "valid", "test": "tstid"}
 INPUTS = ("imagelabels.mat", "setid.mat")
@@ -19,8 +19,6 @@ INPUTS = ("imagelabels.mat", "setid.mat")
 
 def _mat(inputs: Inputs, spec: dict, name: str) -> dict:
     import scipy.io
-
-    from .folders import LayoutError
 
     found = [n for n in spec.get("inputs", []) if Path(n).name == name]
     if not found:
@@ -30,8 +28,6 @@ def _mat(inputs: Inputs, spec: dict, name: str) -> dict:
 
 def _convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> None:
     import numpy as np
-
-    from .folders import LayoutError
 
     labels = np.atleast_1d(_mat(inputs, spec, "imagelabels.mat")["labels"]).astype(int)
     ids = np.atleast_1d(_mat(inputs, spec, "setid.mat")[SETID_KEYS[spec["part"]]]).astype(int)

@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .formats import Format, Inputs, is_archive, register
+from .formats import Format, Inputs, LayoutError, is_archive, register
 
 PARTS = ("all", "train", "test")
 LISTS_DIR = Path(__file__).resolve().parents[1] / "data_files" / "image_lists"
@@ -55,8 +55,6 @@ def read_list(path: Path) -> list[tuple[str, int]]:
             continue
         *parts, label = line.split()
         if not parts or not label.lstrip("-").isdigit():
-            from .folders import LayoutError
-
             raise LayoutError(f"{path}:{number}: expected `<path> <label>`, got {line!r}")
         entries.append((" ".join(parts), int(label)))
     return entries
@@ -67,7 +65,6 @@ def _name(spec: dict) -> str:
 
 
 def _list_file(inputs: Inputs, spec: dict) -> Path:
-    from .folders import LayoutError
 
     source = spec["inputs"][0]
     if not is_archive(source):
@@ -90,8 +87,6 @@ def select(entries: list[tuple[str, int]], spec: dict) -> list[tuple[str, int]]:
     test = {p for p in test if p.split("/", 1)[0] in domains}  # a file may hold several domains
     missing = sorted(test - listed)
     if missing or not test:
-        from .folders import LayoutError
-
         raise LayoutError(
             f"test_list {spec['test_list']!r} names {len(missing)} image(s) the list "
             f"{_name(spec)!r} lacks, e.g. {missing[:3]} (or none of its domains {sorted(domains)})"
@@ -101,7 +96,6 @@ def select(entries: list[tuple[str, int]], spec: dict) -> list[tuple[str, int]]:
 
 
 def convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> None:
-    from .folders import LayoutError
 
     root = inputs.unpacked(spec["archive"])
     entries = select(read_list(_list_file(inputs, spec)), spec)

@@ -14,7 +14,7 @@ import gzip
 import shutil
 from pathlib import Path
 
-from .formats import Format, Inputs, register
+from .formats import Format, Inputs, LayoutError, register, write_images
 
 BLOCK = 4096  # images read from the HDF5 file at once (4096 x 27 KiB)
 
@@ -34,8 +34,6 @@ def gunzip_once(inputs: Inputs, name: str) -> Path:
 def _read(inputs: Inputs, name: str):
     import h5py
 
-    from .folders import LayoutError
-
     path = gunzip_once(inputs, name) if name.endswith(".gz") else inputs.file(name)
     try:
         return path, h5py.File(path, "r")
@@ -45,9 +43,6 @@ def _read(inputs: Inputs, name: str):
 
 def _convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> None:
     import numpy as np
-
-    from .folders import LayoutError
-    from .formats import write_images
 
     (x_path, xf), (y_path, yf) = _read(inputs, spec["archive"]), _read(inputs, spec["inputs"][0])
     with xf, yf:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .formats import Format, Inputs, is_archive, link_file, register
+from .formats import Format, Inputs, LayoutError, is_archive, link_file, register
 
 PARTS = {"train": "cars_train", "val": "cars_train", "test": "cars_test"}
 
@@ -39,7 +39,6 @@ def _loadmat(path: Path) -> dict:
 
 
 def _devkit(inputs: Inputs, spec: dict) -> Path:
-    from .folders import LayoutError
 
     for name in spec.get("inputs", []):
         if is_archive(name):
@@ -54,7 +53,6 @@ def _devkit(inputs: Inputs, spec: dict) -> Path:
 
 def _annotations(inputs: Inputs, spec: dict) -> tuple[list[str], list[int]]:
     """File names and 0-based labels of the part's annotation file, in its order."""
-    from .folders import LayoutError
 
     if spec["part"] == "test":
         mats = [n for n in spec.get("inputs", []) if n.endswith(".mat")]
@@ -78,7 +76,6 @@ def label_names(inputs: Inputs, spec: dict) -> list[str]:
 
 
 def _convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> None:
-    from .folders import LayoutError
 
     part = spec["part"]
     images = inputs.unpacked(spec["archive"]) / PARTS[part]

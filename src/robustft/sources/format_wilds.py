@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import Format, Inputs, register
+from .formats import Format, Inputs, LayoutError, register
 
 ARCHIVE = re.compile(r"^(iwildcam|fmow)_v(\d+\.\d+)\.tar\.gz$")
 SPLITS = ("train", "id_val", "id_test", "val", "test")
@@ -28,7 +28,6 @@ UNGROUPED = "Other"
 
 
 def _layout_error(message: str):
-    from .folders import LayoutError
 
     return LayoutError(message)
 

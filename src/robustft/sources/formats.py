@@ -15,6 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class LayoutError(FileNotFoundError):
+    """A dataset folder does not have the layout its config describes; says what is missing."""
+
+
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 
 
@@ -32,8 +39,6 @@ def unpack_once(archive: Path, into: Path) -> Path:
         try:
             shutil.unpack_archive(archive, tmp)
         except RuntimeError as err:  # zipfile: "File ... is encrypted, password required"
-            from .folders import LayoutError
-
             shutil.rmtree(tmp, ignore_errors=True)
             raise LayoutError(
                 f"{archive}: {err}; unpack it by hand with the host's password (e.g. unzip -P) "
@@ -54,8 +59,6 @@ class Inputs:
     def file(self, name: str) -> Path:
         path = self.downloads / name
         if not path.is_file():
-            from .folders import LayoutError
-
             raise LayoutError(f"{path} was not fetched")
         return path
 

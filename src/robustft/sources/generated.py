@@ -10,13 +10,62 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import world
-from ..data import DatasetInfo
+
+if TYPE_CHECKING:  # the data layer (torch) is imported where a dataset is written
+    from ..data import DatasetInfo
 
 DEFAULT_POOL_MIX = {"photo": 0.4, "sketch": 0.2, "rendition": 0.2, "hard": 0.2}
+
+
+def config_problems(name: str, ds: dict) -> list[str]:
+    """A generated dataset's config: class names the mini world knows, and protocols the split can
+    be scored by (the config check asks, through `sources.registry.dataset_problems`)."""
+    CLASSNAMES = world.CLASSNAMES
+
+    errors, where = [], f"datasets[{name!r}]"
+    for split, spec in ds["splits"].items():
+        lacking = [k for k in ("domain", "n") if k not in spec]
+        foreign = [k for k in ("archive", "folder", "path", "folder_labels", "class_map_file",
+                                "crop_border") if k in spec]  # fmt: skip
+        if lacking or foreign:
+            errors.append(
+                f"{where}.splits[{split!r}]: a generated split needs domain and n"
+                + (f" (lacks {lacking})" if lacking else "")
+                + (f"; {foreign} belong to real (download/path) datasets" if foreign else "")
+            )
+    if errors:
+        return errors
+    bad = [c for c in ds["generator"].get("classes", []) if c not in CLASSNAMES]
+    if bad:
+        errors.append(
+            f"{where}.generator.classes: unknown classes {bad}; valid: {list(CLASSNAMES)}"
+        )
+    CLASSNAMES = ds["generator"].get("classes") or CLASSNAMES  # what the splits may name
+    bad = [c for c in ds.get("absent_classes", []) if c not in CLASSNAMES]
+    if bad:
+        errors.append(f"{where}.absent_classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
+    for split, spec in ds["splits"].items():
+        at = f"{where}.splits[{split!r}]"
+        named = spec.get("classes") if isinstance(spec.get("classes"), list) else []
+        for members in spec.get("class_map", {}).values():
+            named = [*named, *members]
+        bad = sorted({c for c in named if c not in CLASSNAMES})
+        if bad:
+            errors.append(f"{at}: unknown classes {bad}; valid: {list(CLASSNAMES)}")
+        if spec.get("metric") == "worst_group" and spec["domain"] != "mixed":
+            errors.append(f"{at}: metric worst_group needs groups: domain: mixed with a mix")
+        if (spec["domain"] == "mixed") != ("mix" in spec):
+            errors.append(f"{at}: a `mix` goes with domain: mixed, and only with it")
+        if spec.get("classes") == "finetuning" and not ds.get("absent_classes"):
+            errors.append(f"{at}: classes: finetuning needs the dataset's absent_classes")
+        if spec.get("class_map") and spec.get("classes") not in (None, "all"):
+            errors.append(f"{at}: give either classes or class_map, not both")
+    return errors
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,6 +160,8 @@ def _generate_split(split_seed: int, spec: dict, info: DatasetInfo, gen: dict, p
 
 
 def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1) -> DatasetInfo:
+    from ..data import DatasetInfo
+
     """Render every split of a procedurally generated dataset into `out_dir` (npz + meta.json)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,3 +23,13 @@ def downloads(config: dict) -> tuple[dict[str, dict], list[str]]:
             conflicts.append(f"file {file!r} names two downloads: {found[file]} and {spec}")
         found.setdefault(file, spec)
     return found, conflicts
+
+
+def dataset_problems(name: str, ds: dict) -> list[str]:
+    """What is wrong with dataset `name`'s config, asked of its source: the generated mini world
+    (`generated.config_problems`) or files and folders (`spec.config_problems`). Loaded by name,
+    so that checking a config imports no source it does not use."""
+    import importlib
+
+    module = "generated" if "generator" in ds else "spec"
+    return importlib.import_module(f"{__package__}.{module}").config_problems(name, ds)

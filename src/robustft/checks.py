@@ -1,0 +1,382 @@
+"""The config's cross-references, checked before any job: what a schema cannot express (an
+experiment's backbone exists, a method suits the backbone's family, each method's hyper-parameters
+are the ones its code reads and every run has the required ones, ...). Each check returns messages
+that name the entry and the valid choices. Torch-free."""
+
+from __future__ import annotations
+
+from . import catalog
+from .methods import METHODS
+from .presets import preset_names
+from .recipes import FAMILY_METHODS, hparams_for, known_recipes, recipe_method, recipe_overrides
+from .sources.checkpoints import weights_problems
+from .sources.registry import dataset_problems, downloads
+
+# Rule names of the workflow: a target (one rule each, named as the target) may not take one.
+RULES = ("all", "fetch_file", "prepare_dataset", "shard_dataset", "pretrain_backbone",
+         "import_backbone", "finetune", "finetune_variant", "evaluate", "evaluate_variant",
+         "feature_distortion")  # fmt: skip
+
+
+def check(config: dict) -> list[str]:
+    """Every problem of a schema-valid config (empty: fine)."""
+    errors = check_references(config)
+    errors += check_hparam_keys(config)
+    if errors:
+        return errors
+    from .plan import Plan
+
+    return check_runs(config, Plan(config))
+
+
+def check_references(config: dict) -> list[str]:
+    errors = []
+    datasets, backbones = config["datasets"], config["backbones"]
+    for name, ds in datasets.items():
+        splits = set(ds.get("splits", {}))
+        roles = ds["roles"]
+        for role in ("train", "val", "test", "pretrain"):
+            if roles.get(role) is not None and roles[role] not in splits:
+                errors.append(
+                    f"datasets[{name!r}].roles.{role}: split {roles[role]!r} not in splits {sorted(splits)}"
+                )
+        if roles.get("oracle_train") is not None and roles["oracle_train"] not in splits:
+            errors.append(
+                f"datasets[{name!r}].roles.oracle_train: split {roles['oracle_train']!r} not in "
+                f"splits {sorted(splits)}"
+            )
+        for role in ("shifts", "extra"):
+            for split in roles.get(role, []):
+                if split not in splits:
+                    errors.append(
+                        f"datasets[{name!r}].roles.{role}: split {split!r} not in splits {sorted(splits)}"
+                    )
+        errors += dataset_problems(name, ds)
+        if ds.get("source") is not None and ds["source"] not in datasets:
+            errors.append(
+                f"datasets[{name!r}].source: unknown dataset {ds['source']!r}; valid: {sorted(datasets)}"
+            )
+        if ds.get("source_recipe") is not None and (
+            not ds.get("source") or ds["source_recipe"] not in known_recipes(config)
+        ):
+            errors.append(
+                f"datasets[{name!r}].source_recipe: {ds['source_recipe']!r} needs a `source` and "
+                f"must be a method or recipe; valid: {sorted(known_recipes(config))}"
+            )
+        if ds.get("absent_classes") and not roles.get("oracle_train"):
+            errors.append(
+                f"datasets[{name!r}]: absent_classes need roles.oracle_train, a split of every class "
+                "(the oracle's training data and NCM's class means)"
+            )
+    for name, bb in backbones.items():
+        errors += weights_problems(name, bb)
+        pre = bb.get("pretrain")
+        if pre and pre["dataset"] not in datasets:
+            errors.append(
+                f"backbones[{name!r}].pretrain.dataset: unknown dataset {pre['dataset']!r}; "
+                f"valid: {sorted(datasets)}"
+            )
+        elif pre and not datasets[pre["dataset"]]["roles"].get("pretrain"):
+            errors.append(
+                f"backbones[{name!r}].pretrain: dataset {pre['dataset']!r} has no pretrain split"
+            )
+    for i, exp in enumerate(config["experiments"]):
+        where = f"experiments[{i}]"
+        if exp["backbone"] not in backbones:
+            errors.append(
+                f"{where}.backbone: unknown backbone {exp['backbone']!r}; valid: {sorted(backbones)}"
+            )
+            continue
+        if exp["dataset"] not in datasets:
+            errors.append(
+                f"{where}.dataset: unknown dataset {exp['dataset']!r}; valid: {sorted(datasets)}"
+            )
+        family = backbones[exp["backbone"]]["family"]
+        absent = datasets.get(exp["dataset"], {}).get("absent_classes")
+        for recipe in exp["recipes"]:
+            if recipe not in known_recipes(config):
+                errors.append(
+                    f"{where}.recipes: unknown method or recipe {recipe!r}; methods: "
+                    f"{list(METHODS)}; recipes: {list(config.get('recipes') or {})}"
+                )
+                continue
+            method = recipe_method(config, recipe)
+            if absent and method in ("lp", "lpft"):
+                errors.append(
+                    f"{where}.recipes: method {method!r} fits its head on the training classes "
+                    f"only, so on dataset {exp['dataset']!r} (absent classes) it has no absent-class "
+                    "logits to calibrate; use zeroshot, ft, l2sp, flyp or coretuning there"
+                )
+            if (
+                absent
+                and family != "clip"
+                and not datasets[exp["dataset"]].get("source")
+                and METHODS[method].trains
+            ):
+                errors.append(
+                    f"{where}: backbone {exp['backbone']!r} has no head over all classes; dataset "
+                    f"{exp['dataset']!r} needs a `source` dataset whose linear probe is the source model"
+                )
+            if method in METHODS and method not in FAMILY_METHODS[family]:
+                errors.append(
+                    f"{where}.recipes: method {method!r} needs a text tower, but backbone "
+                    f"{exp['backbone']!r} is a {family!r} backbone without one; methods for it: "
+                    f"{FAMILY_METHODS[family]}"
+                )
+    errors += downloads(config)[1]
+    errors += check_preprocess(config)
+    return errors + check_recipes(config) + check_catalog(config)
+
+
+def check_catalog(config: dict) -> list[str]:
+    """Each target names datasets, a backbone and recipes that exist and suit each other, and
+    columns its dataset has; no two targets write the same file."""
+    errors, seen, names = [], {}, set()
+    builtin = [spec["name"] for spec in catalog.BUILTIN]
+    datasets, backbones = config["datasets"], config["backbones"]
+    for i, spec in enumerate(config.get("catalog") or []):
+        name = spec["name"]
+        where = f"catalog[{i}] ({name})"
+        if name in names:
+            errors.append(f"{where}: a second target named {name!r}")
+        if name in RULES or name in builtin:
+            errors.append(
+                f"{where}: {name!r} is the name of a workflow rule; targets are rules too, so "
+                f"name it otherwise (taken: {sorted([*RULES, *builtin])})"
+            )
+        if spec["kind"] not in catalog.kind_names():
+            errors.append(
+                f"{where}.kind: {spec['kind']!r} is not valid; valid choices: "
+                f"{catalog.kind_names()} (robustft.catalog.KINDS)"
+            )
+            continue
+        names.add(name)
+        out = (spec["paper"], spec["item"])
+        if out in seen:
+            errors.append(f"{where}: writes the same files as target {seen[out]!r} ({out})")
+        seen[out] = name
+        by_dataset = "dataset" in (spec.get("grid") or {})
+        if not by_dataset and spec.get("dataset") not in datasets:
+            errors.append(
+                f"{where}.dataset: unknown dataset {spec.get('dataset')!r}; valid: {sorted(datasets)}"
+            )
+            continue
+        if "rows" not in spec:
+            continue
+        if spec.get("backbone") not in backbones:
+            errors.append(
+                f"{where}.backbone: unknown backbone {spec.get('backbone')!r}; valid: {sorted(backbones)}"
+            )
+            continue
+        family = backbones[spec["backbone"]]["family"]
+        try:
+            cells = catalog.grid_cells(spec)
+        except (KeyError, IndexError, ValueError) as err:
+            errors.append(f"{where}.rows: a recipe pattern does not fit the grid ({err})")
+            continue
+        for cell in cells:
+            if cell["dataset"] not in datasets:
+                errors.append(
+                    f"{where}.grid: unknown dataset {cell['dataset']!r}; valid: {sorted(datasets)}"
+                )
+            elif cell["recipe"] not in known_recipes(config):
+                errors.append(
+                    f"{where}.rows[{cell['row']!r}]: unknown method or recipe {cell['recipe']!r}; "
+                    f"valid: {known_recipes(config)}"
+                )
+            elif recipe_method(config, cell["recipe"]) not in FAMILY_METHODS[family]:
+                errors.append(
+                    f"{where}.rows[{cell['row']!r}]: {cell['recipe']!r} needs a text tower; "
+                    f"backbone {spec['backbone']!r} is {family!r}"
+                )
+        if not by_dataset and spec.get("columns"):
+            valid = ["id", "ood_mean", "val", *datasets[spec["dataset"]]["roles"].get("shifts", []),
+                     *datasets[spec["dataset"]]["roles"].get("extra", [])]  # fmt: skip
+            bad = [c for c in spec["columns"] if c not in valid]
+            if bad:
+                errors.append(f"{where}.columns: unknown column(s) {bad}; valid: {valid}")
+    chosen = config.get("all_targets", "catalog")
+    if isinstance(chosen, str) and chosen != "catalog":
+        errors.append(f"all_targets: {chosen!r} is not valid; valid: 'catalog' or a list of names")
+    elif chosen != "catalog" and set(chosen) - names:
+        errors.append(
+            f"all_targets: unknown target(s) {[t for t in chosen if t not in names]}; valid: "
+            f"'catalog' (every target) or a list of the catalog's names: {sorted(names)}. A config "
+            "file that replaces `catalog` sets `all_targets` too."
+        )
+    return errors
+
+
+def check_recipes(config: dict) -> list[str]:
+    errors = []
+    recipes = config.get("recipes") or {}
+    for name, spec in recipes.items():
+        where = f"recipes[{name!r}]"
+        if name in METHODS:
+            errors.append(
+                f"{where}: a recipe may not take a method's name (it is already the recipe of "
+                f"{name!r}'s defaults); rename it, e.g. {name + '-custom'!r}"
+            )
+        start = spec.get("start_from")
+        if start is not None and start not in known_recipes(config):
+            errors.append(
+                f"{where}.start_from: unknown recipe {start!r}; valid: {known_recipes(config)}"
+            )
+        elif start is not None and recipe_method(config, start) != "lp":
+            errors.append(f"{where}.start_from: {start!r} is not a linear probe (method lp)")
+        elif start is not None and not METHODS[spec["method"]].depends_on:
+            errors.append(
+                f"{where}.start_from: method {spec['method']!r} starts from no other run; "
+                "start_from is for LP-FT"
+            )
+    return errors
+
+
+def check_preprocess(config: dict) -> list[str]:
+    """Preprocessing presets name data files (robustft.preprocess); shards are of image folders."""
+    errors, valid = [], preset_names()
+
+    def check(where: str, value) -> None:
+        names = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, name in names:
+            if name not in valid:
+                at = f"{where}[{key!r}]" if key is not None else where
+                errors.append(f"{at}: unknown preprocessing preset {name!r}; valid: {valid}")
+
+    for name, ds in config.get("datasets", {}).items():
+        where = f"datasets[{name!r}]"
+        if "preprocess" in ds:
+            check(f"{where}.preprocess", ds["preprocess"])
+            if isinstance(ds["preprocess"], dict):
+                unknown = sorted(set(ds["preprocess"]) - {"default", *config.get("backbones", {})})
+                if unknown:
+                    errors.append(
+                        f"{where}.preprocess: {unknown} are no backbones; keys: backbone names "
+                        f"{sorted(config.get('backbones', {}))} or 'default'"
+                    )
+        for key in ("preprocess", "shards"):
+            if key in ds and "generator" in ds:
+                errors.append(
+                    f"{where}.{key}: a generated dataset is packed uint8, read without transforms "
+                    "or shards (the default run's numbers); remove it"
+                )
+        shards = ds.get("shards")
+        if shards is not None and "generator" not in ds:
+            missing = [s for s in shards.get("splits", []) if s not in ds.get("splits", {})]
+            if missing:
+                errors.append(
+                    f"{where}.shards.splits: {missing} not in splits {sorted(ds.get('splits', {}))}"
+                )
+    for where, _method, entry in _hparam_entries(config):
+        if isinstance(entry, dict) and "preprocess" in entry:
+            check(f"{where}.preprocess", entry["preprocess"])
+    return errors
+
+
+def _hparam_keys(method: str) -> str:
+    info = METHODS[method]
+    return f"{method}'s keys: required {list(info.required)}, optional {list(info.optional)}"
+
+
+def _hparam_entries(config: dict):
+    """(where, method, entry) for every hyper-parameter entry: method defaults, overrides, recipes."""
+    for method, entry in config.get("methods", {}).items():
+        yield f"methods[{method!r}]", method, entry
+    for kind in ("datasets", "backbones"):
+        for name, spec in config.get(kind, {}).items():
+            for method, entry in (spec.get("hparams") or {}).items():
+                yield f"{kind}[{name!r}].hparams[{method!r}]", method, entry
+    for name, spec in (config.get("recipes") or {}).items():
+        if spec.get("method") in METHODS:
+            yield f"recipes[{name!r}].hparams", spec["method"], recipe_overrides(config, name)
+
+
+def _hparam_entries(config: dict):
+    """(where, method, entry) for every hyper-parameter entry: method defaults, overrides, recipes."""
+    for method, entry in config.get("methods", {}).items():
+        yield f"methods[{method!r}]", method, entry
+    for kind in ("datasets", "backbones"):
+        for name, spec in config.get(kind, {}).items():
+            for method, entry in (spec.get("hparams") or {}).items():
+                yield f"{kind}[{name!r}].hparams[{method!r}]", method, entry
+    for name, spec in (config.get("recipes") or {}).items():
+        if spec.get("method") in METHODS:
+            yield f"recipes[{name!r}].hparams", spec["method"], recipe_overrides(config, name)
+
+
+def check_hparam_keys(config: dict) -> list[str]:
+    """Each hyper-parameter entry only has keys its method reads (the registry in
+    `robustft.methods` lists the keys each method's code reads); types and ranges are the
+    schema's job."""
+    errors = []
+    for where, method, entry in _hparam_entries(config):
+        if method not in METHODS:
+            continue  # the schema names unknown methods
+        unknown = [k for k in entry if k not in METHODS[method].hparams]
+        if unknown:
+            errors.append(
+                f"{where}: unknown key(s) {unknown} for method {method!r}, which would ignore "
+                f"them; {_hparam_keys(method)}"
+            )
+    return errors
+
+
+def check_runs(config: dict, plan) -> list[str]:
+    """Every run the config can build (`plan.every_run`: the experiments', every catalog target's
+    and the runs they start from) has the hyper-parameters its method requires, with values that
+    work."""
+    errors, needed_by = [], {}
+    asked = {*plan.runs, *(r for t in plan.catalog_targets.values() for r in t.runs)}
+    for run in plan.every_run:
+        for other in (plan.dependency(run), *plan.references(run)):
+            if other is not None and other not in asked:
+                needed_by.setdefault(other, run)
+    seen = set()
+    for run in plan.every_run:
+        recipe, backbone, dataset = run.recipe, run.backbone, run.dataset
+        if (recipe, backbone, dataset) in seen:
+            continue  # the seeds of a run share its hyper-parameters
+        seen.add((recipe, backbone, dataset))
+        hp = hparams_for(config, recipe, backbone, dataset)
+        method = recipe_method(config, recipe)
+        parent = needed_by.get(run)
+        where = plan.origin(parent or run)
+        what = f"method {method!r}" if recipe == method else f"recipe {recipe!r} ({method})"
+        what += f" (needed by {parent.recipe!r})" if parent else ""
+        missing = [k for k in METHODS[method].required if k not in hp]
+        if missing:
+            errors.append(
+                f"{where}: {what} lacks required hyper-parameter(s) {missing}; set them in "
+                f"methods[{method!r}], datasets[{dataset!r}].hparams[{method!r}] or "
+                f"backbones[{backbone!r}].hparams[{method!r}] ({_hparam_keys(method)})"
+            )
+        errors.extend(
+            f"{where}: {what}: {problem}" for problem in _value_problems(config, hp, dataset)
+        )
+    return errors
+
+
+def _value_problems(config: dict, hp: dict, dataset: str) -> list[str]:
+    """Merged values that would make the job fail (or silently misbehave) when it runs."""
+    problems = []
+    if "c_min_log10" in hp and "c_max_log10" in hp and hp["c_min_log10"] > hp["c_max_log10"]:
+        problems.append(
+            f"c_min_log10 ({hp['c_min_log10']}) > c_max_log10 ({hp['c_max_log10']}); the linear "
+            "probe sweeps C from 10**c_min_log10 up to 10**c_max_log10"
+        )
+    gpus, batch = hp.get("gpus", 1), hp.get("batch_size")
+    if isinstance(batch, int) and isinstance(gpus, int) and gpus > 1 and batch % gpus:
+        problems.append(
+            f"batch_size {batch} is not divisible by gpus {gpus}: each of the {gpus} DDP processes "
+            f"takes batch_size / gpus examples; choose a multiple of {gpus}, such as "
+            f"{(batch // gpus + 1) * gpus}"
+        )
+    ds = config["datasets"][dataset]
+    train = ds.get("roles", {}).get("train")
+    n = ds.get("splits", {}).get(train, {}).get("n")
+    if "batch_size" in hp and isinstance(n, int) and hp["batch_size"] > n:
+        problems.append(
+            f"batch_size {hp['batch_size']} exceeds the {n} examples of dataset {dataset!r}'s "
+            f"train split {train!r}"
+        )
+    return problems
