@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 class TargetKind:
     builder: str  # "module:function" in robustft
     form: str  # table | figure | data
-    reads: tuple[str, ...]  # metrics | calibration | distortion | timings
+    reads: tuple[str, ...]  # metrics | calibration | distortion | timings | selections
     sweeps: bool = False  # its runs are evaluated at every alpha
     # A data export's files: {output name: suffix after the target's `out`}.
     files: tuple[tuple[str, str], ...] = ()
@@ -91,6 +91,10 @@ KINDS: dict[str, TargetKind] = {
     "wiseft_curve": TargetKind(
         "plots:wiseft_summary_figure", "figure", ("metrics",), in_catalog=False
     ),  # fmt: skip
+    "selection": TargetKind(
+        "paper_tables:selection_summary", "table", ("selections",), in_catalog=False,
+        digits={"val": 1, "test": 1},
+    ),  # fmt: skip
 }
 
 PAPERS = ("flyp", "wiseft", "lpft", "calibrated", "coretuning", "beyond")
@@ -117,6 +121,9 @@ BUILTIN: list[dict] = [
     {"name": "lp_search_table", "kind": "lp_search", "out": "results/tables/lp_search",
      "runs": "lp", "caption": "lp_search_table.rst", "category": "Tables",
      "title": "The linear probes' C search"},
+    {"name": "selection", "kind": "selection", "out": "results/tables/selection", "runs": "swept",
+     "caption": "selection_table.rst", "category": "Tables",
+     "title": "Model selection: every grid point's validation and test score, the chosen marked"},
     {"name": "calibration", "kind": "calibration_export", "out": "results/calibration/",
      "runs": "experiments", "calibration": True, "caption": "calibration.rst",
      "category": "Calibration", "title": "Calibration of absent classes: tidy rows and curves"},
@@ -145,6 +152,7 @@ class TargetData:
     curves: object = None
     distortion: object = None
     timings: list = field(default_factory=list)  # each run's timing.json
+    selections: list = field(default_factory=list)  # each swept run's selection.json
     recipes: dict = field(default_factory=dict)  # {recipe: {method, hparams}} from its logits
     order: list = field(default_factory=list)  # the config's recipe order (calibration rows)
 

@@ -8,7 +8,16 @@ from __future__ import annotations
 from . import catalog
 from .methods import METHODS
 from .presets import preset_names
-from .recipes import FAMILY_METHODS, hparams_for, known_recipes, recipe_method, recipe_overrides
+from .recipes import (
+    FAMILY_METHODS,
+    hparams_for,
+    is_grid,
+    is_swept,
+    known_recipes,
+    recipe_method,
+    recipe_overrides,
+    recipe_spec,
+)
 from .sources.checkpoints import weights_problems
 from .sources.registry import dataset_problems, downloads
 
@@ -26,7 +35,8 @@ def check(config: dict) -> list[str]:
         return errors
     from .plan import Plan
 
-    return check_runs(config, Plan(config))
+    plan = Plan(config)
+    return check_runs(config, plan) + check_selection(config, plan)
 
 
 def check_references(config: dict) -> list[str]:
@@ -207,6 +217,51 @@ def check_catalog(config: dict) -> list[str]:
     return errors
 
 
+def check_selection(config: dict, plan) -> list[str]:
+    """Model selection never looks at the reported test split, unless the recipe says in the
+    paper's own words (`select_on_test`) that its paper did: a swept recipe picks its point on its
+    `select` split; a run with `keep: best_val` / `best_test` keeps its best state on one. Grids and
+    calibration's extra fine-tunes (which need one set of values) do not mix."""
+    errors, seen = [], set()
+    cal = config["calibration"]
+    for name in {*cal["pcv"]["recipes"], *cal["oracle"]["recipes"]}:
+        if name in known_recipes(config) and is_swept(config, name):
+            errors.append(
+                f"calibration: recipe {name!r} is swept (a grid in its hyper-parameters); gamma_PCV's "
+                "pseudo fine-tunes and the oracle train with one set of values: give them a recipe "
+                "without a grid"
+            )
+    for run in plan.every_run:
+        key = (run.recipe.split("@")[0], run.dataset)
+        if key in seen:
+            continue
+        seen.add(key)
+        recipe, dataset = key
+        spec = recipe_spec(config, recipe)
+        roles = config["datasets"][dataset]["roles"]
+        on_test = spec.get("select_on_test")
+        where = f"recipes[{recipe!r}]" if spec else f"methods[{recipe_method(config, recipe)!r}]"
+        scored = []
+        if plan.is_swept(recipe):
+            scored.append(("its grid point", spec.get("select", {}).get("split", "val")))
+        hp = hparams_for(config, recipe, run.backbone, dataset)
+        keep = hp.get("keep", "last")
+        if keep != "last":
+            scored.append((f"keep: {keep}", "test" if keep == "best_test" else "val"))
+            if not hp.get("eval_every") or is_grid(hp.get("eval_every")):
+                errors.append(f"{where}: keep: {keep} needs eval_every (how often to score)")
+        for what, role in scored:
+            if not on_test and (role == "test" or roles[role] == roles["test"]):
+                errors.append(
+                    f"{where} on dataset {dataset!r}: selects {what} on split {roles[role]!r}, which "
+                    f"is the reported test split (roles: val {roles['val']!r}, test "
+                    f"{roles['test']!r}); give the dataset a validation split of its own (held out "
+                    "from training data), or, where the paper selected on its test set, say so in "
+                    "the recipe: select_on_test: <the paper's words>"
+                )
+    return errors
+
+
 def check_recipes(config: dict) -> list[str]:
     errors = []
     recipes = config.get("recipes") or {}
@@ -310,6 +365,13 @@ def check_hparam_keys(config: dict) -> list[str]:
     schema's job."""
     errors = []
     for where, method, entry in _hparam_entries(config):
+        grids = [k for k, v in entry.items() if is_grid(v)]
+        if grids and not where.startswith(("methods[", "recipes[")):
+            errors.append(
+                f"{where}: {grids} give a grid ({{sweep: [...]}}); a grid belongs to a recipe "
+                f"(recipes.<name>.hparams) or a method's defaults (methods.{method}), whose runs it "
+                "turns into one run per point and a selection"
+            )
         if method not in METHODS:
             continue  # the schema names unknown methods
         unknown = [k for k in entry if k not in METHODS[method].hparams]
@@ -337,6 +399,8 @@ def check_runs(config: dict, plan) -> list[str]:
         if (recipe, backbone, dataset) in seen:
             continue  # the seeds of a run share its hyper-parameters
         seen.add((recipe, backbone, dataset))
+        if plan.is_swept(recipe):
+            continue  # its grid points are runs of their own, checked each
         hp = hparams_for(config, recipe, backbone, dataset)
         method = recipe_method(config, recipe)
         parent = needed_by.get(run)

@@ -115,26 +115,49 @@ def schema_errors(config: dict, schema: dict) -> list[str]:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
-    messages = []
-    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
-        where = _where(err.absolute_path)
-        if err.validator == "additionalProperties":
-            allowed = sorted(err.schema.get("properties", {}))
-            extra = sorted(set(err.instance) - set(allowed))
-            messages.append(f"{where}: unknown key(s) {extra}; valid keys: {allowed}")
-        elif err.validator == "enum":
-            messages.append(
-                f"{where}: {err.instance!r} is not valid; valid choices: {err.validator_value}"
-            )
-        elif err.validator == "contains" and "description" in err.schema:
-            # the schema's own words, e.g. why the WiSE-FT grid needs both endpoints
-            messages.append(f"{where}: {err.instance!r} {err.schema['description']}")
-        elif err.validator == "propertyNames":
-            choices = _schema_at(schema, err.absolute_path).get("propertyNames", {}).get("enum")
-            messages.append(f"{where}: {err.message}; valid names: {choices}")
-        else:
-            messages.append(f"{where}: {err.message}")
-    return messages
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [_message(err, schema) for err in errors]
+
+
+def _message(err, schema: dict) -> str:
+    where = _where(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        return f"{where}: unknown key(s) {extra}; valid keys: {allowed}"
+    if err.validator == "enum":
+        return f"{where}: {err.instance!r} is not valid; valid choices: {err.validator_value}"
+    if err.validator == "contains" and "description" in err.schema:
+        # the schema's own words, e.g. why the WiSE-FT grid needs both endpoints
+        return f"{where}: {err.instance!r} {err.schema['description']}"
+    if err.validator == "propertyNames":
+        choices = _schema_at(schema, err.absolute_path).get("propertyNames", {}).get("enum")
+        return f"{where}: {err.message}; valid names: {choices}"
+    if err.validator == "anyOf" and err.schema.get(GRID_MARK):
+        # a hyper-parameter: its value (branch 0) or a grid of values (branch 1)
+        branch = 1 if isinstance(err.instance, dict) else 0
+        inner = [e for e in err.context if e.schema_path and e.schema_path[0] == branch]
+        if inner:
+            return _message(min(inner, key=lambda e: len(e.path)), schema)
+    return f"{where}: {err.message}"
+
+
+GRID_MARK = "x-grid"  # marks the schema of a key that also takes a grid (`allow_grids`)
+
+
+def allow_grids(schema: dict) -> dict:
+    """The schema with every hyper-parameter key also taking a grid, `{sweep: [values]}`, each
+    value valid for the key (the file keeps one type per key; `checks` says where grids belong)."""
+    import copy
+
+    schema = copy.deepcopy(schema)
+    props = schema["$defs"]["hparams"]["properties"]
+    for key, spec in props.items():
+        grid = {"type": "object", "additionalProperties": False, "required": ["sweep"],
+                "properties": {"sweep": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                         "items": spec}}}  # fmt: skip
+        props[key] = {"anyOf": [spec, grid], GRID_MARK: True}
+    return schema
 
 
 def fill_defaults(config: dict, schema: dict) -> None:
@@ -181,7 +204,7 @@ def check_config(config: dict, schema_path: str | Path, command_line=None) -> di
     `command_line`: the values given with Snakemake's `--config` (the Snakefile passes them); only
     those are coerced. Without it every string the schema wants as a number is coerced.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = allow_grids(yaml.safe_load(Path(schema_path).read_text()))
     read_old_names(config)
     coerce_command_line_values(config, schema, command_line)
     errors = schema_errors(config, schema)

@@ -286,11 +286,17 @@ def finetune(
     train, split, hidden = _training_data(info, dataset_dir, variant, hparams, seed, hold_out,
                                           pre, shards)  # fmt: skip
     files = {"backbone": backbone_path, **(inputs or {})}
+    val = load_split(dataset_dir, info.val, pre, shards)
+    keep = hparams.get("keep", "last")
+    selection = None
+    if keep != "last" or hparams.get("eval_every"):  # in-training model selection
+        name = info.test if keep == "best_test" else info.val
+        selection = (name, val if name == info.val else load_split(dataset_dir, name, pre, shards))
     ctx = FineTuneContext(
         backbone=_load_backbone(backbone_name, backbone_spec, backbone_path, device),
         info=info,
         train=train,
-        val=load_split(dataset_dir, info.val, pre, shards),
+        val=val,
         hparams=hparams,
         seed=seed,
         device=device,
@@ -299,6 +305,7 @@ def finetune(
         precision=precision,
         fingerprint=_finetune_fingerprint(method, variant, hold_out, seed, hparams, precision,
                                           backbone_spec, files, dataset_dir, info, split, train),
+        selection=selection,
     )  # fmt: skip
     t0 = time.time()
     artifact = get_method(method).run(ctx)
@@ -362,7 +369,10 @@ def _finetune_fingerprint(method, variant, hold_out, seed, hparams, precision, b
         "precision": precision,
         "backbone": {k: backbone_spec.get(k) for k in ("family", "arch", "checkpoint")},
         "inputs": {k: sha256_file(v) for k, v in sorted(files.items())},
-        "dataset": dataset_digest(dataset_dir, [split, info.val]),
+        "dataset": dataset_digest(
+            dataset_dir,
+            [split, info.val, *([info.test] if hparams.get("keep") == "best_test" else [])],
+        ),  # the splits it reads
         # a shard and its folder differ in resampling: a resumed run reads what the first read
         "train_data": type(getattr(train, "split", train)).__name__,
         "code": code_version(),
@@ -384,6 +394,59 @@ def _load_backbone(name: str, spec: dict, path: str, device):
     if backbone.clip is not None:
         backbone.clip.to(device)
     return backbone
+
+
+def select(
+    points: list[str],
+    models: list[str],
+    timings: list[str],
+    logits: list[str],
+    rule: dict,
+    out: str,
+    timing_out: str,
+    selection_out: str,
+) -> None:
+    """A swept recipe's run: the grid point whose model scores best on the rule's split (`scored`:
+    ID validation unless the recipe declares the paper selected on test; its headline metric unless
+    the rule names one; the first point of the grid on a tie), written as the recipe's model. The
+    selection (every point's score there and on the ID test split) goes to `selection_out`."""
+    from .logits import Logits
+    from .methods.base import Artifact
+    from .recipes import PINNED, POINT, base_recipe
+    from .scoring import primary, score
+
+    rows = []
+    for point, path in zip(points, logits, strict=True):
+        saved = Logits(path)
+
+        def scored(split: str, metric: str | None = None, saved=saved) -> tuple[str, float]:
+            protocol = saved.protocol(split)
+            metric = metric or primary(protocol)
+            z, y = saved.logits(split, 1.0), saved.labels(split)
+            return metric, float(score(z, y, protocol, saved.groups(split))[metric])
+
+        metric, value = scored(rule["scored"], rule.get("metric"))
+        test_metric, test = scored(rule["test"])
+        name = point.split(POINT, 1)[1]
+        values = {} if name == PINNED else dict(p.split("=", 1) for p in name.split(","))
+        rows.append({"point": point, "values": values, "split": rule["scored"], "metric": metric,
+                     "score": value, "test_metric": test_metric, "test": test})  # fmt: skip
+        print(f"{point}: {rule['scored']} {metric} {value:.4f}, {rule['test']} {test:.4f}")
+    best = max(range(len(rows)), key=lambda i: (rows[i]["score"], -i))  # first on a tie
+    recipe = base_recipe(points[best])
+    print(f"{recipe}: chose {points[best]} ({rows[best]['metric']} {rows[best]['score']:.4f} on "
+          f"{rule['scored']}{', the test split: ' + rule['on_test'] if rule.get('on_test') else ''})")  # fmt: skip
+    artifact = Artifact.load(models[best])
+    artifact.meta.update(recipe=recipe, point=points[best])  # what tables read it as
+    if rule.get("on_test"):  # the paper's own words: every table that reads the run marks it
+        artifact.meta["selected_on_test"] = rule["on_test"]
+    artifact.save(out)
+    timing = json.loads(Path(timings[best]).read_text())
+    _write_json(timing_out, {**timing, "recipe": recipe, "point": points[best]})
+    meta = artifact.meta
+    _write_json(selection_out, {"dataset": meta.get("dataset"), "backbone": meta.get("backbone"),
+                                "seed": meta.get("seed"), "recipe": recipe, "rule": rule,
+                                "chosen": points[best], "points": rows})  # fmt: skip
 
 
 def evaluate(
@@ -456,6 +519,8 @@ def evaluate(
             "recipe": meta.get("recipe", meta["method"]),  # the run's name in every table
             "method": meta["method"],
             "hparams": meta.get("hparams", {}),  # what the model was trained with
+            "selected_on_test": meta.get("selected_on_test") or (
+                "keep: best_test" if meta.get("hparams", {}).get("keep") == "best_test" else None),
             "seed": meta["seed"],
             "variant": meta.get("variant", "main"),
             "eval_precision": precision,
@@ -494,7 +559,8 @@ def _metrics_frame(logits_paths: list[str], recipes: dict | None = None):
 
 def _record_recipe(logits, recipes: dict | None) -> None:
     if recipes is not None:
-        recipes.setdefault(logits.recipe, {"method": logits.method, "hparams": logits.hparams})
+        recipes.setdefault(logits.recipe, {"method": logits.method, "hparams": logits.hparams,
+                                           "on_test": logits.meta.get("selected_on_test")})  # fmt: skip
 
 
 def _calibration_frames(groups: list[dict], recipes: dict | None = None):
@@ -544,6 +610,8 @@ def build_target(
     if "timings" in kind.reads:
         data.timings = [_read_timing(path, lp=spec["kind"] == "lp_search")
                         for path in inputs.get("timings", [])]  # fmt: skip
+    if "selections" in kind.reads:
+        data.selections = [json.loads(Path(p).read_text()) for p in inputs.get("selections", [])]
     if "distortion" in kind.reads:
         import pandas as pd
 
@@ -559,11 +627,28 @@ def build_target(
             write(frame, outputs[key])
             print(f"{outputs[key]}: {len(frame)} rows", flush=True)
         return
-    table = builder(spec, data)
+    table = _mark_selected_on_test(builder(spec, data), spec, data.recipes)
     write(table, outputs["csv"], outputs["md"], digits=kind.digits)
     print(table.round(3).to_string(index=False), flush=True)
     if "compare" in outputs:
         _compare(table, spec, published, outputs["compare"])
+
+
+def _mark_selected_on_test(table, spec: dict, recipes: dict):
+    """A table's rows read from runs selected on the test split (as their paper did, in its words)
+    get a `selected_on_test` column saying so; tables of no such run are unchanged."""
+    on_test = {r: v["on_test"] for r, v in recipes.items() if v.get("on_test")}
+    if not on_test or "row" not in table.columns and "recipe" not in table.columns:
+        return table
+    if "recipe" in table.columns:
+        marks = table.recipe.map(on_test)
+    else:  # a grid's rows: any of the row's cells
+        from .catalog import grid_cells
+
+        cells = grid_cells(spec) if spec.get("rows") else []
+        marked = {c["row"]: on_test[c["recipe"]] for c in cells if c["recipe"] in on_test}
+        marks = table.row.map(marked)
+    return table.assign(selected_on_test=marks.fillna(""))
 
 
 def _compare(table, spec: dict, published: list[dict], out: str) -> None:

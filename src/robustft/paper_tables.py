@@ -212,3 +212,22 @@ def lp_search_summary(spec: dict, data: TargetData) -> pd.DataFrame:
             f"{row.edge} edge of the grid [{row.c_min:.4g}, {row.c_max:.4g}]: widen it"
         )
     return table
+
+
+def selection_summary(spec: dict, data: TargetData) -> pd.DataFrame:
+    """results/tables/selection: every grid point of every swept run, its score on the selection
+    split and on the ID test split (%), `chosen` marking the point the run keeps; `on_test` where a
+    recipe declares that its paper selected on the test split (its cells are marked)."""
+    rows = []
+    for sel in data.selections:
+        run = {k: sel.get(k) for k in ("dataset", "backbone", "seed")}
+        for point in sel["points"]:
+            rows.append({**run, "recipe": sel["recipe"],
+                         "point": ",".join(f"{k}={v}" for k, v in point["values"].items()) or "-",
+                         "selected_on": point["split"], "metric": point["metric"],
+                         "val": 100 * point["score"], "test": 100 * point["test"],
+                         "chosen": "✓" if point["point"] == sel["chosen"] else "",
+                         "on_test": sel["rule"].get("on_test") or ""})  # fmt: skip
+    columns = ["dataset", "backbone", "recipe", "seed", "point", "selected_on", "metric", "val",
+               "test", "chosen", "on_test"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)

@@ -22,10 +22,14 @@ from .methods import METHODS
 from .provenance import script_code
 from .recipes import (
     hparams_for,
+    is_point,
+    is_swept,
     known_recipes,
     method_order,
+    points,
     recipe_dependency,
     recipe_method,
+    recipe_spec,
     run_seed,
 )
 from .sources.registry import DOWNLOADS, downloads
@@ -44,6 +48,9 @@ VARIANT_MODEL = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/{varian
 VARIANT_TIMING = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/{variant}/timing.json"
 VARIANT_LOGITS = "results/logits/{dataset}/{backbone}/{recipe}/seed{seed}-{variant}.npz"
 DISTORTION = "results/analysis/distortion/{target}.csv"
+# A swept recipe's run: the selection among its grid's points (each a run of its own, recipe
+# `<recipe>@<point>`), whose chosen model is the run's MODEL.
+SELECTION = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/selection.json"
 PUBLISHED = "config/published/{paper}.csv"
 
 
@@ -106,6 +113,34 @@ class Plan:
         (`recipes.run_seed`: zero-shot heads, linear probes)."""
         run = dict(dataset=dataset, backbone=backbone, recipe=recipe, seed=int(seed))
         return Run(**{**run, "seed": run_seed(self.config, run)})
+
+    def is_swept(self, recipe: str) -> bool:
+        """A recipe with a grid (not one of its points): its runs are selections among points."""
+        return not is_point(recipe) and is_swept(self.config, recipe)
+
+    def points(self, run: Run) -> list[Run]:
+        """The grid points of a swept recipe's run, each a run of its own; none otherwise."""
+        if not self.is_swept(run.recipe):
+            return []
+        return [Run(run.dataset, run.backbone, p, run.seed)
+                for p in points(self.config, run.recipe, run.backbone, run.dataset)]  # fmt: skip
+
+    def selection_rule(self, run: Run) -> dict:
+        """How a swept run picks its point: {split: the role it scores (val, or test where the
+        recipe declares `select_on_test`), metric: None (the split's headline metric) or a name}."""
+        spec = recipe_spec(self.config, run.recipe)
+        rule = {"split": "val", "metric": None, **spec.get("select", {}),
+                "on_test": spec.get("select_on_test")}  # fmt: skip
+        roles = self.config["datasets"][run.dataset]["roles"]
+        return {**rule, "scored": roles[rule["split"]], "test": roles["test"]}
+
+    def eval_splits(self, run: Run) -> list[str] | None:
+        """The splits a run's evaluation scores: a grid point's selection split and the ID test
+        split (the selection table shows both); every split otherwise (None)."""
+        if not is_point(run.recipe):
+            return None
+        roles = self.config["datasets"][run.dataset]["roles"]
+        return list(dict.fromkeys([roles["val"], roles["test"]]))
 
     def has_text(self, backbone: str) -> bool:
         return self.config["backbones"][backbone]["family"] == "clip"
@@ -171,6 +206,7 @@ class Plan:
                 continue
             order.append(run)
             queue += [r for r in (self.dependency(run), *self.references(run)) if r]
+            queue += self.points(run)  # a swept run is the selection among its points
         return order
 
     def references(self, run: Run) -> list[Run]:
@@ -276,6 +312,8 @@ class Plan:
             runs = self._builtin_runs(spec)
             if spec.get("calibration") and not self.calibration_groups(runs):
                 continue  # no experiment on a dataset with absent classes
+            if spec["runs"] == "swept" and not runs:
+                continue  # nothing swept
             if spec["kind"] == "wiseft_curve":
                 spec = {**spec, "families": {b: s["family"]
                                              for b, s in self.config["backbones"].items()}}  # fmt: skip
@@ -290,6 +328,8 @@ class Plan:
     def _builtin_runs(self, spec: dict) -> list[Run]:
         if spec["runs"] == "lp":  # every linear probe `all` trains (the C search table)
             return [r for r in self.runs if self.method(r.recipe) == "lp"]
+        if spec["runs"] == "swept":  # every selection `all` makes (the selection table)
+            return [r for r in self.trained_runs if self.is_swept(r.recipe)]
         return self.experiment_runs
 
     def _catalog_runs(self, spec: dict) -> list[Run]:
@@ -315,6 +355,8 @@ class Plan:
                                 for f in [g["main"], *g["pseudo"], *filter(None, [g["oracle"]])]]  # fmt: skip
         if "timings" in reads:
             inputs["timings"] = [run.path(TIMING) for run in target.runs]
+        if "selections" in reads:
+            inputs["selections"] = [run.path(SELECTION) for run in target.runs]
         if "distortion" in reads:
             inputs["distortion"] = DISTORTION.format(target=name)
         return inputs
@@ -365,6 +407,13 @@ class Plan:
         if self.starts_from_source(run):
             inputs["reference"] = self.source_run(run).path(MODEL)
         return {**inputs, **self.shards_input(run.dataset)}
+
+    def select_inputs(self, run: Run) -> dict:
+        """A swept run's points: their models, timings and (val, test) logits."""
+        points = self.points(run)
+        return {"models": [p.path(MODEL) for p in points],
+                "timings": [p.path(TIMING) for p in points],
+                "logits": [p.path(LOGITS) for p in points]}  # fmt: skip
 
     def evaluate_inputs(self, run: Run) -> dict:
         inputs = {"model": run.path(MODEL), "backbone": BACKBONE.format(backbone=run.backbone)}
@@ -482,7 +531,9 @@ class Plan:
                             for r in t.runs)  # fmt: skip
         variants = _unique((r, v) for t in built if "calibration" in t.kind.reads
                            for r in t.runs for v in self.variants(r))  # fmt: skip
-        trained = self.trained_runs
+        every = self.trained_runs
+        trained = [r for r in every if not self.is_swept(r.recipe)]
+        evaluated = _unique([*evaluated, *(r for r in every if is_point(r.recipe))])
         backbones = _unique(r.backbone for r in trained)
         pretraining = [self.config["backbones"][b]["pretrain"]["dataset"]
                        for b in backbones if b in self.pretrained]  # fmt: skip
@@ -496,6 +547,7 @@ class Plan:
             "pretrain_backbone": [b for b in backbones if b in self.pretrained],
             "import_backbone": [b for b in backbones if b in self.imported],
             "finetune": trained,
+            "select": [r for r in every if self.is_swept(r.recipe)],
             "finetune_variant": variants,
             "evaluate": evaluated,
             "evaluate_variant": variants,

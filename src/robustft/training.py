@@ -6,8 +6,13 @@ checkpoints. A caller supplies a `TrainingStep` (a module whose `forward` return
 wraps when the run has several processes, see `distributed`) or, single-process only, a
 `loss_fn(step) -> loss`; the loop computes the loss once per step.
 
-Resuming: every `checkpoint_every` steps the loop writes model, optimiser, history and the job's
-fingerprint to `checkpoint_path` (an undeclared scratch file: Snakemake deletes declared outputs
+Model selection within a run: with `validate` (the run's score on its selection split, higher is
+better) the loop scores the model every `eval_every` steps and at the last step, recording each score
+in the history; `keep="best"` then ends with the best-scoring state (the earliest on a tie), as
+LP-FT's early stopping on ID validation does, instead of the last.
+
+Resuming: every `checkpoint_every` steps the loop writes model, optimiser, history, the best state so
+far and the job's fingerprint to `checkpoint_path` (an undeclared scratch file: Snakemake deletes declared outputs
 before rerunning a job). A rerun of the same job (same fingerprint) finds it and continues; any
 other job starts fresh and logs which fields differ. Randomness inside a step is seeded from
 (seed, step), and batches come from `data.StepSampler` (a function of the step), so on CPU a
@@ -56,6 +61,8 @@ class TrainResult:
     history: list[dict]
     steps_run: int  # steps run by this process (fewer than cfg.steps after a resume)
     seconds: float  # wall time of those steps
+    best_step: int | None = None  # the step whose state was kept (keep="best")
+    best_score: float | None = None
 
     def images_per_second(self, batch_size: int) -> float:
         return self.steps_run * batch_size / self.seconds if self.seconds > 0 else float("nan")
@@ -221,6 +228,10 @@ def train(
     train_mode: Callable[[nn.Module], None] | None = None,
     precision: str = "fp32",
     fingerprint: dict | None = None,
+    validate: Callable[[], float] | None = None,
+    eval_every: int | None = None,
+    keep: str = "last",
+    keep_module: nn.Module | None = None,
 ) -> TrainResult:
     """Run `cfg.steps` optimiser steps; return the per-step history and timing.
 
@@ -236,6 +247,10 @@ def train(
     `jobs.finetune`); with `cfg` (less `checkpoint_every`) and `seed` it is stored in every step
     checkpoint, and a checkpoint is resumed only if it matches exactly. Otherwise the run starts
     from step 0 and the log says which fields differ.
+
+    `validate()` scores the model every `eval_every` steps and after the last (the history's `val`);
+    `keep="best"` leaves `keep_module` (default: `model`) in its best-scoring state, kept in memory
+    and in every step checkpoint, so a resumed run keeps the best state seen before the kill.
     """
     device = device or pick_device()
     if param_groups is None:
@@ -250,10 +265,13 @@ def train(
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     identity = {"optim": _optim_identity(cfg), "seed": seed, **(fingerprint or {})}
     state = _matching_checkpoint(ckpt, identity, cfg.steps, device) if ckpt else None
+    keep_module = keep_module or model
+    best = {"step": None, "score": None, "state": None}  # keep="best": the best state so far
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
+        best = state.get("best", best)
         _say(f"resuming from step {start} ({ckpt})")
 
     (train_mode or nn.Module.train)(model)
@@ -292,6 +310,12 @@ def train(
         seen += 1
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
         done = step + 1
+        if validate is not None and (done == cfg.steps or (eval_every and done % eval_every == 0)):
+            score = validate()
+            (train_mode or nn.Module.train)(model)  # validation put it in eval mode
+            history[-1]["val"] = score
+            if keep == "best" and (best["score"] is None or score > best["score"]):
+                best = {"step": done, "score": score, "state": _cpu_state(keep_module)}
         due = ckpt and done % cfg.checkpoint_every == 0 and done < cfg.steps
         if due and distributed.is_main():
             ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -301,6 +325,7 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "step": done,
                     "history": history,
+                    "best": best,
                     "fingerprint": identity,
                 },
                 ckpt,
@@ -308,7 +333,15 @@ def train(
     elapsed = time.time() - t0
     if seen:
         _say(f"{desc}: {seen} steps in {elapsed:.1f}s ({seen / elapsed:.2f} steps/s)")
-    return TrainResult(history, steps_run=seen, seconds=elapsed)
+    if keep == "best" and best["state"] is not None:
+        keep_module.load_state_dict(best["state"])
+        _say(f"{desc}: kept the state of step {best['step']} (best score {best['score']:.4f})")
+    return TrainResult(history, steps_run=seen, seconds=elapsed, best_step=best["step"],
+                       best_score=best["score"])  # fmt: skip
+
+
+def _cpu_state(module: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def _say(line: str) -> None:

@@ -14,6 +14,7 @@ from robustft.plan import (
     DISTORTION,
     LOGITS,
     MODEL,
+    SELECTION,
     SHARDS_DIR,
     TIMING,
     VARIANT_LOGITS,
@@ -53,10 +54,15 @@ def _choices(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"  # (?!): no name, matches nothing
 
 
+# A recipe, or a grid point of a swept one (`<recipe>@<point>`, robustft.recipes).
+SWEPT = [r for r in PLAN.recipe_order if PLAN.is_swept(r)]
+TRAINED = f"(?:{_choices([r for r in PLAN.recipe_order if r not in SWEPT])})|(?:{_choices(SWEPT)})@[^/]+"
+
+
 wildcard_constraints:
     dataset=_choices(config["datasets"]),
     backbone=_choices(config["backbones"]),
-    recipe=_choices(PLAN.recipe_order),
+    recipe=f"(?:{_choices(PLAN.recipe_order)})(?:@[^/]+)?",
     seed=r"\d+",
     variant=r"oracle|pcv\d+",
     file=_choices(PLAN.download_files),
@@ -88,6 +94,10 @@ def dataset_version(wildcards):
 def finetune_inputs(wildcards):
     run = Run.of(wildcards)
     return {"dataset": dataset_input(run.dataset), **PLAN.finetune_inputs(run)}
+
+
+def select_inputs(wildcards):
+    return PLAN.select_inputs(Run.of(wildcards))
 
 
 def evaluate_inputs(wildcards):

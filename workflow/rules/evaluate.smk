@@ -19,7 +19,8 @@ rule evaluate:
         precision=config["eval_precision"],
         spec=backbone_spec,
         alphas=lambda wildcards: PLAN.alphas(Run.of(wildcards)),
-        splits=None,  # the dataset's scored splits, plus what calibration needs
+        # every scored split and what calibration needs; a grid point: selection's and test
+        splits=lambda wildcards: PLAN.eval_splits(Run.of(wildcards)),
         dataset=dataset_version,
         code=PLAN.job_code("evaluate.py"),
     script:

@@ -8,6 +8,8 @@ rule finetune:
         "logs/finetune/{dataset}/{backbone}/{recipe}/seed{seed}.log",
     benchmark:
         "benchmarks/finetune/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
+    wildcard_constraints:
+        recipe=TRAINED,  # a swept recipe's run is its selection (rule select)
     priority: lambda wildcards: PLAN.finetune_priority(wildcards.recipe)
     conda:
         "../../envs/robustft.yaml"
@@ -48,3 +50,27 @@ use rule finetune as finetune_variant with:
         method=lambda wildcards: PLAN.method(wildcards.recipe),
         variant=lambda wildcards: wildcards.variant,
         hold_out=config["calibration"]["pcv"]["hold_out"],
+
+
+# A swept recipe's run: the point of its grid that scores best on the selection split (each point
+# a finetune job of its own, recipe `<recipe>@<point>`), kept under the recipe's name.
+rule select:
+    input:
+        unpack(select_inputs),
+    output:
+        model=MODEL,
+        timing=TIMING,
+        selection=SELECTION,
+    log:
+        "logs/select/{dataset}/{backbone}/{recipe}/seed{seed}.log",
+    wildcard_constraints:
+        recipe=_choices(SWEPT),
+    localrule: True
+    conda:
+        "../../envs/robustft.yaml"
+    params:
+        rule=lambda wildcards: PLAN.selection_rule(Run.of(wildcards)),
+        points=lambda wildcards: [p.recipe for p in PLAN.points(Run.of(wildcards))],
+        code=PLAN.job_code("select.py"),
+    script:
+        "../scripts/select.py"

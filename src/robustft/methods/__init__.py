@@ -50,8 +50,10 @@ OPTIM_OPTIONAL = (
 # Read by the fine-tuning job before the method runs (`jobs.finetune`): k-shot training data, and
 # the preprocessing preset of image data (`robustft.preprocess`; default: the dataset's).
 DATA_OPTIONAL = ("shots", "preprocess")
-# `jobs.finetune`: how many DDP processes (GPUs) train one run (`robustft.distributed`).
-RUN_OPTIONAL = ("gpus",)
+# `jobs.finetune`: how many DDP processes (GPUs) train one run (`robustft.distributed`); the
+# training loop's model selection: score the model every `eval_every` steps, `keep` the last state
+# or the best on ID validation (`best_test`: the test split, where a recipe declares the paper did).
+RUN_OPTIONAL = ("gpus", "eval_every", "keep")
 # `base.Method.param_groups` (encoder_lr_scale; only for an `ImageClassifier`, so not FLYP's CLIP)
 # and `base.Method.train_mode` (freeze_bn; every trained model).
 CLASSIFIER_OPTIONAL = (

@@ -30,7 +30,8 @@ from ..errors import CorruptFileError, corrupt_message
 from ..heads import linear_head, zeroshot_head
 from ..models import Backbone, ImageClassifier
 from ..preprocess import item_seed
-from ..training import OptimConfig, TrainingStep, train
+from ..scoring import primary, score
+from ..training import OptimConfig, TrainingStep, autocast, train
 
 
 @dataclass
@@ -87,6 +88,9 @@ class FineTuneContext:
     precision: str = "fp32"  # fp32 | bf16 (resolved from config's `precision`)
     # What decides the result (see `jobs.finetune`): a step checkpoint resumes only this job.
     fingerprint: dict | None = None
+    # The split a run's in-training model selection scores (`eval_every`, `keep`): its name and
+    # data (the ID validation split; the test split only where a recipe keeps `best_test`).
+    selection: tuple[str, torch.utils.data.Dataset] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -231,6 +235,33 @@ class Method:
     def export(self, model: nn.Module, ctx: FineTuneContext) -> Artifact:
         return Artifact("classifier", _cpu(model.state_dict()), normalize=model.normalize)
 
+    def classifier(self, model: nn.Module, ctx: FineTuneContext) -> nn.Module:
+        """The trained model as a classifier over the dataset's classes (what is scored)."""
+        return model
+
+    def validator(self, model: nn.Module, ctx: FineTuneContext):
+        """`validate()`: the model's headline metric on the selection split (in-training model
+        selection, `eval_every` / `keep`), or None where the run selects nothing."""
+        if ctx.selection is None:
+            return None
+        name, data = ctx.selection
+        protocol = ctx.info.protocol(name)
+
+        @torch.no_grad()
+        def validate() -> float:  # the training loop puts the model back in train mode
+            model.eval()
+            classifier = self.classifier(model, ctx).eval()
+            logits, labels = [], []
+            for start in range(0, len(data), 512):
+                images, y = data.get_batch(np.arange(start, min(start + 512, len(data))))
+                with autocast(ctx.device, ctx.precision):
+                    logits.append(classifier(images.to(ctx.device)).float().cpu())
+                labels.append(y)
+            z, y = torch.cat(logits).numpy(), torch.cat(labels).numpy()
+            return float(score(z, y, protocol, getattr(data, "groups", None))[primary(protocol)])
+
+        return validate
+
     # -- shared machinery ------------------------------------------------------------------
     def run(self, ctx: FineTuneContext) -> Artifact:
         model = self.build(ctx).to(ctx.device)
@@ -246,10 +277,16 @@ class Method:
             train_mode=self.train_mode(ctx),
             precision=ctx.precision,
             fingerprint=ctx.fingerprint,
+            validate=self.validator(model, ctx),
+            eval_every=ctx.hparams.get("eval_every"),
+            keep="best" if ctx.hparams.get("keep", "last").startswith("best") else "last",
+            keep_module=model,
         )
         model.eval()
         artifact = self.export(model, ctx)
         artifact.meta.update(history=result.history)
+        if result.best_step is not None:  # in-training selection: the state it kept
+            artifact.meta.update(kept_step=result.best_step, kept_score=result.best_score)
         artifact.timing.update(
             train_images_per_second=result.images_per_second(ctx.hparams["batch_size"]),
             steps_timed=result.steps_run,

@@ -20,6 +20,8 @@ from torch.nn import functional as F
 
 from .. import distributed
 from ..contrastive import clip_loss
+from ..heads import zeroshot_head
+from ..models import ImageClassifier
 from .base import Artifact, ClassifierStep, FineTuneContext, Method, _cpu
 
 
@@ -80,6 +82,11 @@ class FLYP(Method):
 
     def export(self, model: nn.Module, ctx: FineTuneContext) -> Artifact:
         return Artifact("clip", _cpu(model.state_dict()), normalize=True)
+
+    def classifier(self, model: nn.Module, ctx: FineTuneContext) -> nn.Module:
+        """The image tower with the head rebuilt from the current text tower (as evaluated)."""
+        head = zeroshot_head(model, ctx.backbone.tokenizer, ctx.info.class_prompts())
+        return ImageClassifier(model.visual, head.to(ctx.device), normalize=True)
 
 
 METHOD = FLYP()
