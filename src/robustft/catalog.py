@@ -92,7 +92,10 @@ KINDS: dict[str, TargetKind] = {
         "plots:wiseft_summary_figure", "figure", ("metrics",), in_catalog=False
     ),  # fmt: skip
     "selection": TargetKind(
-        "paper_tables:selection_summary", "table", ("selections",), in_catalog=False,
+        "paper_tables:selection_summary",
+        "table",
+        ("selections",),
+        in_catalog=False,
         digits={"val": 1, "test": 1},
     ),  # fmt: skip
 }

@@ -519,8 +519,8 @@ def evaluate(
             "recipe": meta.get("recipe", meta["method"]),  # the run's name in every table
             "method": meta["method"],
             "hparams": meta.get("hparams", {}),  # what the model was trained with
-            "selected_on_test": meta.get("selected_on_test") or (
-                "keep: best_test" if meta.get("hparams", {}).get("keep") == "best_test" else None),
+            "selected_on_test": meta.get("selected_on_test")
+            or ("keep: best_test" if meta.get("hparams", {}).get("keep") == "best_test" else None),
             "seed": meta["seed"],
             "variant": meta.get("variant", "main"),
             "eval_precision": precision,

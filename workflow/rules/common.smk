@@ -56,7 +56,9 @@ def _choices(names):
 
 # A recipe, or a grid point of a swept one (`<recipe>@<point>`, robustft.recipes).
 SWEPT = [r for r in PLAN.recipe_order if PLAN.is_swept(r)]
-TRAINED = f"(?:{_choices([r for r in PLAN.recipe_order if r not in SWEPT])})|(?:{_choices(SWEPT)})@[^/]+"
+TRAINED = (
+    f"(?:{_choices([r for r in PLAN.recipe_order if r not in SWEPT])})|(?:{_choices(SWEPT)})@[^/]+"
+)
 
 
 wildcard_constraints:
