@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from .forms import form_problems
 from .methods import METHODS
 from .presets import preset_for, preset_names
 from .sources.checkpoints import weights_problems
@@ -429,6 +430,37 @@ def _value_problems(config: dict, hp: dict, dataset: str) -> list[str]:
             f"batch_size {hp['batch_size']} exceeds the {n} examples of dataset {dataset!r}'s "
             f"train split {train!r}"
         )
+    return problems + _run_value_problems(config, hp, dataset)
+
+
+def _run_value_problems(config: dict, hp: dict, dataset: str | None) -> list[str]:
+    """Values the schema accepts that the run cannot use as meant (issue 22): a warm-up longer than
+    the run (its learning rate would never reach `lr`), and more `shots` than a class of the
+    training split has (known before any job for a generated dataset). NaN and inf anywhere are
+    `forms.nonfinite_problems`'."""
+    problems = []
+    steps, warmup = hp.get("steps"), hp.get("warmup_steps", 0)
+    if isinstance(steps, int) and isinstance(warmup, int) and warmup > steps:
+        if not hp.get("partial_warmup"):
+            problems.append(
+                f"warmup_steps {warmup} exceeds steps {steps}: the learning rate would still be "
+                f"warming up when the run ends; use at most {steps} (wise-ft warms up for ~5 %),"
+                " or add `partial_warmup: true` where that is meant (FLYP's Flowers102)"
+            )
+    ds = config["datasets"].get(dataset, {}) if dataset else {}
+    if hp.get("shots") and "generator" in ds and ds["roles"]["train"] in ds.get("splits", {}):
+        from .sources.generated import class_counts
+
+        train = ds["roles"]["train"]
+        counts = class_counts(ds, train) or {}
+        short = {c: n for c, n in counts.items() if n < hp["shots"]}
+        if short:
+            names = ", ".join(f"{c!r} ({n})" for c, n in sorted(short.items(), key=lambda x: x[1]))
+            problems.append(
+                f"shots {hp['shots']} exceeds the examples of {len(short)} class(es) of dataset "
+                f"{dataset!r}'s train split {train!r}: {names[:300]}; use at most "
+                f"{min(counts.values())} or a larger split"
+            )
     return problems
 
 
@@ -558,7 +590,9 @@ def _check_real_dataset(name: str, ds: dict) -> list[str]:
                 f"{at}.class_map_file: no data file {mapped!r}; valid: "
                 f"{_data_file_names('class_maps')}"
             )
-        generated = [k for k in ("domain", "n", "seed", "mix", "imbalance") if k in spec]
+        generated = [
+            k for k in ("domain", "n", "seed", "mix", "imbalance", "class_map") if k in spec
+        ]
         if generated:
             errors.append(f"{at}: {generated} only apply to generated datasets")
     return errors + _check_real_classes(name, ds)
@@ -634,6 +668,10 @@ def check_references(config: dict) -> list[str]:
     for name, bb in backbones.items():
         errors += weights_problems(name, bb)
         pre = bb.get("pretrain")
+        if pre:
+            errors += [
+                f"backbones[{name!r}].pretrain: {p}" for p in _run_value_problems(config, pre, None)
+            ]
         if pre and pre["dataset"] not in datasets:
             errors.append(
                 f"backbones[{name!r}].pretrain.dataset: unknown dataset {pre['dataset']!r}; "
@@ -687,6 +725,7 @@ def check_references(config: dict) -> list[str]:
                     f"{FAMILY_METHODS[family]}"
                 )
     errors += downloads(config)[1]
+    errors += form_problems(config)  # values in a form the code reading them does not take
     errors += check_preprocess(config)
     return errors + check_recipes(config) + check_catalog(config) + check_hparams(config)
 

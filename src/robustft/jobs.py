@@ -26,11 +26,16 @@ def _device(threads: int, precision: str = "auto", purpose: str = "train"):
 
 
 def _write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    from .outputs import write_text
+
+    write_text(path, json.dumps(obj, indent=2))
+
+
+def _write_csv(frame, path: str | Path) -> None:
+    from .outputs import atomic_output
+
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 class OutputNotWritableError(OSError):
@@ -186,6 +191,8 @@ def pretrain(
         checkpoint_path=ckpt,
         precision=precision,
         fingerprint=fingerprint,
+        run=f"pretraining of backbone {name!r}",
+        fix=f"lower backbones[{name!r}].pretrain.lr",
     )
     timing = {k: stats.pop(k) for k in ("train_images_per_second", "steps_timed") if k in stats}
     stats.update(backbone=name, device=str(device), threads=threads, precision=precision)
@@ -291,7 +298,7 @@ def finetune(
         train = class_subset(train, set(np.unique(train.labels.numpy())) - set(hidden))
         print(f"{variant}: hiding fine-tuning classes {[info.classnames[c] for c in hidden]}")
     if hparams.get("shots"):
-        train = few_shot_subset(train, hparams["shots"], seed)
+        train = few_shot_subset(train, hparams["shots"], seed, info.classnames)
         print(f"few-shot: {hparams['shots']} examples per class, {len(train)} in all (seed {seed})")
     train_classes = sorted(int(c) for c in np.unique(train.labels.numpy()))
     absent_read = [info.classnames[c] for c in train_classes if not info.seen_mask[c]]
@@ -338,6 +345,8 @@ def finetune(
         inputs={k: Path(v) for k, v in (inputs or {}).items()},
         precision=precision,
         fingerprint=fingerprint,
+        run=f"run {recipe or method!r} ({method}, {variant}) of dataset {info.name!r}, backbone "
+        f"{backbone_name!r}, seed {seed}",
     )
     t0 = time.time()
     artifact = get_method(method).run(ctx)
@@ -474,8 +483,7 @@ def metrics(logits_paths: list[str], out: str) -> None:
     """Tidy scores of every model at every alpha on every scored split, from the saved logits."""
     frame = _metrics_frame(logits_paths)
     frame = frame.sort_values(["backbone", "dataset", "method", "seed", "alpha", "split", "metric"])
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
+    _write_csv(frame, out)
     print(f"{len(frame)} measurements from {len(logits_paths)} logits files", flush=True)
 
 
@@ -484,8 +492,7 @@ def calibrate(groups: list[dict], out: str, curves_out: str) -> None:
     seen-unseen curves of the pretrained and fine-tuned models (the figures' data)."""
     rows, curves = _calibration_frames(groups)
     for frame, path in ((rows, out), (curves, curves_out)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)
+        _write_csv(frame, path)
 
 
 def training_stats(timing_paths: list[str], out: str) -> None:
@@ -506,8 +513,7 @@ def training_stats(timing_paths: list[str], out: str) -> None:
             raise CorruptFileError(corrupt_message("timing file", path, err)) from None
         # `processes`: DDP processes (gpus); threads are per process. Older files: one process.
         rows.append({k: timing.get(k) for k in columns} | {"processes": timing.get("processes", 1)})
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=columns).to_csv(out, index=False)
+    _write_csv(pd.DataFrame(rows, columns=columns), out)
 
 
 def _metrics_frame(logits_paths: list[str]):
@@ -646,5 +652,4 @@ def feature_distortion(
             rows.append({"recipe": recipe, "split": split, "role": info.role(split),
                          "distortion": float(change.mean()), "n": len(change)})  # fmt: skip
             print(f"{recipe} {split}: distortion {rows[-1]['distortion']:.4f}", flush=True)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out, index=False)
+    _write_csv(pd.DataFrame(rows), out)

@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from .. import distributed
 from ..data import DatasetInfo, StepSampler
-from ..errors import CorruptFileError, corrupt_message
+from ..errors import CorruptFileError, corrupt_message, nonfinite_message
+from ..finite import NonFiniteError, nonfinite_tensors
 from ..heads import linear_head, zeroshot_head
 from ..models import Backbone, ImageClassifier
 from ..preprocess import item_seed
@@ -44,19 +45,20 @@ class Artifact:
     timing: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(
-            {
-                "kind": self.kind,
-                "state_dict": self.state_dict,
-                "normalize": self.normalize,
-                "meta": self.meta,
-            },
-            tmp,
-        )
-        tmp.replace(path)
+        """Write the model file atomically; weights holding NaN or inf are refused (they would be
+        evaluated like any model: a NaN row's arg-max is class 0)."""
+        from ..outputs import save_torch
+
+        bad = nonfinite_tensors(self.state_dict.items())
+        if bad:
+            raise NonFiniteError(
+                f"refusing to write model file {path}: {len(bad)} of its {len(self.state_dict)} "
+                f"tensors hold NaN or inf ({', '.join(bad[:3])}); the run that trained it diverged"
+                " (lower its `lr` or set `grad_clip`) or the model it starts from is non-finite"
+            )
+        payload = {"kind": self.kind, "state_dict": self.state_dict, "normalize": self.normalize,
+                   "meta": self.meta}  # fmt: skip
+        save_torch(payload, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Artifact:
@@ -64,11 +66,15 @@ class Artifact:
         and the command that rebuilds it (not torch's advice to unpickle it)."""
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
-            return cls(raw["kind"], raw["state_dict"], raw["normalize"], raw["meta"])
+            artifact = cls(raw["kind"], raw["state_dict"], raw["normalize"], raw["meta"])
         except FileNotFoundError:
             raise
         except Exception as err:  # truncated, overwritten, or not a model.pt of this pipeline
             raise CorruptFileError(corrupt_message("model file", path, err)) from None
+        bad = nonfinite_tensors(artifact.state_dict.items())
+        if bad:  # loads, but would score at chance: corrupt all the same
+            raise CorruptFileError(nonfinite_message("model file", path, bad))
+        return artifact
 
 
 @dataclass
@@ -87,6 +93,7 @@ class FineTuneContext:
     precision: str = "fp32"  # fp32 | bf16 (resolved from config's `precision`)
     # What decides the result (see `jobs.finetune`): a step checkpoint resumes only this job.
     fingerprint: dict | None = None
+    run: str | None = None  # the run's name in messages (recipe, dataset, backbone, seed)
 
     @property
     def num_classes(self) -> int:
@@ -246,6 +253,7 @@ class Method:
             train_mode=self.train_mode(ctx),
             precision=ctx.precision,
             fingerprint=ctx.fingerprint,
+            run=ctx.run,
         )
         model.eval()
         artifact = self.export(model, ctx)
