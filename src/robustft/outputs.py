@@ -63,14 +63,17 @@ def _mount_point(path: Path) -> Path:
     return path
 
 
-def disk_full_message(path: str | Path, needed: int | None, code: int = errno.ENOSPC) -> str:
+def disk_full_message(
+    path: str | Path, needed: int | None, code: int = errno.ENOSPC, written: int = 0
+) -> str:
+    """`needed`: the bytes the file takes (an estimate), else more than the `written` ones."""
     path = Path(path)
     try:
         free = shutil.disk_usage(path.parent).free
         where = f"; {human(free)} free on {_mount_point(path.parent)}"
     except OSError:
         where = ""
-    need = f" needs about {human(needed)}" if needed else ""
+    need = f" needs about {human(needed)}" if needed else f" needs more than {human(written)}"
     what = {
         errno.EDQUOT: "disk quota exceeded",
         errno.EFBIG: "file too large (a file-size limit: ulimit -f)",
@@ -92,11 +95,13 @@ def atomic_output(path: str | Path, needed: int | None = None, suffix: str = ".t
         yield tmp
         os.replace(tmp, path)
     except BaseException as err:
+        written = 0
         with suppress(OSError):
+            written = tmp.stat().st_size
             tmp.unlink()
         code = _full_errno(err) if isinstance(err, Exception) else None
         if code is not None and not isinstance(err, DiskFullError):
-            raise DiskFullError(disk_full_message(path, needed, code)) from err
+            raise DiskFullError(disk_full_message(path, needed, code, written)) from err
         raise
 
 
