@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine (python3 >= 3.10 with venv is all they assume):
 #   make run    create the environment if needed, then `snakemake all` on the default config
 #   make test   create the environment if needed, then the whole test suite
-# Extra snakemake arguments: make run ARGS="wiseft_figure --forceall"
+# Extra snakemake arguments: make run ARGS="wiseft_figure --forceall" (a target replaces `all`, the
+# default target; `snakemake all --cores 2 wiseft_figure` would be an argparse error)
 
 VENV ?= .venv
 CORES ?= 2
@@ -15,8 +16,11 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: run test env bench clean
 
+# Snakemake reads --configfile files before the workflow, and stops on a missing or malformed one
+# with a traceback or a message that names no file: check them first (one line each).
 run: $(STAMP)
-	$(BIN)/snakemake all --cores $(CORES) $(ARGS)
+	$(BIN)/python -m robustft.config --snakemake-args $(ARGS)
+	$(BIN)/snakemake --cores $(CORES) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra --durations=25 $(ARGS)

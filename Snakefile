@@ -10,6 +10,7 @@
 # Keep this file's top level free of heavy imports: it is parsed again for every cluster job.
 
 import os
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -18,6 +19,7 @@ from snakemake.utils import min_version
 from robustft.config import ConfigError, read_config_file
 from robustft.errors import REBUILD_ARGS_ENV, rebuild_args
 from robustft.jobserver import SOCKET_ENV as JOBSERVER_ENV
+from robustft import recovery
 
 min_version("9.20")
 
@@ -40,11 +42,18 @@ os.environ[REBUILD_ARGS_ENV] = rebuild_args(
     directory=Path.cwd() if Path.cwd().resolve() != Path(workflow.basedir).resolve() else None,
 )
 
+# Outputs an earlier run deleted and did not rebuild (it failed, or was interrupted or killed) are
+# not rebuilt by a plain run (Snakemake >= 7.7 does not need a missing file whose downstream
+# results exist): say so, with the command that restores them, until they exist again.
+if not workflow.remote_exec and (pending := recovery.pending_hint()):
+    print(pending, file=sys.stderr)
+
 
 # Local runs start jobs from a fork server that has torch and open_clip imported (~8 s a job
 # saved; robustft/jobserver.py). Cluster jobs, and ROBUSTFT_JOBSERVER=off, start plain processes.
 # JOBSERVER and stop_jobserver: workflow/rules/common.smk.
 onstart:
+    recovery.record(workflow.dag, sys.argv, os.environ[REBUILD_ARGS_ENV])
     if (
         workflow.local_exec
         and not workflow.remote_exec
@@ -53,17 +62,23 @@ onstart:
         from tempfile import gettempdir
         from robustft import jobserver
 
-        JOBSERVER["socket"] = os.path.join(gettempdir(), f"robustft-jobs-{os.getpid()}.sock")
+        jobserver.remove_stale_sockets(gettempdir())  # left by killed runs
+        JOBSERVER["socket"] = os.path.join(
+            gettempdir(), f"{jobserver.SOCKET_PREFIX}{os.getpid()}.sock"
+        )
         JOBSERVER["pid"] = jobserver.start(JOBSERVER["socket"], "logs/jobserver.log")
         os.environ[JOBSERVER_ENV] = JOBSERVER["socket"]
 
 
 onsuccess:
     stop_jobserver()
+    recovery.settle()
 
 
 onerror:
     stop_jobserver()
+    if restore := recovery.hint():
+        print(restore, file=sys.stderr)
 
 
 # The embedded default; found from any working directory (--directory); --configfile overrides it.

@@ -8,6 +8,7 @@ run (--unlock, --rerun-incomplete) works."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -261,7 +263,7 @@ LOGITS = "results/logits/mini/mini-clip/zeroshot/seed0.npz"
 EVAL_LOG = "logs/evaluate/mini/mini-clip/zeroshot/seed0.log"
 SMALL = {  # the smoke config, cut to one cheap run: mini-clip's zero-shot model, evaluated
     "experiments": [{"backbone": "mini-clip", "dataset": "mini", "methods": ["zeroshot"]}],
-    "backbones": {"mini-clip": {"pretrain": {"steps": 2}}},
+    "backbones": {"mini-clip": {"pretrain": {"steps": 2, "warmup_steps": 1}}},
 }
 
 
@@ -470,3 +472,142 @@ def test_config_files_can_be_checked_before_snakemake_reads_them(tmp_path, capsy
     assert "'8' is not of type 'integer'" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.yaml")]) == 1
     assert f"config file {tmp_path / 'missing.yaml'} not found" in capsys.readouterr().err
+
+
+# ---- issue 22: no wrong result without an error, no hang, the restore command after a stop -------
+@pytest.mark.slow
+def test_a_diverging_run_fails_its_job_and_no_table_is_built(run_copy, tmp_path):
+    """`ft: {lr: 1.0e+30}` used to log loss=nan, and its evaluation and table succeeded."""
+    workdir, args = run_copy
+    extra = tmp_path / "diverge.yaml"
+    extra.write_text(yaml.safe_dump({
+        "experiments": [{"backbone": "mini-clip", "dataset": "mini", "methods": ["ft"]}],
+        "methods": {"ft": {"lr": 1.0e30}},
+    }))  # fmt: skip
+    proc = snakemake(workdir, "results/tables/methods.csv", *args, str(extra), check=False)
+    assert proc.returncode != 0
+    summary = (workdir / "logs/finetune/mini/mini-clip/ft/seed0.log").read_text().splitlines()[-1]
+    assert summary.startswith(
+        "job failed: DivergedError: training diverged: run 'ft' (ft, main) of dataset 'mini', "
+        "backbone 'mini-clip', seed 0, step "
+    ), summary
+    assert "base lr 1e+30" in summary and "To fix: lower its `lr`" in summary
+    assert not (workdir / "results/models/mini/mini-clip/ft/seed0/model.pt").exists()
+    assert not (workdir / "results/tables/methods.csv").exists()
+    assert not list(workdir.rglob("*.tmp")) and not list((workdir / "scratch").rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_a_model_file_holding_nan_fails_its_evaluation_with_the_rebuild_that_works(run_copy):
+    """A model file corrupted but loadable used to be scored at chance level."""
+    workdir, args = run_copy
+    raw = torch.load(workdir / MODEL, weights_only=True)
+    name = next(k for k, v in raw["state_dict"].items() if v.is_floating_point())
+    raw["state_dict"][name] = torch.full_like(raw["state_dict"][name], float("nan"))
+    torch.save(raw, workdir / MODEL)
+    proc = snakemake(workdir, LOGITS, *ONLY, *args, check=False)
+    assert proc.returncode != 0
+    summary = (workdir / EVAL_LOG).read_text().rstrip("\n").splitlines()[-1]
+    assert summary.startswith(
+        f"job failed: CorruptFileError: model file {MODEL} holds NaN or inf values ({name}"
+    ), summary
+    fixed = run_suggested(suggested_command(summary), workdir)
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-4000:]
+    from robustft.methods.base import Artifact
+
+    assert Artifact.load(workdir / MODEL).meta["method"] == "zeroshot"
+
+
+def _jobserver_of(snakemake_pid: int, timeout: float = 120) -> int:
+    """The pid of the job server a Snakemake process started (its --parent)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for proc in Path("/proc").iterdir():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"robustft.jobserver" in argv and str(snakemake_pid).encode() in argv:
+                return int(proc.name)
+        time.sleep(0.05)
+    raise AssertionError("no job server started")
+
+
+def _job_script(session: int, script: str, timeout: float = 300) -> int:
+    """The pid of a job's script process in a session (a Snakemake run started in its own)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for proc in Path("/proc").iterdir():
+            try:
+                if os.getsid(int(proc.name)) != session:
+                    continue
+                if script.encode() in (proc / "cmdline").read_bytes():
+                    time.sleep(1.0)  # past its imports: connected, waiting
+                    return int(proc.name)
+            except (ValueError, OSError):
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no {script} job started")
+
+
+@pytest.mark.slow
+def test_a_stopped_job_server_does_not_hang_the_run(run_copy):
+    """A real SIGSTOP of the run's job server, as soon as it exists: the run's job runs in-process
+    instead of waiting forever, and the run ends (its onsuccess continues and stops the server)."""
+    workdir, args = run_copy
+    proc = subprocess.Popen(snakemake_cmd(workdir, LOGITS, *ONLY, *args), cwd=workdir, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server = _jobserver_of(proc.pid)
+    sock = Path(tempfile.gettempdir()) / f"robustft-jobs-{proc.pid}.sock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not sock.exists():
+        time.sleep(0.02)  # bound before its imports: jobs that come now wait for it
+    os.kill(server, signal.SIGSTOP)
+    try:
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, signal.SIGCONT)
+    assert proc.returncode == 0, out[-3000:]
+    log = (workdir / EVAL_LOG).read_text()
+    assert f"the job server (pid {server}, " in log
+    assert "is stopped (SIGSTOP or a debugger): running the job in-process" in log
+    deadline = time.time() + 60
+    while time.time() < deadline and Path(f"/proc/{server}").exists():
+        if (Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()[0]) == "Z":
+            break
+        time.sleep(0.1)
+    assert not Path(f"/proc/{server}").exists() or "Z" in Path(f"/proc/{server}/stat").read_text()
+
+
+@pytest.mark.slow
+def test_an_interrupted_forced_run_names_the_command_that_restores_what_it_deleted(run_copy):
+    """`--forcerun evaluate` deletes the logits when the job starts; Ctrl-C then leaves them
+    missing, and a plain run does nothing. The run's message, and every later run's, name the
+    command that restores them; it does, and the hint is gone."""
+    workdir, args = run_copy
+    target = "results/metrics.csv"
+    proc = subprocess.Popen(snakemake_cmd(workdir, target, "--forcerun", "evaluate", *args),
+                            cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    _job_script(proc.pid, "evaluate.py")  # running: it waits for the job server's preload
+    assert not (workdir / LOGITS).exists()  # Snakemake deleted it when the job started
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Snakemake and its running job
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    lead = out.split("robustft: the run `snakemake ", 1)[1].split("\n", 1)[0]
+    assert f"{target} --forcerun evaluate" in lead.split("` stopped", 1)[0], out[-3000:]
+    assert f"1 output(s) it deleted are missing ({LOGITS})" in out
+    command = out.split("Restore them with:\n", 1)[1].splitlines()[0].strip()
+    assert command.startswith(f"snakemake {LOGITS} --force --snakefile ")
+
+    plain = snakemake(workdir, target, *args, check=False)
+    assert "Nothing to be done" in plain.stdout + plain.stderr  # Snakemake's own verdict ...
+    assert command in plain.stderr  # ... and the command that restores the logits
+    restored = run_suggested(command, Path.home())
+    assert restored.returncode == 0, restored.stdout[-2000:] + restored.stderr[-4000:]
+    assert (workdir / LOGITS).exists()
+    again = snakemake(workdir, target, *args)
+    assert "Restore them with" not in again.stdout + again.stderr

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "robustft"
 # Low to high: a module may import its own layer and the ones below it.
 LAYERS = {
     # plain data and helpers everything reads (torch-free)
-    "foundation": {"", "errors", "datafiles", "presets", "provenance", "resources", "methods"},
+    "foundation": {"", "errors", "datafiles", "presets", "provenance", "resources", "methods",
+                   "finite", "outputs"},
     # the science: data, models, methods, training, evaluation, scoring, calibration
     "core": {"preprocess", "shards", "data", "heads", "contrastive", "mini_cnn", "models",
              "distributed", "training", "wiseft", "methods.base", "methods.zeroshot", "methods.lp",
@@ -25,9 +26,9 @@ LAYERS = {
     # the papers: target kinds, their table and figure builders
     "papers": {"catalog", "tables", "paper_tables", "plots"},
     # config -> plan: reading, checking, planning (the Snakefile's parse)
-    "planning": {"configfile", "recipes", "checks", "config", "plan"},
+    "planning": {"configfile", "recipes", "checks", "config", "plan", "forms"},
     # running jobs
-    "jobs": {"jobs", "jobserver"},
+    "jobs": {"jobs", "jobserver", "recovery"},
 }  # fmt: skip
 MINI_WORLD = {"world", "sources.generated"}  # one data source among the real ones
 

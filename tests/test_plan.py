@@ -41,6 +41,7 @@ def test_default_dag(default):
         # experiments: 12 runs, plus LP-FT's seeds 1-2 (FT and LP-FT; the probe is seed-free)
         # and mini-sup's source LP on `mini` (theta_0 of its holistic transfer)
         "finetune": 17,
+        "select": 0,  # no recipe of the default sweeps a grid
         "finetune_variant": 4,  # mini-sup: the oracle + 3 gamma_PCV pseudo fine-tunes
         "evaluate": 16,
         "evaluate_variant": 4,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import calibration as cal
+from .finite import NonFiniteError
 from .logits import Logits
 from .scoring import primary, score
 
@@ -55,6 +56,12 @@ def metric_rows(logits: Logits) -> list[dict]:
             for metric, value in score(z, labels, protocol, groups).items():
                 if "/" in metric:  # per-group accuracies stay in the logits file
                     continue
+                if not np.isfinite(value):  # a score computed from a model is never missing
+                    raise NonFiniteError(
+                        f"{metric} of {logits.path} on split {split!r} at alpha {alpha} is "
+                        f"{value} ({len(labels)} examples): no table is built from it; check "
+                        "the split (an empty split has no score) and rebuild the logits file"
+                    )
                 rows.append({**_key(logits), "method": logits.method, "alpha": alpha, "split": split, "role": role,
                              "metric": metric, "value": value, "n": len(labels),
                              "headline": metric == headline,

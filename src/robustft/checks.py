@@ -6,6 +6,7 @@ that name the entry and the valid choices. Torch-free."""
 from __future__ import annotations
 
 from . import catalog
+from .forms import form_problems
 from .methods import METHODS
 from .presets import preset_names
 from .recipes import (
@@ -19,7 +20,7 @@ from .recipes import (
     recipe_spec,
 )
 from .sources.checkpoints import weights_problems
-from .sources.registry import dataset_problems, downloads
+from .sources.registry import class_counts, dataset_problems, downloads
 
 # Rule names of the workflow: a target (one rule each, named as the target) may not take one.
 RULES = ("all", "fetch_file", "prepare_dataset", "shard_dataset", "pretrain_backbone",
@@ -81,6 +82,10 @@ def check_references(config: dict) -> list[str]:
     for name, bb in backbones.items():
         errors += weights_problems(name, bb)
         pre = bb.get("pretrain")
+        if pre:
+            errors += [
+                f"backbones[{name!r}].pretrain: {p}" for p in _run_value_problems(config, pre, None)
+            ]
         if pre and pre["dataset"] not in datasets:
             errors.append(
                 f"backbones[{name!r}].pretrain.dataset: unknown dataset {pre['dataset']!r}; "
@@ -134,6 +139,7 @@ def check_references(config: dict) -> list[str]:
                     f"{FAMILY_METHODS[family]}"
                 )
     errors += downloads(config)[1]
+    errors += form_problems(config)  # values in a form the code reading them does not take
     errors += check_preprocess(config)
     return errors + check_recipes(config) + check_catalog(config)
 
@@ -346,19 +352,6 @@ def _hparam_entries(config: dict):
             yield f"recipes[{name!r}].hparams", spec["method"], recipe_overrides(config, name)
 
 
-def _hparam_entries(config: dict):
-    """(where, method, entry) for every hyper-parameter entry: method defaults, overrides, recipes."""
-    for method, entry in config.get("methods", {}).items():
-        yield f"methods[{method!r}]", method, entry
-    for kind in ("datasets", "backbones"):
-        for name, spec in config.get(kind, {}).items():
-            for method, entry in (spec.get("hparams") or {}).items():
-                yield f"{kind}[{name!r}].hparams[{method!r}]", method, entry
-    for name, spec in (config.get("recipes") or {}).items():
-        if spec.get("method") in METHODS:
-            yield f"recipes[{name!r}].hparams", spec["method"], recipe_overrides(config, name)
-
-
 def check_hparam_keys(config: dict) -> list[str]:
     """Each hyper-parameter entry only has keys its method reads (the registry in
     `robustft.methods` lists the keys each method's code reads); types and ranges are the
@@ -443,4 +436,33 @@ def _value_problems(config: dict, hp: dict, dataset: str) -> list[str]:
             f"batch_size {hp['batch_size']} exceeds the {n} examples of dataset {dataset!r}'s "
             f"train split {train!r}"
         )
+    return problems + _run_value_problems(config, hp, dataset)
+
+
+def _run_value_problems(config: dict, hp: dict, dataset: str | None) -> list[str]:
+    """Values the schema accepts that the run cannot use as meant: a warm-up longer than the run
+    (its learning rate would never reach `lr`), and more `shots` than a class of the training split
+    has (known before any job for a generated dataset). NaN and inf anywhere are
+    `forms.nonfinite_problems`'."""
+    problems = []
+    steps, warmup = hp.get("steps"), hp.get("warmup_steps", 0)
+    if isinstance(steps, int) and isinstance(warmup, int) and warmup > steps:
+        if not hp.get("partial_warmup"):
+            problems.append(
+                f"warmup_steps {warmup} exceeds steps {steps}: the learning rate would still be "
+                f"warming up when the run ends; use at most {steps} (wise-ft warms up for ~5 %),"
+                " or add `partial_warmup: true` where that is meant (FLYP's Flowers102)"
+            )
+    ds = config["datasets"].get(dataset, {}) if dataset else {}
+    if hp.get("shots") and "generator" in ds and ds["roles"]["train"] in ds.get("splits", {}):
+        train = ds["roles"]["train"]
+        counts = class_counts(ds, train) or {}
+        short = {c: n for c, n in counts.items() if n < hp["shots"]}
+        if short:
+            names = ", ".join(f"{c!r} ({n})" for c, n in sorted(short.items(), key=lambda x: x[1]))
+            problems.append(
+                f"shots {hp['shots']} exceeds the examples of {len(short)} class(es) of dataset "
+                f"{dataset!r}'s train split {train!r}: {names[:300]}; use at most "
+                f"{min(counts.values())} or a larger split"
+            )
     return problems

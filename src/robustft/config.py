@@ -216,14 +216,54 @@ def check_config(config: dict, schema_path: str | Path, command_line=None) -> di
     return config
 
 
+def configfile_problems(snakemake_args: list[str]) -> list[str]:
+    """One line per `--configfile` argument of a Snakemake command line that Snakemake would stop
+    on with a traceback or a message naming no file: missing (a target typed after
+    `--configfile`, which takes every word up to the next option), unreadable, malformed, empty
+    or not a mapping. `make run` checks its ARGS with it before Snakemake starts."""
+    files, taking = [], False
+    for arg in snakemake_args:
+        if arg.startswith("--configfile=") or arg.startswith("--configfiles="):
+            files.append(arg.split("=", 1)[1])
+            taking = False
+        elif arg in ("--configfile", "--configfiles"):
+            taking = True
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            files.append(arg)
+    problems = []
+    for file in files:
+        try:
+            if not read_config_file(file):
+                problems.append(f"config file {file} is empty (Snakemake needs a mapping of keys)")
+        except ConfigError as err:
+            message = str(err)
+            if not Path(file).exists() and not Path(file).suffix:
+                message += (
+                    f"; {file!r} looks like a target: Snakemake reads every word after "
+                    "--configfile as a config file, so put targets before --configfile"
+                )
+            problems.append(message)
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m robustft.config my-changes.yaml ...`: check config files the way a run with
     `--configfile <files>` would use them (merged, in order, onto config/config.yaml), naming the
     file and line of a YAML error: Snakemake parses `--configfile` files before the workflow runs,
-    and its message for a malformed one ("Config file is not valid JSON or YAML") names neither."""
+    and its message for a malformed one ("Config file is not valid JSON or YAML") names neither.
+
+    `python -m robustft.config --snakemake-args ARGS...`: only the `--configfile` arguments of a
+    Snakemake command line, as files (`configfile_problems`); silent when they are fine."""
     import sys
 
     files = list(sys.argv[1:] if argv is None else argv)
+    if files[:1] == ["--snakemake-args"]:
+        problems = configfile_problems(files[1:])
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
     root = Path(__file__).resolve().parents[2]
     default, schema = root / "config" / "config.yaml", root / "workflow/schemas/config.schema.yaml"
     try:

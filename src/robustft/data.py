@@ -322,16 +322,20 @@ def class_subset(split, classes) -> Subset:
     return Subset(split, np.flatnonzero(np.isin(split.labels.numpy(), sorted(classes))))
 
 
-def few_shot_subset(split, shots: int, seed: int) -> Subset:
+def few_shot_subset(split, shots: int, seed: int, classnames: list[str] | None = None) -> Subset:
     """`shots` examples of each class of `split`, drawn by `seed` (FLYP's k-shot runs: each seed
-    is another sample). A class with fewer examples is an error, not a smaller task."""
+    is another sample). A class with fewer examples is an error (naming it), not a smaller task."""
     labels = split.labels.numpy()
     rng = np.random.default_rng([seed, shots, 17])
     index = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
         if len(members) < shots:
-            raise ValueError(f"shots={shots}: class {int(c)} has only {len(members)} examples")
+            name = f"{classnames[int(c)]!r} ({int(c)})" if classnames else str(int(c))
+            raise ValueError(
+                f"shots={shots}: class {name} has only {len(members)} examples in the training "
+                f"split; use at most {len(members)} shots or a larger split"
+            )
         index.extend(rng.choice(members, shots, replace=False))
     return Subset(split, index)
 

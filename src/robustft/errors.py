@@ -78,3 +78,18 @@ def error_summary(err: BaseException) -> str:
 
 class ConfigError(ValueError):
     """The config is invalid; the message names the offending entry and the valid choices."""
+
+
+def listed(names: list[str], limit: int = 3) -> str:
+    """`a, b, c and 4 more`: the first few names of a long list."""
+    shown = ", ".join(map(str, names[:limit]))
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def nonfinite_message(what: str, path: str | Path, names: list[str], target=None) -> str:
+    """One line: which file holds NaN or inf values (where), and the command that rebuilds it."""
+    return (
+        f"{what} {path} holds NaN or inf values ({listed(names)}): it is corrupt or was written by a "
+        f"diverged run, and would score like a model; rebuild it with: "
+        f"{rebuild_command(target if target is not None else path)}"
+    )

@@ -26,11 +26,16 @@ def _device(threads: int, precision: str = "auto", purpose: str = "train"):
 
 
 def _write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    from .outputs import write_text
+
+    write_text(path, json.dumps(obj, indent=2))
+
+
+def _write_csv(frame, path: str | Path) -> None:
+    from .outputs import atomic_output
+
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 class OutputNotWritableError(OSError):
@@ -187,6 +192,8 @@ def pretrain(
         checkpoint_path=ckpt,
         precision=precision,
         fingerprint=fingerprint,
+        run=f"pretraining of backbone {name!r}",
+        fix=f"lower backbones[{name!r}].pretrain.lr",
     )
     timing = {k: stats.pop(k) for k in ("train_images_per_second", "steps_timed") if k in stats}
     stats.update(backbone=name, device=str(device), threads=threads, precision=precision)
@@ -306,6 +313,8 @@ def finetune(
         fingerprint=_finetune_fingerprint(method, variant, hold_out, seed, hparams, precision,
                                           backbone_spec, files, dataset_dir, info, split, train),
         selection=selection,
+        run=f"run {recipe!r} ({method}, {variant}) of dataset {info.name!r}, backbone "
+        f"{backbone_name!r}, seed {seed}",
     )  # fmt: skip
     t0 = time.time()
     artifact = get_method(method).run(ctx)
@@ -344,7 +353,7 @@ def _training_data(info, dataset_dir, variant, hparams, seed, hold_out, pre, sha
         train = class_subset(train, set(np.unique(train.labels.numpy())) - set(hidden))
         print(f"{variant}: hiding fine-tuning classes {[info.classnames[c] for c in hidden]}")
     if hparams.get("shots"):
-        train = few_shot_subset(train, hparams["shots"], seed)
+        train = few_shot_subset(train, hparams["shots"], seed, info.classnames)
         print(f"few-shot: {hparams['shots']} examples per class, {len(train)} in all (seed {seed})")
     read = sorted(int(c) for c in np.unique(train.labels.numpy()))
     absent = [info.classnames[c] for c in read if not info.seen_mask[c]]
@@ -724,5 +733,4 @@ def feature_distortion(
             rows.append({"recipe": recipe, "split": split, "role": info.role(split),
                          "distortion": float(change.mean()), "n": len(change)})  # fmt: skip
             print(f"{recipe} {split}: distortion {rows[-1]['distortion']:.4f}", flush=True)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out, index=False)
+    _write_csv(pd.DataFrame(rows), out)

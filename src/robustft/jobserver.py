@@ -13,6 +13,11 @@ threads, benchmarks (wall time) and failure handling are unchanged. If the scrip
 socket closes and the server kills the child. Without a server (cluster jobs, tests calling the
 script alone, `ROBUSTFT_JOBSERVER=off`), `run_job` runs the function in-process, as before.
 
+A server that cannot take the job never hangs it: the child's first message says it started, and
+a client that gets none within `ROBUSTFT_JOBSERVER_TIMEOUT` seconds (default 120: the server's
+preload under load), or sees the server stopped (SIGSTOP, state T in /proc) or gone, runs the job
+in-process and says why in the job's log. A socket file whose server is gone is removed.
+
     python -m robustft.jobserver --socket PATH [--parent PID]   # started by the Snakefile
 """
 
@@ -22,6 +27,7 @@ import argparse
 import contextlib
 import os
 import pickle
+import select
 import selectors
 import signal
 import socket
@@ -35,6 +41,9 @@ from pathlib import Path
 from .errors import error_summary
 
 SOCKET_ENV = "ROBUSTFT_JOBSERVER"
+TIMEOUT_ENV = "ROBUSTFT_JOBSERVER_TIMEOUT"  # seconds a job waits for the server to start it
+DEFAULT_TIMEOUT = 120.0
+SOCKET_PREFIX = "robustft-jobs-"  # <tmp>/robustft-jobs-<snakemake pid>.sock (the Snakefile)
 # Imported once by the server; children inherit them. Cheap to list, expensive to import.
 PRELOAD = (
     "torch",
@@ -124,20 +133,28 @@ def run_job(func, log: str | None, *args, **kwargs):
     path = os.environ.get(SOCKET_ENV, "")
     # A function the server cannot import (one defined in the script itself) runs here.
     importable = getattr(func, "__module__", "__main__") != "__main__"
-    sock = _connect(path) if importable and path not in ("", "off") else None
-    if sock is None:
+    sock, why = _connect(path) if importable and path not in ("", "off") else (None, None)
+    if sock is not None:
+        request = dict(
+            func=func, args=_plain(args), kwargs=_plain(kwargs),
+            log=None if log is None else str(log), cwd=os.getcwd(), env=dict(os.environ),
+            started=_process_start(),
+        )  # fmt: skip
+        with sock:
+            _send(sock, request)
+            why = _wait_started(sock, path)
+            if why is None:  # a child of the server runs the job: wait for it, however long
+                try:
+                    reply = _recv(sock)
+                except ConnectionError:
+                    reply = {"ok": False, "error": "the job server's child died without a reply"}
+    if sock is None or why is not None:
+        if why:
+            print(f"{why}: running the job in-process", file=sys.stderr, flush=True)
         with logged(log):
+            if why:
+                print(f"{why}: running the job in-process", flush=True)
             return _timed(func, args, kwargs, _process_start(), "in-process")
-    request = dict(
-        func=func, args=_plain(args), kwargs=_plain(kwargs), log=None if log is None else str(log),
-        cwd=os.getcwd(), env=dict(os.environ), started=_process_start(),
-    )  # fmt: skip
-    with sock:
-        _send(sock, request)
-        try:
-            reply = _recv(sock)
-        except ConnectionError:
-            reply = {"ok": False, "error": "the job server's child died without a reply"}
     if not reply["ok"]:
         print(f"job failed: {reply['error']} (log: {log})", file=sys.stderr)
         raise JobFailed(reply["error"])
@@ -184,14 +201,67 @@ def _plain(obj):
     return obj
 
 
-def _connect(path: str) -> socket.socket | None:
+def _connect(path: str) -> tuple[socket.socket | None, str | None]:
+    """A connection to the server, or (None, why not). A socket file nobody listens on (the
+    server was killed) is removed, so later jobs do not try it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
-        return sock
-    except OSError:  # no server (stale socket file, server gone): run in-process
+        return sock, None
+    except FileNotFoundError:  # not started yet, or stopped and cleaned up
         sock.close()
+        return None, None
+    except ConnectionRefusedError:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return None, f"job server socket {path} is stale (no server listens; removed)"
+    except OSError as err:
+        sock.close()
+        return None, f"cannot reach the job server at {path} ({err})"
+
+
+def _server_pid(sock: socket.socket) -> int | None:
+    """The pid of the process that listens on the socket (Linux's SO_PEERCRED), else None."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", creds)[0] or None
+    except (AttributeError, OSError):
         return None
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, D, T: stopped, Z: zombie), None if gone or unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _wait_started(sock: socket.socket, path: str) -> str | None:
+    """Wait for the child's "started" message; None once it came, else why the job cannot be
+    left to the server: the server is stopped (SIGSTOP) or gone, or said nothing in time."""
+    timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+    pid, deadline = _server_pid(sock), time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([sock], [], [], 0.25)
+        if ready:
+            try:
+                message = _recv(sock)
+            except (ConnectionError, OSError, EOFError, pickle.UnpicklingError):
+                return f"the job server at {path} closed the connection before starting the job"
+            if "started" in message:
+                return None
+            return f"the job server at {path} answered {message!r} instead of starting the job"
+        state = _state(pid) if pid and os.path.isdir("/proc/self") else "?"
+        if state in ("T", "t"):
+            return f"the job server (pid {pid}, {path}) is stopped (SIGSTOP or a debugger)"
+        if state in (None, "Z", "X"):
+            return f"the job server (pid {pid}, {path}) is gone"
+        if time.monotonic() > deadline:
+            return (f"the job server (pid {pid}, {path}) did not start the job within "
+                    f"{timeout:g} s ({TIMEOUT_ENV})")  # fmt: skip
 
 
 # ---- server ---------------------------------------------------------------------------------------
@@ -207,6 +277,7 @@ def _run_child(request: dict, conn: socket.socket, others: list[socket.socket]) 
             other.close()
         os.setpgid(0, 0)  # its own process group: the server can kill the job and its workers
         finished = _die_with_client(conn)
+        _send(conn, {"started": os.getpid()})  # the client stops waiting for the server
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -245,6 +316,16 @@ def _die_with_client(conn: socket.socket) -> threading.Event:
 
     threading.Thread(target=watch, name="client-watch", daemon=True).start()
     return finished
+
+
+def _client_gone(conn: socket.socket) -> bool:
+    """The client closed its end (it sends nothing after its request: readable means EOF)."""
+    try:
+        if not select.select([conn], [], [], 0)[0]:
+            return False
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _picklable(obj) -> bool:
@@ -309,6 +390,11 @@ def serve(path: str | Path, parent: int | None = None, idle_timeout: float = 360
                         request = _recv(conn)
                     except (ConnectionError, OSError, pickle.UnpicklingError, EOFError) as err:
                         print(f"job server: bad request ({err})", flush=True)
+                        conn.close()
+                        continue
+                    if _client_gone(conn):  # it gave up waiting (this server was stopped)
+                        print(f"job server: client gone before {request.get('log')} started",
+                              flush=True)  # fmt: skip
                         conn.close()
                         continue
                     pid = os.fork()
@@ -381,11 +467,35 @@ def start(path: str | Path, log: str | Path) -> int:
 
 
 def stop(pid: int) -> None:
-    """Stop the server started by `start` (onsuccess / onerror)."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    """Stop the server started by `start` (onsuccess / onerror); a stopped (SIGSTOP) server is
+    continued so that it can."""
+    for sig in (signal.SIGTERM, signal.SIGCONT):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+
+
+def remove_stale_sockets(directory: str | Path) -> list[Path]:
+    """Remove `robustft-jobs-<pid>.sock` files in `directory` whose Snakemake process is gone and
+    on which nobody listens (left by a killed run); return them."""
+    removed = []
+    for path in Path(directory).glob(f"{SOCKET_PREFIX}*.sock"):
+        pid = path.stem.removeprefix(SOCKET_PREFIX)
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            pass
+        finally:
+            probe.close()
+    return removed
 
 
 def main(argv: list[str] | None = None) -> None:

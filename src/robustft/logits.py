@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptFileError, corrupt_message
+from .errors import CorruptFileError, corrupt_message, listed, nonfinite_message
+from .finite import NonFiniteError, nonfinite_arrays
 
 
 def save_logits(
@@ -32,27 +33,53 @@ def save_logits(
     """Write one model's logits file atomically.
 
     `splits[name]` holds `logits` (K x N x C), `labels` (N), optionally `groups` (N) and
-    `features` ({alpha: N x D}).
+    `features` ({alpha: N x D}). Logits or features holding NaN or inf, or too large for float16,
+    are refused (a NaN row's arg-max is class 0: it would score at chance, with no error).
     """
+    from .outputs import atomic_output
+
     arrays = {"alphas": np.asarray(alphas, dtype=np.float64), "meta": np.array(json.dumps(meta))}
-    for name, split in splits.items():
-        arrays[f"logits/{name}"] = np.asarray(split["logits"], dtype=np.float16)
+    for name, split in splits.items():  # an overflow to inf is refused below, with the split named
+        with np.errstate(over="ignore"):
+            arrays[f"logits/{name}"] = np.asarray(split["logits"], dtype=np.float16)
         arrays[f"labels/{name}"] = np.asarray(split["labels"], dtype=np.int64)
         if split.get("groups") is not None:
             arrays[f"groups/{name}"] = np.asarray(split["groups"], dtype=np.int64)
         for alpha, feats in split.get("features", {}).items():
-            arrays[f"features/{name}/{float(alpha)}"] = np.asarray(feats, dtype=np.float16)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+            with np.errstate(over="ignore"):
+                arrays[f"features/{name}/{float(alpha)}"] = np.asarray(feats, dtype=np.float16)
+    _refuse_nonfinite(path, arrays, meta)
     # np.savez stamps each member with the current time; a fixed stamp makes the same logits the
     # same bytes, so two runs of one seed give identical files.
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-        for key, array in arrays.items():
-            member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(member, "w", force_zip64=True) as out:
-                np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
-    tmp.replace(path)
+    needed = sum(a.nbytes for a in arrays.values())
+    with atomic_output(path, needed) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            for key, array in arrays.items():
+                member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(member, "w", force_zip64=True) as out:
+                    np.lib.format.write_array(out, np.asanyarray(array), allow_pickle=False)
+
+
+def _refuse_nonfinite(path, arrays: dict, meta: dict) -> None:
+    """NonFiniteError naming the model and the arrays (split, alphas) that hold NaN or inf as
+    stored: non-finite already, or beyond float16's range (|x| > 65504)."""
+    bad = nonfinite_arrays(arrays.items())
+    if not bad:
+        return
+    where = []
+    for key in bad:
+        if key.startswith("logits/"):  # K x N x C: which alpha models
+            per_alpha = zip(arrays["alphas"], arrays[key], strict=True)
+            key = f"{key} at alpha {listed([float(a) for a, z in per_alpha if not np.isfinite(z).all()])}"
+        where.append(key)
+    run = ", ".join(
+        f"{k} {meta[k]!r}" for k in ("method", "dataset", "backbone", "seed") if k in meta
+    )
+    raise NonFiniteError(
+        f"refusing to write logits file {path}: {listed(where)} hold NaN or inf ({run}); the "
+        "model it evaluates diverged or its logits exceed float16's range (|x| > 65504): "
+        "rebuild that model with a lower `lr` or `grad_clip`"
+    )
 
 
 class Logits:
@@ -69,6 +96,9 @@ class Logits:
             raise
         except Exception as err:  # truncated or foreign file: name it and the way to rebuild it
             raise CorruptFileError(corrupt_message("logits file", self.path, err)) from None
+        bad = nonfinite_arrays(self._arrays.items())  # loads, but would score at chance
+        if bad:
+            raise CorruptFileError(nonfinite_message("logits file", self.path, bad))
 
     @property
     def recipe(self) -> str:

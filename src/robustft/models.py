@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import CorruptFileError, corrupt_message
+from .errors import CorruptFileError, corrupt_message, nonfinite_message
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 FAMILIES = ("clip", "ssl", "supervised")
@@ -254,9 +254,9 @@ def save_backbone(
     path: str | Path, family: str, encoder_or_clip: nn.Module, extra: nn.Module | None = None
 ):
     """Write a backbone file in its family's on-disk format (see module docstring)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    from .finite import NonFiniteError, nonfinite_tensors
+    from .outputs import save_torch
+
     if family == "clip":
         payload = encoder_or_clip.state_dict()
     elif family == "ssl":
@@ -270,8 +270,14 @@ def save_backbone(
         payload = {"state_dict": sd}
     else:
         raise ValueError(f"unknown family {family!r}; valid: {FAMILIES}")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a killed job never leaves a half-written backbone
+    state = payload.get("state_dict", payload)
+    bad = nonfinite_tensors(state.items())
+    if bad:
+        raise NonFiniteError(
+            f"refusing to write backbone file {path}: its weights hold NaN or inf "
+            f"({', '.join(bad[:3])}); lower the backbone's pretrain.lr"
+        )
+    save_torch(payload, path)  # atomic: a killed job never leaves a half-written backbone
 
 
 def load_backbone(
@@ -279,8 +285,13 @@ def load_backbone(
 ) -> Backbone:
     """Build the backbone `spec` describes and load its weights from `path`, strictly."""
     family, arch = spec["family"], spec["arch"]
+    from .finite import nonfinite_tensors
+
     ckpt = {"prefix": "", "ignore": [], **spec.get("checkpoint", {})}
     state_dict = read_state_dict(path)
+    bad = nonfinite_tensors(state_dict.items())
+    if bad:  # loads, but every model built on it would score at chance
+        raise CorruptCheckpointError(nonfinite_message("backbone file", path, bad))
     what = f"backbone {name!r} ({path})"
     if family == "clip":
         open_clip = open_clip_module()

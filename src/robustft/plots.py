@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 # One colour per method in every figure, neighbours clearly apart (tab10; recipes take their
@@ -42,10 +40,13 @@ def _setup(settings: dict):
 
 
 def _save(fig, out_pdf: str, out_png: str, dpi: int) -> None:
-    Path(out_pdf).parent.mkdir(parents=True, exist_ok=True)
+    from .outputs import atomic_output
+
     # No creation date: the same data gives a byte-identical PDF (the PNG holds no date).
-    fig.savefig(out_pdf, bbox_inches="tight", metadata={"CreationDate": None})
-    fig.savefig(out_png, dpi=dpi, bbox_inches="tight")
+    with atomic_output(out_pdf) as tmp:
+        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
 
 
 def wiseft_curve(

@@ -340,6 +340,8 @@ def pretrain_backbone(
     checkpoint_path: str | Path | None = None,
     precision: str = "fp32",
     fingerprint: dict | None = None,
+    run: str | None = None,
+    fix: str = "lower the backbone's pretrain.lr",
 ) -> dict:
     """Pretrain the backbone `spec` describes on the pool at `pool_path`; save it to `out`.
 
@@ -372,6 +374,8 @@ def pretrain_backbone(
         precision=precision,
         desc=f"pretrain {family}",
         fingerprint=fingerprint,
+        run=run,
+        fix=fix,
     )
     model.eval()
     save(out)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .outputs import atomic_output
+
 INDEX = "index.json"
 FORMAT = 1
 
@@ -113,21 +115,24 @@ def write_shards(shards: str | Path, sources: dict, size: int, threads: int = 1)
         if index["splits"].pop(split, None) is not None:  # no entry for a half-written shard
             (shards / INDEX).write_text(json.dumps(index, indent=1))
         t0 = time.time()
-        tmp = shards / f"{split}.images.npy.tmp"
-        images = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(samples), size, size, 3))
+        target, shape = shards / f"{split}.images.npy", (len(samples), size, size, 3)
+        with atomic_output(target, int(np.prod(shape))) as tmp:
+            images = np.lib.format.open_memmap(tmp, "w+", np.uint8, shape)
+            # Reserve the blocks now: a full disk is ENOSPC here, not a SIGBUS mid-write.
+            with open(tmp, "r+b") as reserve:
+                os.posix_fallocate(reserve.fileno(), 0, os.path.getsize(tmp))
 
-        border = CropBorder(crop)
+            border = CropBorder(crop)
 
-        def load(i: int, samples=samples, images=images, border=border) -> None:
-            with Image.open(samples[i][0]) as img:
-                img = border(img.convert("RGB"))
-                images[i] = resize.apply(img).permute(1, 2, 0).numpy()
+            def load(i: int, samples=samples, images=images, border=border) -> None:
+                with Image.open(samples[i][0]) as img:
+                    img = border(img.convert("RGB"))
+                    images[i] = resize.apply(img).permute(1, 2, 0).numpy()
 
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            list(pool.map(load, range(len(samples))))
-        images.flush()
-        del images
-        os.replace(tmp, shards / f"{split}.images.npy")
+            with ThreadPoolExecutor(max(1, threads)) as pool:
+                list(pool.map(load, range(len(samples))))
+            images.flush()
+            del images
         np.save(shards / f"{split}.labels.npy", np.array([t for _, t in samples], np.int64))
         index["splits"][split] = {"n": len(samples), "size": size, "fingerprint": fingerprint}
         index["format"] = FORMAT

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import numpy as np
 import pandas as pd
 
 KEYS = ["backbone", "dataset", "recipe"]
@@ -195,11 +194,24 @@ def write(
     """CSV (full precision) and a rounded markdown copy; AUSUC (a fraction) keeps 3 digits. A
     missing value (a split a model has no score on, the std of a single run) reads "–" in the
     markdown, not "nan"."""
+    from .outputs import atomic_output, write_text
+
+    infinite = [
+        f"{c} (row {i})"
+        for c in frame.select_dtypes("number").columns
+        for i in frame.index[np.isinf(frame[c].to_numpy(dtype=float))]
+    ]
+    if infinite:  # NaN is a missing value; an inf never is
+        from .finite import NonFiniteError
+
+        raise NonFiniteError(
+            f"refusing to write table {csv_path}: inf at {', '.join(infinite[:3])}"
+        )
     if isinstance(digits, int):
         digits = {c: (3 if "ausuc" in c else digits) for c in frame.columns}
-    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(csv_path, index=False)
+    with atomic_output(csv_path) as tmp:
+        frame.to_csv(tmp, index=False)
     if md_path:
         rounded = frame.round(digits)
         rounded = rounded.astype(object).where(rounded.notna(), None)
-        Path(md_path).write_text(rounded.to_markdown(index=False, missingval="–") + "\n")
+        write_text(md_path, rounded.to_markdown(index=False, missingval="–") + "\n")

@@ -22,7 +22,6 @@ resumed run ends bit for bit where an uninterrupted one does.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -33,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed
+from .finite import TRAINING_FIX, DivergedError, nonfinite_tensors
 
 
 @dataclass
@@ -154,9 +154,9 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from .outputs import save_torch
+
+    save_torch(obj, path)  # a full disk names the path; no *.tmp is left behind
 
 
 def _optim_identity(cfg: OptimConfig) -> dict:
@@ -203,6 +203,11 @@ def _matching_checkpoint(ckpt: Path, identity: dict, steps: int, device) -> dict
     except Exception as err:  # a checkpoint we cannot read is one we cannot resume
         _say(f"not resuming {ckpt}: unreadable ({type(err).__name__}: {err}); starting fresh")
         return None
+    bad = nonfinite_tensors(state.get("model", {}).items())
+    if bad:  # written before checkpoints were checked: resuming it resumes the divergence
+        _say(f"not resuming {ckpt}: its weights hold NaN or inf ({', '.join(bad[:3])}); "
+             "starting fresh")  # fmt: skip
+        return None
     differences = fingerprint_differences(state.get("fingerprint"), identity)
     if not differences and not 0 < state["step"] < steps:
         differences = [f"its step {state['step']} is not within this run's {steps} steps"]
@@ -232,6 +237,8 @@ def train(
     eval_every: int | None = None,
     keep: str = "last",
     keep_module: nn.Module | None = None,
+    run: str | None = None,
+    fix: str = TRAINING_FIX,
 ) -> TrainResult:
     """Run `cfg.steps` optimiser steps; return the per-step history and timing.
 
@@ -251,6 +258,11 @@ def train(
     `validate()` scores the model every `eval_every` steps and after the last (the history's `val`);
     `keep="best"` leaves `keep_module` (default: `model`) in its best-scoring state, kept in memory
     and in every step checkpoint, so a resumed run keeps the best state seen before the kill.
+
+    A non-finite loss or gradient norm stops the run at that step, and non-finite weights at the
+    next step checkpoint or the end (checked before anything is written): DivergedError names
+    `run` (default `desc`), the step, its learning rate and `fix` (what to change). No checkpoint
+    is written from a diverged state, so a rerun cannot resume into the divergence.
     """
     device = device or pick_device()
     if param_groups is None:
@@ -288,7 +300,7 @@ def train(
             "a distributed run needs a TrainingStep (loss through forward), not loss_fn"
         )
     amp = autocast(device, precision)
-    t0, seen = time.time(), 0
+    t0, seen, checked = time.time(), 0, start  # `checked`: weights last seen finite there
     bar = tqdm(
         range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=5,
         disable=not distributed.is_main(),
@@ -302,11 +314,19 @@ def train(
             loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        norm = None
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         optimizer.step()
         logged = distributed.mean_over_ranks(loss.detach())  # the global batch's loss
         history.append({"step": step, "lr": lr, "loss": float(logged)})
+        # Every rank sees the same global loss (and gradients), so all stop together.
+        if not math.isfinite(history[-1]["loss"]):
+            what = f"the loss is {history[-1]['loss']}"
+            raise _diverged(run or desc, step, cfg, lr, what, fix, ckpt)
+        if norm is not None and not bool(torch.isfinite(norm)):
+            what = f"the gradient norm is {float(norm)}"
+            raise _diverged(run or desc, step, cfg, lr, what, fix, ckpt)
         seen += 1
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", refresh=False)
         done = step + 1
@@ -317,6 +337,9 @@ def train(
             if keep == "best" and (best["score"] is None or score > best["score"]):
                 best = {"step": done, "score": score, "state": _cpu_state(keep_module)}
         due = ckpt and done % cfg.checkpoint_every == 0 and done < cfg.steps
+        if due or done == cfg.steps:  # the weights a checkpoint or the caller would save
+            _check_weights(model, run or desc, step, checked, cfg, lr, fix, ckpt)
+            checked = done
         if due and distributed.is_main():
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _atomic_save(
@@ -342,6 +365,28 @@ def train(
 
 def _cpu_state(module: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def _diverged(run: str, step: int, cfg: OptimConfig, lr: float, what: str, fix: str, ckpt=None):
+    """The error to raise; an earlier step checkpoint of this run is removed (a rerun of the same
+    settings diverges again, and any fix changes the fingerprint: nothing would resume it)."""
+    remove_checkpoint(ckpt)
+    warm = f", warm-up {cfg.warmup_steps} steps" if cfg.warmup_steps else ""
+    return DivergedError(
+        f"training diverged: {run}, step {step + 1} of {cfg.steps}: {what} (lr at that step "
+        f"{lr:.3g}; base lr {cfg.lr:g}{warm}; grad_clip {cfg.grad_clip}); no model and no step "
+        f"checkpoint were saved from it. To fix: {fix}"
+    )
+
+
+def _check_weights(model: nn.Module, run, step, since, cfg, lr, fix, ckpt) -> None:
+    """Non-finite weights with a finite loss (an inf gradient without clipping): stop before a
+    checkpoint or the model is written. Cheap: one isfinite per tensor, every checkpoint."""
+    bad = nonfinite_tensors(model.state_dict().items())
+    if bad:
+        what = (f"the weights became NaN or inf in steps {since + 1}-{step + 1} "
+                f"({', '.join(bad[:3])}) while the loss stayed finite")  # fmt: skip
+        raise _diverged(run, step, cfg, lr, what, fix, ckpt)
 
 
 def _say(line: str) -> None:

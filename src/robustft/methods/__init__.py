@@ -41,6 +41,7 @@ TRAIN_REQUIRED = ("steps", "batch_size", "lr")
 OPTIM_OPTIONAL = (
     "weight_decay",
     "warmup_steps",
+    "partial_warmup",  # config.py: a run that ends inside its warm-up says so
     "grad_clip",
     "optimizer",
     "betas",

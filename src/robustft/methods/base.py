@@ -26,7 +26,8 @@ from torch.nn import functional as F
 
 from .. import distributed
 from ..data import DatasetInfo, StepSampler
-from ..errors import CorruptFileError, corrupt_message
+from ..errors import CorruptFileError, corrupt_message, nonfinite_message
+from ..finite import NonFiniteError, nonfinite_tensors
 from ..heads import linear_head, zeroshot_head
 from ..models import Backbone, ImageClassifier
 from ..preprocess import item_seed
@@ -45,19 +46,20 @@ class Artifact:
     timing: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(
-            {
-                "kind": self.kind,
-                "state_dict": self.state_dict,
-                "normalize": self.normalize,
-                "meta": self.meta,
-            },
-            tmp,
-        )
-        tmp.replace(path)
+        """Write the model file atomically; weights holding NaN or inf are refused (they would be
+        evaluated like any model: a NaN row's arg-max is class 0)."""
+        from ..outputs import save_torch
+
+        bad = nonfinite_tensors(self.state_dict.items())
+        if bad:
+            raise NonFiniteError(
+                f"refusing to write model file {path}: {len(bad)} of its {len(self.state_dict)} "
+                f"tensors hold NaN or inf ({', '.join(bad[:3])}); the run that trained it diverged"
+                " (lower its `lr` or set `grad_clip`) or the model it starts from is non-finite"
+            )
+        payload = {"kind": self.kind, "state_dict": self.state_dict, "normalize": self.normalize,
+                   "meta": self.meta}  # fmt: skip
+        save_torch(payload, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Artifact:
@@ -65,11 +67,15 @@ class Artifact:
         and the command that rebuilds it (not torch's advice to unpickle it)."""
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
-            return cls(raw["kind"], raw["state_dict"], raw["normalize"], raw["meta"])
+            artifact = cls(raw["kind"], raw["state_dict"], raw["normalize"], raw["meta"])
         except FileNotFoundError:
             raise
         except Exception as err:  # truncated, overwritten, or not a model.pt of this pipeline
             raise CorruptFileError(corrupt_message("model file", path, err)) from None
+        bad = nonfinite_tensors(artifact.state_dict.items())
+        if bad:  # loads, but would score at chance: corrupt all the same
+            raise CorruptFileError(nonfinite_message("model file", path, bad))
+        return artifact
 
 
 @dataclass
@@ -91,6 +97,7 @@ class FineTuneContext:
     # The split a run's in-training model selection scores (`eval_every`, `keep`): its name and
     # data (the ID validation split; the test split only where a recipe keeps `best_test`).
     selection: tuple[str, torch.utils.data.Dataset] | None = None
+    run: str | None = None  # the run's name in messages (recipe, dataset, backbone, seed)
 
     @property
     def num_classes(self) -> int:
@@ -281,6 +288,7 @@ class Method:
             eval_every=ctx.hparams.get("eval_every"),
             keep="best" if ctx.hparams.get("keep", "last").startswith("best") else "last",
             keep_module=model,
+            run=ctx.run,
         )
         model.eval()
         artifact = self.export(model, ctx)

@@ -90,11 +90,9 @@ def import_backbone(name: str, spec: dict, downloaded: str | Path, out: str | Pa
     from ..models import build_clip, load_backbone, load_checked
 
     out, downloaded = Path(out), Path(downloaded)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if spec["family"] == "clip":
-        import torch
+    from ..outputs import atomic_output, save_torch
 
+    if spec["family"] == "clip":
         model = build_clip(spec["arch"])
         if spec["weights"].get("open_clip") == "openai":  # a TorchScript archive, or its state
             from open_clip import load_openai_model
@@ -109,9 +107,9 @@ def import_backbone(name: str, spec: dict, downloaded: str | Path, out: str | Pa
         ckpt = spec.get("checkpoint", {})
         load_checked(model, state, prefix=ckpt.get("prefix", ""), ignore=ckpt.get("ignore", []),
                      what=f"backbone {name!r} ({downloaded})")  # fmt: skip
-        torch.save(model.state_dict(), tmp)  # the layout load_backbone reads for clip
+        save_torch(model.state_dict(), out)  # the layout load_backbone reads for clip
     else:
         load_backbone(name, spec, downloaded)  # strict: raises on any unaccounted key
-        shutil.copyfile(downloaded, tmp)
-    tmp.replace(out)
+        with atomic_output(out, downloaded.stat().st_size) as tmp:
+            shutil.copyfile(downloaded, tmp)
     print(f"backbone {name!r}: {downloaded} loaded strictly, written to {out}", flush=True)

@@ -251,5 +251,7 @@ def prepare_folders(
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(os.path.relpath(roots[split], out_dir))
-    (out_dir / "meta.json").write_text(json.dumps(info.__dict__, indent=2))
+    from ..outputs import write_text
+
+    write_text(out_dir / "meta.json", json.dumps(info.__dict__, indent=2))
     return info

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import world
+from ..datafiles import data_file
+from ..outputs import write_text
 
 if TYPE_CHECKING:  # the data layer (torch) is imported where a dataset is written
     from ..data import DatasetInfo
@@ -70,9 +72,11 @@ def config_problems(name: str, ds: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------
 def _save_npz(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    from ..outputs import atomic_output
+
+    needed = sum(np.asarray(a).nbytes for a in arrays.values())
+    with atomic_output(path, needed, suffix=".tmp.npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def _class_index(names, classnames, where: str) -> list[int]:
@@ -100,6 +104,34 @@ def _imbalanced_counts(n: int, k: int, ratio: float, rng: np.random.Generator) -
     counts = np.floor(want).astype(np.int64)
     counts[np.argsort(-(want - counts), kind="stable")[: n - counts.sum()]] += 1
     return counts[rng.permutation(k).argsort()]
+
+
+def split_seed(cfg: dict, split: str) -> int:
+    """A split's seed: its pinned `seed`, else one derived from the generator's seed and the
+    split's rank among the unpinned splits (sorted), so adding a pinned split leaves every other
+    split's images unchanged."""
+    spec = cfg["splits"][split]
+    if "seed" in spec:
+        return spec["seed"]
+    unpinned = sorted(s for s, other in cfg["splits"].items() if "seed" not in other)
+    return cfg["generator"]["seed"] * 1000 + unpinned.index(split)
+
+
+def class_counts(cfg: dict, split: str) -> dict[str, int] | None:
+    """Examples per class of a generated split, computed from its config as `_generate_split`
+    draws them (no image rendered); None for the pool and class-mapped splits."""
+    spec = cfg["splits"][split]
+    if spec["domain"] == "pool" or spec.get("class_map"):
+        return None
+    classnames = list(cfg["generator"].get("classes") or world.CLASSNAMES)
+    classes = _split_classes(spec, classnames, cfg.get("absent_classes", []), split)
+    if spec["domain"] == "mixed" or spec.get("imbalance", 1) != 1:
+        rng = np.random.default_rng([split_seed(cfg, split), 17])
+        counts = _imbalanced_counts(spec["n"], len(classes), spec.get("imbalance", 1.0), rng)
+    else:  # world.generate_split's balanced labels: the first n % k classes get one more
+        k = len(classes)
+        counts = [spec["n"] // k + (i < spec["n"] % k) for i in range(k)]
+    return {classnames[c]: int(n) for c, n in zip(classes, counts, strict=True)}
 
 
 def _generate_split(split_seed: int, spec: dict, info: DatasetInfo, gen: dict, processes: int):
@@ -160,20 +192,23 @@ def _generate_split(split_seed: int, spec: dict, info: DatasetInfo, gen: dict, p
 
 
 def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1) -> DatasetInfo:
-    from ..data import DatasetInfo
+    from ..data import DatasetInfo, fill_prompt
 
     """Render every split of a procedurally generated dataset into `out_dir` (npz + meta.json)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = {"image_size": 32, "pool_mix": DEFAULT_POOL_MIX, **cfg["generator"]}
     roles = cfg["roles"]
-    templates = list(cfg.get("templates") or world.TEMPLATES)
+    templates = cfg.get("templates") or world.TEMPLATES
+    # A string names a data file (as for real data), not a sequence of one-letter templates.
+    templates = data_file("templates", templates) if isinstance(templates, str) else list(templates)
     classnames = list(gen.get("classes") or world.CLASSNAMES)
     info = DatasetInfo(
         name=name,
         classnames=classnames,
         templates=templates,
-        prompts=[[world.fill_template(t, c) for t in templates] for c in classnames],
+        # "{}" the class name, "{a}" it with its article (fill_prompt), articles then fixed
+        prompts=[[world.with_article(fill_prompt(t, c)) for t in templates] for c in classnames],
         train=roles["train"],
         val=roles["val"],
         test=roles["test"],
@@ -185,19 +220,13 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
         oracle_train=roles.get("oracle_train"),
         source=cfg.get("source"),
     )
-    # Distinct, stable seed per split: by sorted order among the splits without a pinned `seed`,
-    # so adding a pinned split leaves every other split's images unchanged.
-    unpinned = sorted(s for s, spec in cfg["splits"].items() if "seed" not in spec)
     for split, spec in sorted(cfg["splits"].items()):
         t0 = time.time()
-        if "seed" in spec:
-            split_seed = spec["seed"]
-        else:
-            split_seed = gen["seed"] * 1000 + unpinned.index(split)
-        arrays, info.splits[split] = _generate_split(split_seed, spec, info, gen, processes)
+        seed = split_seed(cfg, split)  # distinct and stable per split
+        arrays, info.splits[split] = _generate_split(seed, spec, info, gen, processes)
         _save_npz(out_dir / f"{split}.npz", arrays)
         print(
             f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True
         )
-    (out_dir / "meta.json").write_text(json.dumps(info.__dict__, indent=2))
+    write_text(out_dir / "meta.json", json.dumps(info.__dict__, indent=2))
     return info

@@ -33,3 +33,13 @@ def dataset_problems(name: str, ds: dict) -> list[str]:
 
     module = "generated" if "generator" in ds else "spec"
     return importlib.import_module(f"{__package__}.{module}").config_problems(name, ds)
+
+
+def class_counts(ds: dict, split: str) -> dict | None:
+    """{class name: examples} of a dataset's split where its source knows them before any job (a
+    generated split); None otherwise. Asked of the source by name, as `dataset_problems`."""
+    if "generator" not in ds:
+        return None
+    import importlib
+
+    return importlib.import_module(f"{__package__}.generated").class_counts(ds, split)

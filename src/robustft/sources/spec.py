@@ -88,7 +88,9 @@ def config_problems(name: str, ds: dict) -> list[str]:
                 f"{at}.class_map_file: no data file {mapped!r}; valid: "
                 f"{_data_file_names('class_maps')}"
             )
-        generated = [k for k in ("domain", "n", "seed", "mix", "imbalance") if k in spec]
+        generated = [
+            k for k in ("domain", "n", "seed", "mix", "imbalance", "class_map") if k in spec
+        ]
         if generated:
             errors.append(f"{at}: {generated} only apply to generated datasets")
     return errors + _check_real_classes(name, ds)
