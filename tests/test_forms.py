@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
-from robustft.config import ConfigError, _merge, check_config
+from robustft.config import ConfigError, check_config
+from robustft.configfile import merge_into
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ FMOW = json.loads((ROOT / "src/robustft/data_files/templates/fmow.json").read_te
 
 def _checked(override: dict) -> None:
     config = copy.deepcopy(DEFAULT)
-    _merge(config, copy.deepcopy(override))
+    merge_into(config, copy.deepcopy(override))
     check_config(config, SCHEMA, command_line={})
 
 
@@ -108,9 +109,9 @@ REFUSED = [
     ({"backbones": {"mini-clip": {"pretrain": {"warmup_steps": 1000}}}},
      r"backbones\['mini-clip'\].pretrain: warmup_steps 1000 exceeds steps 900"),
     ({"calibration": {"pcv": {"methods": ["fT"]}}},
-     r"calibration.pcv.methods: unknown method or recipe \['fT'\]"),
+     r"calibration.pcv.recipes: unknown method or recipe \['fT'\]"),
     ({"plots": {"wiseft_curve": {"methods": ["lpf"]}}},
-     r"plots.wiseft_curve.methods: unknown method or recipe \['lpf'\]"),
+     r"plots.wiseft_curve.recipes: unknown method or recipe \['lpf'\]"),
     ({"experiments": [{"backbone": "mini-clip", "dataset": "mini", "methods": ["ft"],
                        "seeds": [0, 1, 0]}]},
      r"experiments\[0\].seeds: \[0, 1, 0\] repeats a seed"),

@@ -69,8 +69,9 @@ def test_shared_code_changes_every_job_that_runs_it(package):
     # the loss CLIP pretraining and FLYP share
     assert _changed(package, lambda p: _append(p / "contrastive.py")) == {
         "pretrain_backbone", "finetune:flyp"}  # fmt: skip
+    # (select: it rewrites the chosen point's model file, through methods.base)
     assert _changed(package, lambda p: _append(p / "models.py")) == finetuning | {
-        "pretrain_backbone", "evaluate", "feature_distortion", "import_backbone"}  # fmt: skip
+        "pretrain_backbone", "evaluate", "feature_distortion", "import_backbone", "select"}  # fmt: skip
     # the figures, not the tables (each target's code: build_target.py and its builder's module)
     assert _changed(package, lambda p: _append(p / "plots.py")) == {"build_target:plots"}
     assert _changed(package, lambda p: _append(p / "tables.py")) == {
@@ -105,6 +106,7 @@ def test_modules_run_by_a_script_follow_imports_but_not_other_jobs():
     # a table target: the logits' post-processing and its builder's module, never plots nor torch
     assert modules_run_by(SCRIPTS / "build_target.py", ["paper_tables"]) == {
         "", "jobserver", "errors", "paper_tables", "tables", "catalog", "analysis", "calibration",
+        "finite", "outputs",
         "logits", "scoring"}  # fmt: skip
 
 

@@ -119,6 +119,7 @@ def test_slurm_profile_sends_gpu_rules_to_the_gpu_partition_and_pairs_evaluation
     assert all("slurm_partition" not in r for r in found["prepare_dataset"])  # the default one
     evaluations = out.count("rule evaluate:") + out.count("rule evaluate_variant:")
     groups = out.count("Group job evaluations")
-    # the smoke experiments' 26 and its catalog's 9 (few-shot: lp-k4, ft-k4 x 2 seeds and one
-    # seed-free zero-shot; transfer 3; SGD recipe 1), in pairs (the last one alone)
-    assert evaluations == 35 and groups == -(-evaluations // 2), (evaluations, groups)
+    # the smoke experiments' 26 and its catalog's 12 (few-shot: lp-k4, ft-k4 x 2 seeds and one
+    # seed-free zero-shot; transfer 3; SGD recipe 1; the lr grid's 2 points and its chosen
+    # model), in pairs (the last one alone)
+    assert evaluations == 38 and groups == -(-evaluations // 2), (evaluations, groups)

@@ -82,8 +82,12 @@ def coerce_command_line_values(config: dict, schema: dict, command_line=None) ->
     """
     import jsonschema
 
+    def leaves(errors):  # a hyper-parameter's type error sits inside its value-or-grid anyOf
+        for err in errors:
+            yield from leaves(err.context) if err.context else [err]
+
     changed = []
-    for err in jsonschema.Draft202012Validator(schema).iter_errors(config):
+    for err in leaves(jsonschema.Draft202012Validator(schema).iter_errors(config)):
         if err.validator != "type" or not isinstance(err.instance, str):
             continue
         if command_line is not None:

@@ -135,14 +135,14 @@ def name_list_problems(config: dict) -> list[str]:
     from .methods import METHODS
 
     recipes = [*METHODS, *(config.get("recipes") or {})]
-    lists = [(f"calibration.{k}.methods", (config.get("calibration") or {}).get(k, {}))
+    lists = [(f"calibration.{k}.recipes", (config.get("calibration") or {}).get(k, {}))
              for k in ("pcv", "oracle")]  # fmt: skip
-    lists += [(f"plots.{k}.methods", v) for k, v in (config.get("plots") or {}).items()]
-    lists += [(f"catalog[{i}].plot.methods", spec.get("plot") or {})
+    lists += [(f"plots.{k}.recipes", v) for k, v in (config.get("plots") or {}).items()]
+    lists += [(f"catalog[{i}].plot.recipes", spec.get("plot") or {})
               for i, spec in enumerate(config.get("catalog") or [])]  # fmt: skip
     errors = []
-    for where, entry in lists:
-        unknown = [m for m in (entry or {}).get("methods") or [] if m not in recipes]
+    for where, entry in lists:  # (`methods`, their old name, is read as `recipes`: config.py)
+        unknown = [m for m in (entry or {}).get("recipes") or [] if m not in recipes]
         if unknown:
             errors.append(f"{where}: unknown method or recipe {unknown}; valid: {recipes}")
     seeded = [(f"experiments[{i}].seeds", e) for i, e in enumerate(config.get("experiments") or [])]
