@@ -353,6 +353,9 @@ QUICK_DAG = {
     "evaluate": 16,
     "evaluate_variant": 4,  # mini-sup: the oracle + 3 gamma_PCV pseudo fine-tunes
     "feature_distortion": 1,
+    # the three published stand-ins (robustft.standins), fetched and imported
+    "fetch_file": 3,
+    "import_backbone": 3,
     "finetune": 17,
     "finetune_variant": 4,
     "lp_search_table": 1,
@@ -362,7 +365,6 @@ QUICK_DAG = {
     "paper_figure": 4,
     "paper_table": 9,
     "prepare_dataset": 2,
-    "pretrain_backbone": 3,
     "throughput_table": 1,
     "wiseft_figure": 1,
     "wiseft_table": 1,

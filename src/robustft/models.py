@@ -8,8 +8,9 @@ A backbone entry in config has a `family` (what was pretrained, and so which met
 * ``ssl``        - a contrastively self-supervised image encoder. Saved the way MoCo saves its
                    checkpoints (``{"state_dict": {"module.encoder_q.<key>": ...}}``, projection head
                    under ``fc.*``), so the mini stand-in takes the loading path of the real MoCo-v2 file.
-* ``supervised`` - an image encoder plus the source classifier over all classes under ``fc.*``, the
-                   layout of a torchvision ResNet checkpoint (the calibration paper's source model).
+* ``supervised`` - an image encoder plus the source classifier over all classes under ``fc.*``, in
+                   a plain state dict: the layout of a torchvision ResNet checkpoint (the
+                   calibration paper's source model).
 
 Every load accounts for every key: a missing or unexpected key is an error unless the backbone's
 config lists it under ``checkpoint.ignore`` (fnmatch patterns).
@@ -264,10 +265,9 @@ def save_backbone(
         if extra is not None:  # the projection MLP, as MoCo-v2 stores it under fc.*
             sd.update({SSL_PREFIX + "fc." + k: v for k, v in extra.state_dict().items()})
         payload = {"state_dict": sd}
-    elif family == "supervised":
-        sd = {k: v for k, v in encoder_or_clip.state_dict().items()}
-        sd.update({SOURCE_HEAD + k: v for k, v in extra.state_dict().items()})
-        payload = {"state_dict": sd}
+    elif family == "supervised":  # a plain state dict, as torchvision publishes its ResNets
+        payload = dict(encoder_or_clip.state_dict())
+        payload.update({SOURCE_HEAD + k: v for k, v in extra.state_dict().items()})
     else:
         raise ValueError(f"unknown family {family!r}; valid: {FAMILIES}")
     torch.save(payload, tmp)

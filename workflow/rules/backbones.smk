@@ -49,3 +49,52 @@ rule import_backbone:
         code=job_code("import_backbone.py"),
     script:
         "../scripts/import_backbone.py"
+
+
+# A published stand-in (`weights` and the `pretrain` recipe that made them) rebuilt from scratch
+# beside the published file, never over it, then compared with it (robustft.standins).
+use rule pretrain_backbone as rebuild_standin with:
+    output:
+        weights="results/standins/{backbone}.pt",
+        info="results/standins/{backbone}.json",
+        timing="results/standins/{backbone}.timing.json",
+    log:
+        "logs/rebuild_standin/{backbone}.log",
+    benchmark:
+        "benchmarks/rebuild_standin/{backbone}.tsv"
+    wildcard_constraints:
+        backbone=_choices(STANDINS),
+
+
+rule compare_standin:
+    input:
+        published=backbone_weights,
+        rebuilt="results/standins/{backbone}.pt",
+        info="results/standins/{backbone}.json",
+        dataset=pretrain_dataset,
+    output:
+        "results/standins/{backbone}.compare.json",
+    log:
+        "logs/compare_standin/{backbone}.log",
+    wildcard_constraints:
+        backbone=_choices(STANDINS),
+    conda:
+        "../../envs/robustft.yaml"
+    threads: 1
+    params:
+        spec=pretrain_spec,
+        rebuilt_code=job_code("pretrain_backbone.py"),
+        dataset_version=lambda wildcards: dataset_version(pretrain_dataset_name(wildcards)),
+        probe=lambda wildcards: hparams_for(
+            config, "lp", wildcards.backbone, pretrain_dataset_name(wildcards)
+        ),
+        code=job_code("compare_standin.py"),
+    script:
+        "../scripts/compare_standin.py"
+
+
+# Every stand-in rebuilt and compared: results/standins/<name>.compare.json says "identical",
+# "within tolerance" or "outside tolerance".
+rule pretrain_standins:
+    input:
+        expand("results/standins/{backbone}.compare.json", backbone=STANDINS),

@@ -51,10 +51,13 @@ def _choices(names):
 
 
 # Files fetched from the internet (datasets' files, backbones' weights), by their path under
-# resources/downloads; backbones pretrained here vs imported from published weights.
+# resources/downloads; backbones pretrained here vs imported from published weights; published
+# stand-ins (weights and the recipe that made them: robustft.standins), which are imported too.
 DOWNLOAD_FILES = downloads(config)[0]
-PRETRAINED = [b for b, spec in config["backbones"].items() if spec.get("pretrain")]
-IMPORTED = [b for b, spec in config["backbones"].items() if spec.get("weights")]
+BACKBONES = config["backbones"]
+PRETRAINED = [b for b, s in BACKBONES.items() if s.get("pretrain") and not s.get("weights")]
+IMPORTED = [b for b, s in BACKBONES.items() if s.get("weights")]
+STANDINS = [b for b, s in BACKBONES.items() if s.get("pretrain") and s.get("weights")]
 
 
 wildcard_constraints:
