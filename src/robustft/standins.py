@@ -55,6 +55,15 @@ def weights_differences(a: str | Path, b: str | Path) -> tuple[list[str], float]
     return differ, largest
 
 
+def pool_digest(dataset_dir) -> str:
+    """sha256 of the split the stand-ins pretrain on: the data itself (`dataset_version` also
+    hashes the code that writes it, which changes with any edit to the modules it runs)."""
+    from .data import DatasetInfo
+    from .provenance import split_digest
+
+    return split_digest(dataset_dir, DatasetInfo.read(dataset_dir).pretrain)
+
+
 def probe_accuracy(name: str, spec: dict, weights, dataset_dir, hp: dict, device) -> dict:
     """The pipeline's linear probe (`lp`: C searched on val) on the frozen features: its C, its
     val top-1 and the ID test split's top-1 under that split's scoring protocol."""
@@ -123,11 +132,13 @@ def compare(
         "differing_tensors": len(differ),
         "max_abs_difference": largest,
         # what could explain a difference: the builds' code, data, threads and torch
-        "published": {k: record.get(k) for k in ("sha256", "code", "dataset_version", "threads",
-                                                 "precision", "torch", "date")},
+        "published": {k: record.get(k) for k in ("sha256", "code", "dataset_version",
+                                                 "pool_sha256", "threads", "precision", "torch",
+                                                 "date")},
         "rebuilt": {"sha256": sha256_file(rebuilt), "code": rebuilt_code,
-                    "dataset_version": dataset_version, "threads": info.get("threads"),
-                    "precision": info.get("precision"), "torch": torch.__version__},
+                    "dataset_version": dataset_version, "pool_sha256": pool_digest(dataset_dir),
+                    "threads": info.get("threads"), "precision": info.get("precision"),
+                    "torch": torch.__version__},
     }  # fmt: skip
     if not differ:
         result["verdict"] = "identical"
@@ -189,6 +200,7 @@ def publish(
         "spec": spec,
         "dataset": dataset_dir.name,
         "dataset_version": version.read_text().strip() if version.is_file() else None,
+        "pool_sha256": pool_digest(dataset_dir),
         # the `code` param of pretrain_backbone (provenance.script_code) and the commit
         "code": script_code(workflow_root / "workflow" / "scripts" / "pretrain_backbone.py"),
         "commit": _git_commit(workflow_root),
