@@ -46,6 +46,36 @@ def test_every_default_backbone_is_a_published_standin_with_its_provenance():
     assert PROVENANCE.parent == STANDINS_DIR
 
 
+def test_a_layered_config_that_changes_a_recipe_must_drop_or_republish_the_weights(tmp_path):
+    """Snakemake merges a --configfile into the default key by key: a new `pretrain` would keep
+    the published `weights` made by another recipe. That stops the run; `weights: null` pretrains
+    the backbone here (the smoke config does)."""
+    import copy
+
+    from robustft.standins import recipe_problems
+
+    spec = copy.deepcopy(STANDINS["mini-sup"])
+    assert recipe_problems("mini-sup", spec) == []
+    spec["pretrain"]["seed"] = 0  # the schema's default, and how often it checkpoints: no change
+    spec["pretrain"]["checkpoint_every"] = 7
+    assert recipe_problems("mini-sup", spec) == []
+    spec["pretrain"]["steps"] = 10
+    assert (
+        "its pretrain differ from what made the published weights"
+        in recipe_problems("mini-sup", spec)[0]
+    )
+    assert recipe_problems("mini-sup", {**spec, "weights": None}) == []
+
+    layered = tmp_path / "fewer-steps.yaml"
+    layered.write_text(yaml.safe_dump({"backbones": {"mini-sup": {"pretrain": {"steps": 10}}}}))
+    proc = snakemake(tmp_path, "all", "-n", "--configfile", str(layered), check=False)
+    assert proc.returncode != 0 and "give `weights: null`" in proc.stdout + proc.stderr
+    layered.write_text(yaml.safe_dump({"backbones": {"mini-sup": {
+        "weights": None, "pretrain": {"steps": 10}}}}))  # fmt: skip
+    dry = snakemake(tmp_path, "results/backbones/mini-sup.json", "-n", "--configfile", str(layered))
+    assert "rule pretrain_backbone" in dry.stdout
+
+
 def test_published_files_have_their_originals_layouts_and_load_strictly(tmp_path):
     from robustft.models import open_clip_module
 

@@ -15,6 +15,7 @@ from .methods import METHODS
 from .presets import preset_for, preset_names
 from .sources.checkpoints import weights_problems
 from .sources.registry import downloads
+from .standins import recipe_problems
 
 FAMILY_METHODS = {
     "clip": list(METHODS),
@@ -633,6 +634,7 @@ def check_references(config: dict) -> list[str]:
             )
     for name, bb in backbones.items():
         errors += weights_problems(name, bb)
+        errors += recipe_problems(name, bb)  # a published stand-in keeps the recipe that made it
         pre = bb.get("pretrain")
         if pre and pre["dataset"] not in datasets:
             errors.append(
