@@ -3,11 +3,13 @@
     python bench/suite.py [--rows 1,3,4,5,6,7] [--workdir DIR] [--quick] [--threads 1] [--repeats 3]
     make bench ARGS="--quick --workdir DIR"          # the same through the Makefile
 
-A script, not timed tests. Each row measures ours against a named baseline on the same model,
-data, batch, precision and threads; ratio = ours / baseline, always (a time below 1 or a rate above
-1 favours ours). Baseline and ours run interleaved (B, O, B, O, ...), `--repeats` times (3; 1 with
-`--quick`), and the medians are reported, since these machines are noisy; each row's notes give the
-machine's load average when it ran.
+A script, not timed tests. Each row measures ours against a named baseline as its users run it,
+on the same model, data, batch, precision and threads as the pipeline; ratio = ours / baseline,
+always (a time below 1 or a rate above 1 favours ours). Baseline and ours run interleaved (B, O,
+B, O, ...): rows 3, 4, 6, 9 and 10 over enough pairs to resolve a few per cent (a step, an
+evaluation or a batch at a time), and report the median of the per-pair ratios with its 95 %
+confidence interval and interquartile range (`Paired`); the other rows `--repeats` times (3; 1
+with `--quick`), with medians. Each row's notes give the machine's load average when it ran.
 
 Rows (one function each, `ROWS` below):
   1  end to end: cold `snakemake all` on the default config (in a fresh directory; 15 min on 2
@@ -15,22 +17,29 @@ Rows (one function each, `ROWS` below):
      against its critical path alone; a no-op rerun against Snakemake's floor (a one-rule
      workflow with nothing to do)
   2  DAG scale: dry run of a paper config against that of the default config
-  3  training step per method: `Method.run` images/s against a bare PyTorch loop (same model, loss,
-     batch, fused AdamW, threads; batches gathered beforehand)
-  4  zero-shot evaluation against CLIP_benchmark (PyPI `clip-benchmark`, installed into bench/.deps
-     with --no-deps, for this row only): top-1 in fp32 must be equal; images/s
+  3  training step per method: `Method.run`'s seconds per step against a bare PyTorch loop (same
+     model, loss, fused AdamW, clipping, batch 64, threads; a batch read from the split each
+     step), alternating step by step (300 pairs)
+  4  zero-shot evaluation against CLIP_benchmark as its CLI runs it (PyPI `clip-benchmark`,
+     installed into bench/.deps with --no-deps, for this row only; its own DataLoader of PIL
+     images): top-1 in fp32 must be equal; images/s
   5  WiSE-FT: one sweep of K alpha models against K separate evaluations (FT: K encoders; LP: the
      alpha models share the frozen encoder, run once)
-  6  linear probe on cached features against training the head through the frozen encoder: s/epoch
+  6  linear probe (features, then C on val): the pipeline's against LP-FT's recipe as its code
+     runs it (DataLoader features, log_reg_sk.py's C loop); same C and val accuracy; seconds
   7  job overhead: (benchmark wall - time inside the job's function) over a finished run's jobs, as
      a share of their wall time; and a job's start-up, plain process against the fork server
   8  input pipeline: training images/s (the real train transform) of pre-resized uint8 shards
      (`robustft.shards`) against the full-size JPEG folder they are written from
+  9  optimiser: a training step (FLYP, FT) with fused AdamW against torch.optim.AdamW's defaults
+  10 inference layout: folded Conv+BN and channels-last (`models.for_inference`), and each alone,
+     against the plain eval model
 
 `--workdir DIR` names a finished default run (benchmarks/, logs/, results/, resources/): row 1
-then only reruns it (no-op) and analyses it, and rows 4-7 use its trained backbone, dataset and
-artifacts. Without it, row 1's fresh run serves them; rows 3, 4 and 6 generate a small dataset
-when there is no run at all (row 8 always writes its own JPEGs), and rows 5 and 7a need one.
+then only reruns it (no-op) and analyses it, and rows 4-7 and 10 use its trained backbone, dataset
+and artifacts. Without it, row 1's fresh run serves them; with no run at all, rows 3, 4, 6, 9 and
+10 generate a small dataset and rows 4, 6 and 10 use the published mini-clip stand-in
+(robustft.standins; row 8 always writes its own JPEGs), and rows 5 and 7a need a run.
 Writes bench/results/suite.csv (tidy: one line per measurement; lines of rows not run this time are
 kept) and bench/results/suite.md (the table the README shows), and prints the table.
 """
@@ -49,6 +58,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -80,8 +90,12 @@ class Bench:
 
     # -- rows
     def row(self, row, name, baseline, baseline_value, ours_value, unit, *, repeats=None,
-            batch=None, precision=None, threads=None, notes="", date=None, machine=None) -> dict:  # fmt: skip
-        ratio = ours_value / baseline_value if baseline_value and ours_value is not None else None
+            batch=None, precision=None, threads=None, notes="", date=None, machine=None,
+            ratio=None) -> dict:  # fmt: skip
+        """`ratio` (default ours / baseline): a paired row passes the median of its per-pair
+        ratios (`Paired`), whose spread its notes give."""
+        if ratio is None and baseline_value and ours_value is not None:
+            ratio = ours_value / baseline_value
         load = f"load {os.getloadavg()[0]:.1f}"
         return dict(
             row=row, name=name, baseline=baseline, baseline_value=_round(baseline_value),
@@ -134,19 +148,30 @@ class Bench:
         return self._dataset
 
     def clip_backbone(self, trained: bool = True):
-        """The mini-clip backbone: the finished run's trained weights when `trained` and there are
+        """The mini-clip backbone: trained weights (`clip_weights`) when `trained` and there are
         some, else random ones (speed does not depend on them)."""
         from robustft.models import Backbone, build_clip, embed_dim, load_backbone, open_clip_module
 
         spec = self.config()["backbones"]["mini-clip"]
-        run = self.finished_run()
-        weights = run / "resources/backbones/mini-clip.pt" if run else None
-        if trained and weights and weights.is_file():
+        weights = self.clip_weights()
+        if trained and weights:
             return load_backbone("mini-clip", spec, weights), "trained"
         clip = build_clip(spec["arch"])
         tokenizer = open_clip_module().get_tokenizer(spec["arch"]["name"])
         return (Backbone("mini-clip", "clip", clip.visual, embed_dim(spec["arch"]), clip=clip,
                          tokenizer=tokenizer), "random")  # fmt: skip
+
+    def clip_weights(self) -> Path | None:
+        """A mini-clip weights file in open_clip's layout: the finished run's backbone, else the
+        published stand-in (robustft/data_files/standins)."""
+        run = self.finished_run()
+        if run and (run / "resources/backbones/mini-clip.pt").is_file():
+            return run / "resources/backbones/mini-clip.pt"
+        from robustft.sources.fetch import local_source
+
+        weights = self.config()["backbones"]["mini-clip"].get("weights", {})
+        path = local_source(weights["url"]) if "url" in weights else None
+        return path if path and path.is_file() else None
 
     @contextlib.contextmanager
     def quiet(self):
@@ -169,6 +194,35 @@ def interleaved(arms: dict, repeats: int) -> dict[str, list]:
 
 def median(values) -> float:
     return statistics.median(values)
+
+
+@dataclass
+class Paired:
+    """Per-pair ratios ours / baseline of interleaved measurements: their median, a
+    distribution-free 95 % confidence interval of that median (order statistics: no normality
+    assumed, which timings on a shared machine lack) and the interquartile range."""
+
+    ratios: list[float]
+
+    @classmethod
+    def of(cls, ours: list[float], baseline: list[float]) -> Paired:
+        return cls([o / b for o, b in zip(ours, baseline, strict=True)])
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    def ci95(self) -> tuple[float, float]:
+        r, n = sorted(self.ratios), len(self.ratios)
+        half = 0.98 * n**0.5  # 1.96 / 2 * sqrt(n): the binomial(n, 1/2) quantiles of the median
+        lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(-(-(n / 2 + half) // 1)))
+        return r[lo], r[hi]
+
+    def note(self, what: str = "ours / baseline") -> str:
+        lo, hi = self.ci95()
+        q = statistics.quantiles(self.ratios, n=4) if len(self.ratios) > 1 else [self.median] * 3
+        return (f"{what}: median of {len(self.ratios)} interleaved pairs {self.median:.3f}, "
+                f"95% CI {lo:.3f}-{hi:.3f}, IQR {q[0]:.3f}-{q[2]:.3f}")  # fmt: skip
 
 
 def timed(fn):
@@ -351,134 +405,180 @@ def _dry_run(b: Bench, work: Path, configfile: Path):
 
 
 # ---- 3: training step against a bare loop -------------------------------------------------------
-BATCH = 128  # the pipeline's fine-tuning batch (config methods.*.batch_size)
 TRAINED = [("mini-clip", m) for m in ("ft", "l2sp", "lpft", "flyp", "coretuning")] + [
     ("mini-ssl", "ft")
 ]
+STEP_PAIRS = 300  # interleaved step pairs per method (40 with --quick)
+WARM_PAIRS = 5  # the first pairs (one-off allocations, kernel choices) are not counted
 
 
-def row3_training_step(b: Bench) -> list[dict]:
-    """Images/s of the pipeline's `Method.run` (the shared loop: step sampler, per-step seeding, lr
-    schedule, clipping, history) against a bare loop: the same model from the method's `build`, the
-    same loss, the pipeline's optimiser (`training.make_optimizer`: fused AdamW), gradient clipping
-    where the recipe has it, batches gathered beforehand. Both time their steps only."""
+def _fine_tuning_inputs(b: Bench):
+    """What rows 3 and 9 train on: torch on the suite's threads, the precision, the dataset's
+    train/val splits and the two backbones (random weights: speed does not depend on them)."""
     from robustft.data import DatasetInfo, load_split
     from robustft.models import Backbone, build_image_encoder
     from robustft.training import resolve_precision
 
     torch, device = setup_torch(b.threads)
-    config = b.config()
-    precision = resolve_precision(config.get("precision", "auto"), device, "train")
-    steps = 8 if b.quick else 30
+    precision = resolve_precision(b.config().get("precision", "auto"), device, "train")
     data_dir = b.dataset()
     info = DatasetInfo.read(data_dir)
     train, val = load_split(data_dir, info.train), load_split(data_dir, info.val)
     backbones = {"mini-clip": b.clip_backbone(trained=False)[0]}
-    ssl_arch = config["backbones"]["mini-ssl"]["arch"]
-    encoder, dim = build_image_encoder(ssl_arch)
+    encoder, dim = build_image_encoder(b.config()["backbones"]["mini-ssl"]["arch"])
     backbones["mini-ssl"] = Backbone("mini-ssl", "ssl", encoder, dim)
     for bb in backbones.values():
         bb.image_encoder.to(device)
         if bb.clip is not None:
             bb.clip.to(device)
+    return device, precision, info, train, val, backbones
 
+
+def row3_training_step(b: Bench) -> list[dict]:
+    """Seconds per step of the pipeline's `Method.run` (the shared loop: step sampler, per-step
+    seeding, lr schedule, clipping, history, progress bar; its batch read through the split's
+    `get_batch`) against a bare PyTorch loop (the same model from the method's `build`, loss,
+    fused AdamW, clipping, batch size and threads; a random batch drawn from the same split with
+    `get_batch` each step). The two alternate step by step: a hook on the pipeline's step module
+    runs one bare step between two pipeline steps, and each pipeline step is timed from the end of
+    that bare step to the start of the next, so both arms see the same machine moment."""
+    device, precision, info, train, val, backbones = _fine_tuning_inputs(b)
+    pairs = 40 if b.quick else STEP_PAIRS
     rows = []
     for letter, (bname, method) in zip("abcdefgh", TRAINED, strict=False):
-        ips = _training_arms(
-            b, backbones[bname], method, info, train, val, device, precision, steps
-        )
+        hp = _method_hparams(b, method, bname, pairs)
+        ours, bare = _step_pairs(b, backbones[bname], method, hp, info, train, val, device,
+                                 precision, pairs)  # fmt: skip
+        paired = Paired.of(ours, bare)  # seconds per step: below 1 favours ours
+        batch = hp["batch_size"]
         rows.append(b.row(
-            f"3{letter}", f"training step: {method} on {bname} (`Method.run`)",
-            "bare PyTorch loop (same model, loss, fused AdamW, threads; batches in memory)",
-            median(ips["bare"]), median(ips["ours"]), "images/s", batch=BATCH,
-            precision=precision, notes=f"{steps} steps, the first included",
+            f"3{letter}", f"training step: {method} on {bname} (`Method.run`), s/step",
+            "bare PyTorch loop (same model, loss, fused AdamW, clipping, batch, threads; "
+            "a random batch from the same split each step)",
+            median(bare), median(ours), "s/step", batch=batch, precision=precision,
+            repeats=len(ours), ratio=paired.median,
+            notes=f"{paired.note('ours / bare seconds per step')}; images/s {batch / median(ours):.0f}"
+            f" vs {batch / median(bare):.0f}; steps interleaved one by one",
         ))  # fmt: skip
-        print(f"  row 3{letter}: {method}/{bname} ours/bare {rows[-1]['ratio']}", flush=True)
+        print(f"  row 3{letter}: {method}/{bname} {paired.note()}", flush=True)
     return rows
 
 
-def _training_arms(b, backbone, method, info, train, val, device, precision, steps) -> dict:
-    """Images/s of `method` on `backbone`: {"bare": [...], "ours": [...]}, interleaved."""
-    import torch
-    import torch.nn.functional as F
+def _method_hparams(b: Bench, method: str, backbone: str, pairs: int) -> dict:
+    """The default config's hyper-parameters for `method` (its batch: 64), run for enough steps."""
+    from robustft.recipes import hparams_for
 
-    from robustft.contrastive import clip_loss
+    hp = hparams_for(b.config(), method, backbone, "mini")
+    return {**hp, "steps": pairs + WARM_PAIRS + 1, "checkpoint_every": 10**9}
+
+
+def _step_pairs(b, backbone, method, hp, info, train, val, device, precision, pairs) -> tuple:
+    """Seconds per step of the pipeline's loop and of the bare loop, paired step by step."""
     from robustft.methods import get_method
     from robustft.methods.base import Artifact, FineTuneContext, _cpu, initial_classifier
-    from robustft.methods.coretuning import coretuning_loss
-    from robustft.recipes import hparams_for
-    from robustft.training import OptimConfig, autocast, make_optimizer
 
-    batch = BATCH
-    hp = {**hparams_for(b.config(), method, backbone.name, "mini"), "steps": steps,
-          "batch_size": batch, "checkpoint_every": 10**9}  # fmt: skip
     inputs = {}
     if method == "lpft":  # LP-FT starts from a linear probe: any head of the right shape
         inputs["lp"] = b.scratch / f"{backbone.name}-lp.pt"
         Artifact("classifier", _cpu(initial_classifier(backbone, info, 0).state_dict()),
                  normalize=backbone.family == "clip").save(inputs["lp"])  # fmt: skip
+    m = get_method(method)
+    ctx = FineTuneContext(backbone, info, train, val, hp, seed=0, device=device, inputs=inputs,
+                          precision=precision)  # fmt: skip
+    bare_step = _bare_loop(m, ctx, method, train, device, precision)
+    ours, bare, mark = [], [], None
+    pipeline_step = type(m).training_step
 
-    def context():
-        return FineTuneContext(backbone, info, train, val, hp, seed=0, device=device,
-                               inputs=inputs, precision=precision)  # fmt: skip
+    def hooked(model, c):  # the pipeline's step module, whose `inputs(step)` starts each step
+        module = pipeline_step(m, model, c)
+        fetch = module.inputs
 
-    def ours():
+        def inputs(step):
+            nonlocal mark
+            now = time.perf_counter()
+            if mark is not None:
+                ours.append(now - mark)  # the previous pipeline step, batch read included
+            bare.append(bare_step())
+            mark = time.perf_counter()
+            return fetch(step)
+
+        module.inputs = inputs
+        return module
+
+    m.training_step = hooked  # on the instance, for this run only
+    try:
         with b.quiet():
-            artifact = get_method(method).run(context())
-        return artifact.timing["train_images_per_second"]
+            m.run(ctx)
+    finally:
+        del m.training_step
+    bare = bare[1:]  # bare step i + 1 runs right after pipeline step i: pair them
+    return ours[WARM_PAIRS:][:pairs], bare[WARM_PAIRS:][:pairs]
 
-    def bare(steps=steps):
-        m = get_method(method)
-        model = m.build(context()).to(device)
-        gen = torch.Generator().manual_seed(0)
-        batches = [train.get_batch(torch.randint(len(train), (batch,), generator=gen))
-                   for _ in range(steps)]  # fmt: skip
-        batches = [(x.to(device), y.to(device)) for x, y in batches]
-        if method == "l2sp":
-            ref = {n: p.detach().clone() for n, p in model.encoder.named_parameters()}
+
+def _bare_loop(m, ctx, method, train, device, precision, optimizer=None, opt_seconds=None):
+    """One step of a bare training loop of `method` per call (its seconds): its own model, a random
+    batch of the split, forward, loss, backward, clipping, optimiser step. `optimizer(params, hp)`
+    replaces the pipeline's, and `opt_seconds` (a list) collects the optimiser steps' seconds
+    (row 9)."""
+    import torch
+    import torch.nn.functional as F
+
+    from robustft.contrastive import clip_loss
+    from robustft.methods.coretuning import coretuning_loss
+    from robustft.training import OptimConfig, autocast, make_optimizer
+
+    hp, batch, info = ctx.hparams, ctx.hparams["batch_size"], ctx.info
+    model = m.build(ctx).to(device)
+    gen = torch.Generator().manual_seed(1)
+    if method == "l2sp":
+        ref = {n: p.detach().clone() for n, p in model.encoder.named_parameters()}
+    if method == "flyp":
+        tokens = type(m).training_step(m, model, ctx).tokens
+
+    def loss_fn(x, y):
         if method == "flyp":
-            tokens = m.training_step(model, context()).tokens
-            which = torch.randint(tokens.shape[1], (steps, batch), generator=gen)
-            texts = [tokens[y.cpu(), which[i]].to(device) for i, (_, y) in enumerate(batches)]
+            which = torch.randint(tokens.shape[1], (len(y),), generator=gen)
+            return clip_loss(model.encode_image(x, normalize=True),
+                             model.encode_text(tokens[y.cpu(), which].to(device), normalize=True),
+                             model.logit_scale.exp())  # fmt: skip
+        if method == "coretuning":
+            feats = model.classifier.features(x)
+            return coretuning_loss(feats, F.one_hot(y, len(info.classnames)),
+                                   model.classifier.head, model.contrastor, hp)  # fmt: skip
+        loss = F.cross_entropy(model(x), y)
+        if method == "l2sp":
+            loss = loss + hp["l2sp_lambda"] * sum(
+                ((p - ref[n]) ** 2).sum() for n, p in model.encoder.named_parameters()
+            )
+        return loss
 
-        def loss_fn(i, x, y):
-            if method == "flyp":
-                return clip_loss(model.encode_image(x, normalize=True),
-                                 model.encode_text(texts[i], normalize=True),
-                                 model.logit_scale.exp())  # fmt: skip
-            if method == "coretuning":
-                feats = model.classifier.features(x)
-                return coretuning_loss(feats, F.one_hot(y, len(info.classnames)),
-                                       model.classifier.head, model.contrastor, hp)  # fmt: skip
-            loss = F.cross_entropy(model(x), y)
-            if method == "l2sp":
-                loss = loss + hp["l2sp_lambda"] * sum(
-                    ((p - ref[n]) ** 2).sum() for n, p in model.encoder.named_parameters()
-                )
-            return loss
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (optimizer or (lambda ps, h: make_optimizer(ps, OptimConfig.from_hparams(h))))(params, hp)
+    model.train()
+    if hp.get("freeze_bn"):
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                mod.eval()
+    amp = autocast(device, precision)
 
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(params, OptimConfig.from_hparams(hp))
-        model.train()
-        if hp.get("freeze_bn"):
-            for mod in model.modules():
-                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                    mod.eval()
-        amp = autocast(device, precision)
+    def step() -> float:
         t0 = time.perf_counter()
-        for i, (x, y) in enumerate(batches):
-            with amp:
-                loss = loss_fn(i, x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(params, hp["grad_clip"])
-            optimizer.step()
-        float(loss.detach())  # wait for the device
-        return steps * batch / (time.perf_counter() - t0)
+        x, y = train.get_batch(torch.randint(len(train), (batch,), generator=gen))
+        x, y = x.to(device), y.to(device)
+        with amp:
+            loss = loss_fn(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if hp.get("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(params, hp["grad_clip"])
+        t1 = time.perf_counter()
+        opt.step()
+        if opt_seconds is not None:
+            opt_seconds.append(time.perf_counter() - t1)
+        float(loss.detach())  # wait for the device, as the pipeline's history does
+        return time.perf_counter() - t0
 
-    bare(2)  # warm-up (the pipeline arm's first step is timed as the bare arm's is)
-    return interleaved({"bare": bare, "ours": ours}, b.repeats)
+    return step
 
 
 # ---- 4: zero-shot evaluation against CLIP_benchmark ------------------------------------------
@@ -501,44 +601,82 @@ def _clip_benchmark():
     return zeroshot_classification
 
 
+EVAL_BATCH = 1000  # the pipeline's evaluation batch (`evaluate.sweep_logits`)
+EVAL_PAIRS = 12  # interleaved evaluations per arm (3 with --quick)
+
+
+class UserSplit:
+    """A split as a CLIP_benchmark user hands it over: a torch Dataset of PIL images through the
+    model's own transform (open_clip's `preprocess_val`), read by a DataLoader."""
+
+    def __init__(self, split, transform):
+        self.images, self.labels, self.transform = split.images, split.labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i].numpy())), int(self.labels[i])
+
+
+def _user_loader(split, transform):
+    """A DataLoader over `split` (or a `Subset` of one) as a user builds it: no workers (the
+    pipeline's job has one core), the pipeline's evaluation batch, in order."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    data = UserSplit(getattr(split, "split", split), transform)
+    if isinstance(split, Subset):
+        data = torch.utils.data.Subset(data, split.index.tolist())
+    return DataLoader(data, batch_size=EVAL_BATCH, shuffle=False, num_workers=0)
+
+
+def _user_clip(b: Bench, device):
+    """The mini CLIP as CLIP_benchmark's `load_open_clip` loads it (open_clip's factory, the
+    published weights file), its eval transform and tokenizer; None without a weights file."""
+    from robustft.models import open_clip_module
+
+    weights = b.clip_weights()
+    if weights is None:
+        return None
+    open_clip = open_clip_module()
+    name = b.config()["backbones"]["mini-clip"]["arch"]["name"]
+    model, _, transform = open_clip.create_model_and_transforms(name, pretrained=str(weights))
+    return model.to(device).eval(), transform, open_clip.get_tokenizer(name)
+
+
 def row4_zeroshot_eval(b: Bench) -> list[dict]:
-    """The pipeline's zero-shot evaluation (the `zeroshot` method's artifact through
-    `evaluate.sweep_models` / `sweep_logits`, alpha 1) against CLIP_benchmark's
-    (`zero_shot_classifier` + `run_classification`, what its `evaluate` runs) on the same CLIP, split,
-    prompts (our filled templates, passed as its per-class prompt lists) and batches, in fp32."""
+    """The pipeline's zero-shot evaluation as the evaluate job runs it (the `zeroshot` method's
+    head, `evaluate.sweep_models` / `sweep_logits`: packed batches, folded convs, channels-last)
+    against CLIP_benchmark as its users run it (`clip_benchmark eval`: the model from open_clip's
+    factory, `zero_shot_classifier` + `run_classification` over a torch DataLoader of PIL images
+    through the model's transform; num_workers 0, since the pipeline's job has one core), on the
+    same weights, split, prompts (ours, passed as its per-class prompt lists), batch and threads,
+    fp32. Whole evaluations alternate; each includes building the text head."""
     name = "zero-shot evaluation (mini-clip, test split)"
-    baseline = "CLIP_benchmark zeroshot_classification"
+    baseline = "CLIP_benchmark zeroshot_classification as its CLI runs it (own DataLoader)"
     try:
         cb = _clip_benchmark()
     except Exception as err:  # noqa: BLE001 - recorded as the reason
         return [b.not_measured("4", name, baseline, f"clip-benchmark unavailable: {err}")]
-    import numpy as np
-
     from robustft.data import DatasetInfo, load_split
     from robustft.evaluate import sweep_logits, sweep_models
     from robustft.methods import get_method
     from robustft.methods.base import FineTuneContext
 
     torch, device = setup_torch(b.threads)
+    user = _user_clip(b, device)
+    if user is None:
+        return [b.not_measured("4", name, baseline, "no mini-clip weights file")]
+    user_model, transform, tokenizer = user
     data_dir = b.dataset()
     info = DatasetInfo.read(data_dir)
     split = load_split(data_dir, info.test)
     backbone, weights = b.clip_backbone(trained=True)
     backbone.clip.to(device).eval()
-    batch = 1000
     prompts = dict(zip(info.classnames, info.class_prompts(), strict=True))
-
-    class Batches:  # CLIP_benchmark's dataloader: the batches `sweep_logits` reads, read alike
-        def __init__(self, split):
-            self.split = split
-
-        def __iter__(self):
-            split = self.split
-            for s in range(0, len(split), batch):
-                yield split.get_batch(np.arange(s, min(s + batch, len(split))))
-
-        def __len__(self):
-            return -(-len(self.split) // batch)
 
     def ours(split=split):  # -> (seconds in all, seconds of the image pass, logits)
         t0 = time.perf_counter()
@@ -546,23 +684,24 @@ def row4_zeroshot_eval(b: Bench) -> list[dict]:
         artifact = get_method("zeroshot").run(ctx)
         models = sweep_models(backbone, info, artifact, [1.0], None, device)
         t1 = time.perf_counter()
-        logits = sweep_logits(models, split, device, "fp32", batch_size=batch)["logits"][0]
+        logits = sweep_logits(models, split, device, "fp32", batch_size=EVAL_BATCH)["logits"][0]
         t2 = time.perf_counter()
         return t2 - t0, t2 - t1, torch.from_numpy(logits)
 
     def theirs(split=split):
+        loader = _user_loader(split, transform)
         t0 = time.perf_counter()
         with b.quiet():
-            classifier = cb.zero_shot_classifier(backbone.clip, backbone.tokenizer, info.classnames,
-                                                 prompts, device.type, amp=False)  # fmt: skip
+            classifier = cb.zero_shot_classifier(user_model, tokenizer, info.classnames, prompts,
+                                                 device.type, amp=False)  # fmt: skip
             t1 = time.perf_counter()
-            logits, _ = cb.run_classification(backbone.clip, classifier, Batches(split), device.type,
+            logits, _ = cb.run_classification(user_model, classifier, loader, device.type,
                                               amp=False)  # fmt: skip
         t2 = time.perf_counter()
         return t2 - t0, t2 - t1, logits
 
     ours(Subset(split, 100)), theirs(Subset(split, 100))  # warm-up
-    runs = interleaved({"theirs": theirs, "ours": ours}, b.repeats)
+    runs = interleaved({"theirs": theirs, "ours": ours}, 3 if b.quick else EVAL_PAIRS)
     labels = split.labels
     ours_logits, their_logits = runs["ours"][-1][2], runs["theirs"][-1][2]
     top1_ours = float((ours_logits.argmax(1) == labels).float().mean())
@@ -570,20 +709,22 @@ def row4_zeroshot_eval(b: Bench) -> list[dict]:
     top1_theirs = float((their_logits.argmax(1) == labels).float().mean())
     differ = int((ours_logits.argmax(1) != their_logits.argmax(1)).sum())
     n = len(split)
+    whole = Paired.of([n / r[0] for r in runs["ours"]], [n / r[0] for r in runs["theirs"]])
+    image = Paired.of([n / r[1] for r in runs["ours"]], [n / r[1] for r in runs["theirs"]])
 
     def rate(arm, which):
         return n / median(r[which] for r in runs[arm])
 
-    common = dict(batch=batch, precision="fp32")
+    common = dict(batch=EVAL_BATCH, precision="fp32")
     return [
         b.row("4a", f"{name}: top-1 accuracy", baseline, top1_theirs, top1_ours, "top-1",
-              notes=f"{weights} weights, {n} images; {differ} predictions differ; "
+              repeats=1, notes=f"{weights} weights, {n} images; {differ} predictions differ; "
               f"{'equal' if top1_ours == top1_theirs else 'NOT EQUAL'}", **common),
-        b.row("4b", f"{name}: throughput, text head included", baseline, rate("theirs", 0),
-              rate("ours", 0), "images/s",
-              notes=f"image pass alone: {rate('theirs', 1):.0f} vs {rate('ours', 1):.0f} images/s; "
-              "both read the split through `get_batch`; ours folds BN into convs, channels-last "
-              "(`models.for_inference`)", **common),
+        b.row("4b", f"{name}: images/s, text head included", baseline, rate("theirs", 0),
+              rate("ours", 0), "images/s", repeats=len(whole.ratios), ratio=whole.median,
+              notes=f"{whole.note()}; image pass alone {rate('ours', 1):.0f} vs "
+              f"{rate('theirs', 1):.0f} images/s ({image.note('ratio')}); DataLoader "
+              "num_workers 0 (the job's one core)", **common),
     ]  # fmt: skip
 
 
@@ -655,25 +796,36 @@ def _sweep_row(
     )  # fmt: skip
 
 
-# ---- 6: linear probe on cached features -------------------------------------------------------
+# ---- 6: linear probe -----------------------------------------------------------------------------
+LP_PAIRS = 5  # interleaved whole probes per arm (1 with --quick)
+
+
 def row6_linear_probe(b: Bench) -> list[dict]:
-    """Seconds per epoch: the pipeline's LP (`methods.lp`: features once, then sklearn L-BFGS over
-    the C grid; an epoch = one L-BFGS iteration, at least one pass over the cached features; feature
-    extraction included) against training a linear head through the frozen encoder (every epoch
-    runs the encoder over the training images; batch 128, fused AdamW). Torch and BLAS (sklearn)
-    both on the row's threads."""
+    """Seconds of a whole linear probe of mini-clip (features of train and val, then C chosen on
+    val over the config's grid): the pipeline's `lp` (packed batches through `get_batch`, one
+    warm-started L-BFGS fit per C) against LP-FT's recipe as its code runs it (features through a
+    torch DataLoader of PIL images and the model's transform, standardised by the training
+    features' mean and std, then log_reg_sk.py's loop: one `LogisticRegression(warm_start=True)`
+    refitted per C, the best val accuracy wins), on the same weights, grid, max_iter, batch
+    (1000) and threads. Both must choose the same C with the same val accuracy. Whole probes
+    alternate."""
+    import numpy as np
     import torch.nn.functional as F
     from sklearn.linear_model import LogisticRegression
 
     from robustft.data import DatasetInfo, load_split
     from robustft.methods import get_method
     from robustft.methods.base import FineTuneContext
+    from robustft.methods.lp import c_grid
     from robustft.recipes import hparams_for
-    from robustft.training import OptimConfig, make_optimizer
 
     torch, device = setup_torch(b.threads)
-    name = "linear probe on cached features (mini-clip)"
-    baseline = "linear head trained through the frozen encoder"
+    name = "linear probe (mini-clip): features, then C searched on val"
+    baseline = "LP-FT's recipe as its code runs it (DataLoader features, log_reg_sk.py's C loop)"
+    user = _user_clip(b, device)
+    if user is None:
+        return [b.not_measured("6", name, baseline, "no mini-clip weights file")]
+    user_model, transform, _ = user
     data_dir = b.dataset()
     info = DatasetInfo.read(data_dir)
     train, val = load_split(data_dir, info.train), load_split(data_dir, info.val)
@@ -682,58 +834,56 @@ def row6_linear_probe(b: Bench) -> list[dict]:
     backbone, weights = b.clip_backbone(trained=True)
     backbone.image_encoder.to(device)
     hp = hparams_for(b.config(), "lp", "mini-clip", "mini")
-    iterations = []
-    fit = LogisticRegression.fit
 
-    def counting_fit(self, *args, **kwargs):  # how many L-BFGS iterations (epochs) each C took
-        out = fit(self, *args, **kwargs)
-        iterations.append(int(max(self.n_iter_)))
-        return out
-
-    def ours():
-        iterations.clear()
+    def ours():  # -> (seconds, seconds of the C search, C, val top-1)
         ctx = FineTuneContext(backbone, info, train, val, hp, seed=0, device=device)
-        LogisticRegression.fit = counting_fit
-        try:
-            with b.quiet():
-                seconds, _ = timed(lambda: get_method("lp").run(ctx))
-        finally:
-            LogisticRegression.fit = fit
-        return seconds, sum(iterations)
+        with b.quiet():
+            seconds, artifact = timed(lambda: get_method("lp").run(ctx))
+        search = artifact.timing["lp_search"]
+        return seconds, search["seconds"], float(search["C"]), float(search["best_val_top1"])
 
-    epochs, batch = (1 if b.quick else 2), 128
+    @torch.no_grad()
+    def features(split):
+        xs, ys = [], []
+        for x, y in _user_loader(split, transform):
+            xs.append(F.normalize(user_model.encode_image(x.to(device)), dim=-1).float().cpu())
+            ys.append(y)
+        return torch.cat(xs).numpy(), torch.cat(ys).numpy()
 
-    def through_encoder():
-        encoder = copy.deepcopy(backbone.image_encoder).eval().requires_grad_(False)
-        head = torch.nn.Linear(backbone.feature_dim, len(info.classnames)).to(device)
-        optimizer = make_optimizer(head.parameters(), OptimConfig(steps=1, lr=1e-3))
+    def theirs():
         t0 = time.perf_counter()
-        for epoch in range(epochs):
-            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch))
-            for s in range(0, len(train), batch):
-                x, y = train.get_batch(order[s : s + batch])
-                with torch.no_grad():
-                    feats = F.normalize(encoder(x.to(device)), dim=-1)
-                loss = F.cross_entropy(head(feats), y.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        float(loss.detach())
-        return (time.perf_counter() - t0) / epochs
+        (x_train, y_train), (x_val, y_val) = features(train), features(val)
+        mean, std = x_train.mean(), x_train.std()
+        x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+        t1 = time.perf_counter()
+        clf = LogisticRegression(random_state=0, warm_start=True, max_iter=hp["max_iter"])
+        best_acc, best_c = -1.0, None
+        with b.quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its ConvergenceWarnings: the pipeline logs them
+            for c in c_grid(hp):
+                clf.C = c
+                clf.fit(x_train, y_train)
+                acc = float(np.mean(clf.predict(x_val) == y_val))
+                if acc > best_acc:
+                    best_acc, best_c = acc, float(c)
+        return time.perf_counter() - t0, time.perf_counter() - t1, best_c, best_acc
 
-    with torch.no_grad():  # warm-up
-        backbone.image_encoder.eval()(train.get_batch(range(batch))[0].to(device))
-    runs = interleaved({"encoder": through_encoder, "ours": ours}, b.repeats)
-    lp_seconds = median(s for s, _ in runs["ours"])
-    lp_epochs = median(e for _, e in runs["ours"])
-    per_epoch = median(runs["encoder"])
+    runs = interleaved({"theirs": theirs, "ours": ours}, 1 if b.quick else LP_PAIRS)
+    paired = Paired.of([r[0] for r in runs["ours"]], [r[0] for r in runs["theirs"]])
+    _, _, c, acc = runs["ours"][-1]
+    _, _, their_c, their_acc = runs["theirs"][-1]
+    search, their_search = (median(r[1] for r in runs[arm]) for arm in ("ours", "theirs"))
+    # the features differ in the last bits (packed vs PIL/ToTensor normalisation), so on a flat
+    # validation curve the two may pick different C values: count the images between them
+    apart = round(abs(acc - their_acc) * len(val))
     return [b.row(
-        "6", f"{name}: seconds per epoch", baseline, per_epoch, lp_seconds / lp_epochs, "s/epoch",
-        batch=batch, precision="fp32",
-        notes=f"{len(train)} train / {len(val)} val images, {weights} weights; LP: {lp_epochs:.0f} "
-        f"L-BFGS epochs over {hp['c_steps']} C values in {lp_seconds:.1f}s with feature extraction; "
-        f"as many epochs through the encoder: {lp_epochs * per_epoch:.0f}s "
-        f"(measured over {epochs} epoch{'s' if epochs > 1 else ''})",
+        "6", f"{name}: seconds", baseline, median(r[0] for r in runs["theirs"]),
+        median(r[0] for r in runs["ours"]), "s", batch=EVAL_BATCH, precision="fp32",
+        repeats=len(paired.ratios), ratio=paired.median,
+        notes=f"{paired.note()}; {len(train)} train / {len(val)} val images, {weights} weights, "
+        f"{hp['c_steps']} C values; chosen C {c:.4g} / {their_c:.4g}, val top-1 {acc:.3f} / "
+        f"{their_acc:.3f} ({apart} image{'' if apart == 1 else 's'} apart); C search "
+        f"{search:.1f}s / {their_search:.1f}s, the rest is feature extraction",
     )]  # fmt: skip
 
 
@@ -861,15 +1011,136 @@ def row8_input_pipeline(b: Bench) -> list[dict]:
                   "workers (bench/folder_throughput.py compares them)")]  # fmt: skip
 
 
+# ---- 9: the optimiser ----------------------------------------------------------------------------
+OPT_PAIRS = 200  # interleaved step pairs per method (30 with --quick)
+
+
+def row9_fused_adamw(b: Bench) -> list[dict]:
+    """Seconds per training step with the pipeline's optimiser (`training.make_optimizer`: AdamW
+    with `fused=True`) against `torch.optim.AdamW` as its users construct it (defaults: on CPUs the
+    per-parameter loop), in two otherwise identical bare loops (row 3's) of FLYP (image and text
+    towers: 3.6 M parameters, 3.2 M of them the token embedding) and FT (the image tower and head)
+    on mini-clip, the default config's batch and hyper-parameters; steps alternate one by one.
+    The notes give the optimiser step alone."""
+    import torch
+
+    from robustft.methods import get_method
+    from robustft.methods.base import FineTuneContext
+
+    device, precision, info, train, val, backbones = _fine_tuning_inputs(b)
+    pairs = 30 if b.quick else OPT_PAIRS
+    rows = []
+    for letter, method in zip("ab", ("flyp", "ft"), strict=True):
+        hp = _method_hparams(b, method, "mini-clip", pairs)
+        m = get_method(method)
+        ctx = FineTuneContext(backbones["mini-clip"], info, train, val, hp, seed=0, device=device,
+                              precision=precision)  # fmt: skip
+
+        def default_adamw(params, hp):
+            return torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0),
+                                     betas=tuple(hp.get("betas", (0.9, 0.999))))  # fmt: skip
+
+        opt_ours, opt_theirs = [], []
+        arms = {
+            "default": _bare_loop(m, ctx, method, train, device, precision, default_adamw,
+                                  opt_theirs),
+            "fused": _bare_loop(m, ctx, method, train, device, precision, None, opt_ours),
+        }  # fmt: skip
+        times = interleaved(arms, pairs + WARM_PAIRS)
+        ours, theirs = times["fused"][WARM_PAIRS:], times["default"][WARM_PAIRS:]
+        paired = Paired.of(ours, theirs)
+        step_only = Paired.of(opt_ours[WARM_PAIRS:], opt_theirs[WARM_PAIRS:])
+        n_params = sum(p.numel() for p in m.build(ctx).parameters() if p.requires_grad)
+        rows.append(b.row(
+            f"9{letter}", f"training step with fused AdamW: {method} on mini-clip, s/step",
+            "the same step with torch.optim.AdamW's defaults (per-parameter loop on CPUs)",
+            median(theirs), median(ours), "s/step", batch=hp["batch_size"], precision=precision,
+            repeats=len(ours), ratio=paired.median,
+            notes=f"{paired.note()}; the optimiser step alone {median(opt_ours) * 1e3:.1f} vs "
+            f"{median(opt_theirs) * 1e3:.1f} ms ({step_only.note('ratio')}); {n_params / 1e6:.2f} M "
+            "trainable parameters",
+        ))  # fmt: skip
+        print(f"  row 9{letter}: {method} {paired.note()}", flush=True)
+    return rows
+
+
+# ---- 10: the inference layout ---------------------------------------------------------------------
+LAYOUT_PAIRS = 30  # interleaved batches per arm (5 with --quick)
+
+
+def row10_inference_layout(b: Bench) -> list[dict]:
+    """Seconds per batch of 1000 test images through mini-clip's zero-shot classifier, at the
+    pipeline's evaluation precision (config `eval_precision`; auto: bf16 on a CPU with native
+    bf16, else fp32): the layout `models.for_inference` gives the evaluation (Conv+BN folded,
+    weights and inputs channels-last) and each of its two changes alone, against the plain eval
+    model as users run it (`.eval()`, NCHW inputs). Batches alternate between the four; the notes
+    give what converting the model costs once (every evaluation job pays it per alpha model)."""
+    from robustft.data import DatasetInfo, load_split
+    from robustft.methods.base import zeroshot_classifier
+    from robustft.models import for_inference
+    from robustft.training import autocast, resolve_precision
+
+    torch, device = setup_torch(b.threads)
+    precision = resolve_precision(b.config().get("eval_precision", "auto"), device, "eval")
+    data_dir = b.dataset()
+    info = DatasetInfo.read(data_dir)
+    split = load_split(data_dir, info.test)
+    backbone, weights = b.clip_backbone(trained=True)
+    plain = zeroshot_classifier(backbone, info).to(device).eval()
+    convert, ours = timed(lambda: for_inference(copy.deepcopy(plain), device))
+    # fold alone: for_inference leaves the layout alone off the CPU (any other device type)
+    fold = for_inference(copy.deepcopy(plain), torch.device("meta"))
+    last = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    images, _ = split.get_batch(range(min(EVAL_BATCH, len(split))))
+    images = images.to(device)
+
+    def arm(model, channels_last):
+        @torch.no_grad()
+        def run():
+            t0 = time.perf_counter()
+            x = images.contiguous(memory_format=torch.channels_last) if channels_last else images
+            with autocast(device, precision):
+                logits = model(x)
+            return time.perf_counter() - t0, logits.argmax(1)
+
+        return run
+
+    arms = {"plain": arm(plain, False), "ours": arm(ours, True), "fold": arm(fold, False),
+            "last": arm(last, True)}  # fmt: skip
+    for fn in arms.values():
+        fn()  # warm-up
+    runs = interleaved(arms, 5 if b.quick else LAYOUT_PAIRS)
+    base = [s for s, _ in runs["plain"]]
+    differ = int((runs["ours"][-1][1] != runs["plain"][-1][1]).sum())
+    rows = []
+    for letter, key, what in (("a", "ours", "folded Conv+BN and channels-last (`for_inference`)"),
+                              ("b", "fold", "folded Conv+BN alone"),
+                              ("c", "last", "channels-last alone")):  # fmt: skip
+        secs = [s for s, _ in runs[key]]
+        paired = Paired.of(secs, base)
+        rows.append(b.row(
+            f"10{letter}", f"inference, mini-clip image tower + head: {what}, s/batch",
+            "the plain eval model, NCHW inputs", median(base), median(secs), "s/batch",
+            batch=len(images), precision=precision, repeats=len(secs), ratio=paired.median,
+            notes=f"{paired.note()}; {weights} weights"
+            + (f"; converting the model once: {convert:.3f}s ({convert / median(base):.2f} "
+               f"plain batches); {differ} of {len(images)} predictions differ" if key == "ours"
+               else ""),
+        ))  # fmt: skip
+    return rows
+
+
 TITLES = {
     1: "end to end",
     2: "DAG scale",
     3: "training step vs a bare loop",
     4: "zero-shot evaluation vs CLIP_benchmark",
     5: "WiSE-FT sweep vs separate evaluations",
-    6: "linear probe on cached features",
+    6: "linear probe vs LP-FT's recipe",
     7: "job overhead",
     8: "input pipeline",
+    9: "fused AdamW vs torch's default AdamW",
+    10: "inference layout (folded Conv+BN, channels-last)",
 }
 ROWS = {
     1: row1_end_to_end,
@@ -880,6 +1151,8 @@ ROWS = {
     6: row6_linear_probe,
     7: row7_job_overhead,
     8: row8_input_pipeline,
+    9: row9_fused_adamw,
+    10: row10_inference_layout,
 }
 
 

@@ -121,3 +121,24 @@ def test_md5_where_the_host_publishes_only_that(server, tmp_path):
     with pytest.raises(ChecksumError, match=f"md5 mismatch: expected {'f' * 32}, got {md5}"):
         fetch(f"{url}/data.bin", tmp_path / "b.bin", md5="f" * 32, log=lambda m: None)
     assert not (tmp_path / "b.bin").exists()
+
+
+def test_package_and_file_urls_are_copied_offline_and_verified(tmp_path, monkeypatch):
+    """The published stand-ins' `package://` URLs (and `file://`) need no network: offline they
+    are copied, checksummed like a download, and a wrong checksum leaves nothing."""
+    from robustft.sources.fetch import local_source
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    url = "package://robustft/data_files/standins/mini-sup.pt"
+    source = local_source(url)
+    assert source.is_file() and source.parent.name == "standins"
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    dest = fetch(url, tmp_path / "a" / "mini-sup.pt", sha256=sha, log=lambda m: None)
+    assert dest.read_bytes() == source.read_bytes()
+    with pytest.raises(ChecksumError, match=f"expected {'0' * 64}, got {sha}"):
+        fetch(url, tmp_path / "b.pt", sha256="0" * 64, log=lambda m: None)
+    assert not (tmp_path / "b.pt").exists() and not (tmp_path / "b.pt.part").exists()
+    copied = fetch(source.as_uri(), tmp_path / "c.pt", sha256=sha, log=lambda m: None)
+    assert copied.read_bytes() == source.read_bytes()
+    with pytest.raises(FetchError, match="no such file"):
+        fetch("package://robustft/data_files/standins/nope.pt", tmp_path / "d.pt", size=1)

@@ -22,13 +22,14 @@ LAYERS = {
     # where data and weights come from: fetched files, formats, user folders, the mini world
     "sources": {"world", "sources", "sources.fetch", "sources.formats", "sources.folders",
                 "sources.checkpoints", "sources.registry", "sources.spec", "sources.generated",
+                "sources.standins",
                 *(f"sources.{p.stem}" for p in (PACKAGE / "sources").glob("format_*.py"))},
     # the papers: target kinds, their table and figure builders
     "papers": {"catalog", "tables", "paper_tables", "plots"},
     # config -> plan: reading, checking, planning (the Snakefile's parse)
     "planning": {"configfile", "recipes", "checks", "config", "plan", "forms"},
     # running jobs
-    "jobs": {"jobs", "jobserver", "recovery"},
+    "jobs": {"jobs", "jobserver", "recovery", "standins"},
 }  # fmt: skip
 MINI_WORLD = {"world", "sources.generated"}  # one data source among the real ones
 

@@ -33,11 +33,11 @@ def counts(plan: Plan) -> dict[str, int]:
 
 def test_default_dag(default):
     assert counts(default) == {
-        "fetch_file": 0,
+        "fetch_file": 3,  # the three published stand-ins (robustft.standins), fetched
         "prepare_dataset": 2,
         "shard_dataset": 0,
-        "pretrain_backbone": 3,
-        "import_backbone": 0,
+        "pretrain_backbone": 0,
+        "import_backbone": 3,  # ...and imported like any checkpoint
         # experiments: 12 runs, plus LP-FT's seeds 1-2 (FT and LP-FT; the probe is seed-free)
         # and mini-sup's source LP on `mini` (theta_0 of its holistic transfer)
         "finetune": 17,

@@ -71,13 +71,25 @@ def test_shared_code_changes_every_job_that_runs_it(package):
         "pretrain_backbone", "finetune:flyp"}  # fmt: skip
     # (select: it rewrites the chosen point's model file, through methods.base)
     assert _changed(package, lambda p: _append(p / "models.py")) == finetuning | {
-        "pretrain_backbone", "evaluate", "feature_distortion", "import_backbone", "select"}  # fmt: skip
+        "pretrain_backbone", "evaluate", "feature_distortion", "import_backbone", "select",
+        "compare_standin"}  # fmt: skip
     # the figures, not the tables (each target's code: build_target.py and its builder's module)
     assert _changed(package, lambda p: _append(p / "plots.py")) == {"build_target:plots"}
     assert _changed(package, lambda p: _append(p / "tables.py")) == {
         "build_target:plots", "build_target:paper_tables"}  # fmt: skip
     assert _changed(package, lambda p: _append(p / "model_configs" / "robustft-mini-cnn.json",
                                                " ")) >= finetuning | {"pretrain_backbone"}  # fmt: skip
+
+
+def test_published_weights_are_inputs_not_code(package):
+    """The stand-ins' weights under data_files/standins are named by their sha256 in the config
+    (import_backbone's params): republishing one reruns what reads it, not every job."""
+    weights = package / "data_files" / "standins" / "mini-sup.pt"
+    before = code_version(package)
+    assert _changed(package, lambda p: weights.write_bytes(weights.read_bytes() + b"x")) == set()
+    assert code_version(package) == before
+    templates = package / "data_files" / "templates" / "sst2.json"  # other data files are code
+    assert _changed(package, lambda p: _append(templates, " ")) != set()
 
 
 def test_jobs_module_is_hashed_per_function(package):

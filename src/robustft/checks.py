@@ -21,6 +21,7 @@ from .recipes import (
 )
 from .sources.checkpoints import weights_problems
 from .sources.registry import class_counts, dataset_problems, downloads
+from .sources.standins import recipe_problems
 
 # Rule names of the workflow: a target (one rule each, named as the target) may not take one.
 RULES = ("all", "fetch_file", "prepare_dataset", "shard_dataset", "pretrain_backbone",
@@ -81,6 +82,7 @@ def check_references(config: dict) -> list[str]:
             )
     for name, bb in backbones.items():
         errors += weights_problems(name, bb)
+        errors += recipe_problems(name, bb)  # a published stand-in keeps the recipe that made it
         pre = bb.get("pretrain")
         if pre:
             errors += [

@@ -446,8 +446,16 @@ class Plan:
 
     @cached_property
     def pretrained(self) -> list[str]:
-        """Backbones pretrained here (the mini stand-ins)."""
-        return [b for b, spec in self.config["backbones"].items() if spec.get("pretrain")]
+        """Backbones pretrained here: a `pretrain` recipe and no published `weights`."""
+        return [b for b, s in self.config["backbones"].items()
+                if s.get("pretrain") and not s.get("weights")]  # fmt: skip
+
+    @cached_property
+    def standins(self) -> list[str]:
+        """Published stand-ins: `weights` (imported like any checkpoint) and the `pretrain` recipe
+        that made them (`snakemake pretrain_standins` rebuilds and compares them)."""
+        return [b for b, s in self.config["backbones"].items()
+                if s.get("pretrain") and s.get("weights")]  # fmt: skip
 
     @cached_property
     def imported(self) -> list[str]:

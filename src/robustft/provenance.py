@@ -59,12 +59,22 @@ def dataset_digest(dataset_dir: str | Path, splits) -> dict[str, str]:
     return digest
 
 
-def _package_files(root: Path) -> list[Path]:
-    """Sources and data files (model configs) of the package, without caches."""
+# Package data that is no code: the published stand-ins' weights (robustft.standins), inputs of
+# import_backbone named by their sha256 in the config (and megabytes: hashed at every parse otherwise).
+NOT_CODE = ("data_files/standins",)
+
+
+def _package_files(root: Path, package: Path | None = None) -> list[Path]:
+    """Sources and data files (model configs) under `root` (in `package`, default `root`), without
+    caches and `NOT_CODE`."""
+    package = package or root
     return sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix not in (".pyc", ".pyo")
+        and not any(p.relative_to(package).as_posix().startswith(d + "/") for d in NOT_CODE)
     )
 
 
@@ -162,7 +172,9 @@ def _data_files(root: Path, module: str) -> tuple[Path, ...]:
         and not (p / "__init__.py").exists()  # a subpackage is code, followed by imports
         and p.name in source
     ]
-    return tuple(f for e in sorted(entries) for f in ([e] if e.is_file() else _package_files(e)))
+    return tuple(
+        f for e in sorted(entries) for f in ([e] if e.is_file() else _package_files(e, root))
+    )
 
 
 @cache

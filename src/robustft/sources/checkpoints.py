@@ -8,6 +8,10 @@ resources/downloads/checkpoints/, verified; `import_backbone` loads it strictly 
 accounted for, `models.load_checked`) and writes resources/backbones/<name>.pt, which every job
 then loads: cluster nodes need no internet.
 
+A backbone with both `weights` and `pretrain` is a published stand-in (`robustft.standins`): runs
+load the weights as above; `pretrain` is the recipe that made them, which `snakemake
+pretrain_standins` reruns beside the published file to check it.
+
 Pitfalls this guards against:
 * OpenAI's CLIP was trained with QuickGELU; open_clip's plain `ViT-B-16` config uses GELU, so
   its OpenAI weights must go into `ViT-B-16-quickgelu` (open_clip sets this itself only when it
@@ -45,8 +49,6 @@ def weights_problems(name: str, spec: dict) -> list[str]:
             f"{where}: give `pretrain` (a mini backbone trained here) or `weights` (published "
             "weights: {open_clip: <tag>} or {url: ..., sha256: ...})"
         ]  # fmt: skip
-    if spec.get("pretrain"):
-        return [f"{where}: give `pretrain` or `weights`, not both"]
     if "/" in arch["name"]:
         return [
             f"{where}.arch.name: {arch['name']!r} is a `clip` package name; open_clip names use "

@@ -7,18 +7,25 @@ corrupt file never sits at the final path: a mismatch deletes the `.part` and na
 and actual values and the URL. Offline (`HF_HUB_OFFLINE=1`, `ROBUSTFT_OFFLINE=1`, or a host name
 that does not resolve) stops at once with what to fetch; refused or dropped connections are
 retried a few times, seconds apart, never for a minute.
+
+A `file://` URL, or `package://<package>/<path>` (a file shipped inside an installed Python
+package: the mini backbones' published weights), is copied instead, offline too, and verified the
+same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib.util
 import os
+import shutil
 import socket
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "ROBUSTFT_OFFLINE")
 CHUNK = 1 << 20
@@ -42,6 +49,20 @@ def sha256_of(path: str | Path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def local_source(url: str) -> Path | None:
+    """The file a `file://` or `package://<package>/<path>` URL names; None for a remote URL.
+    The package is found without importing it (no torch at parse time)."""
+    parts = urlparse(url)
+    if parts.scheme == "file":
+        return Path(urllib.request.url2pathname(parts.path))
+    if parts.scheme != "package":
+        return None
+    spec = importlib.util.find_spec(parts.netloc)
+    if spec is None or not spec.submodule_search_locations:
+        raise FetchError(f"{url}: no installed package {parts.netloc!r}")
+    return Path(list(spec.submodule_search_locations)[0], *parts.path.strip("/").split("/"))
 
 
 def _how_to_fetch(url: str, dest: Path) -> str:
@@ -113,11 +134,21 @@ def fetch(
     dest = Path(dest)
     if dest.exists():
         return dest
+    part = dest.with_name(dest.name + ".part")
+    source = local_source(url)
+    if source is not None:  # on this machine already: copied, then verified like a download
+        if not source.is_file():
+            raise FetchError(f"{url}: no such file {source}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, part)
+        _verify(part, url, sha256, size, md5)
+        os.replace(part, dest)
+        log(f"copied {url} -> {dest} ({dest.stat().st_size} bytes)")
+        return dest
     if is_offline():
         names = "/".join(OFFLINE_ENV)
         raise FetchError(f"offline ({names} is set): {dest} is missing; {_how_to_fetch(url, dest)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     for attempt in range(1, attempts + 1):
         try:
             _download_into(part, url, timeout)
