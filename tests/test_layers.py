@@ -21,11 +21,12 @@ LAYERS = {
     # where data and weights come from: fetched files, formats, user folders, the mini world
     "sources": {"world", "sources", "sources.fetch", "sources.formats", "sources.folders",
                 "sources.checkpoints", "sources.registry", "sources.spec", "sources.generated",
+                "sources.example",
                 *(f"sources.{p.stem}" for p in (PACKAGE / "sources").glob("format_*.py"))},
     # the papers: target kinds, their table and figure builders
     "papers": {"catalog", "tables", "paper_tables", "plots"},
     # config -> plan: reading, checking, planning (the Snakefile's parse)
-    "planning": {"configfile", "recipes", "checks", "config", "plan"},
+    "planning": {"configfile", "recipes", "checks", "config", "plan", "resolution", "namespace"},
     # running jobs
     "jobs": {"jobs", "jobserver"},
 }  # fmt: skip
