@@ -26,7 +26,9 @@ def _pairs(config: dict, plan) -> dict[tuple[str, str, str], str]:
         pairs.setdefault((run.dataset, run.backbone, preset), plan.origin(run))
     for name, spec in config["backbones"].items():
         if spec.get("pretrain") and spec["pretrain"]["dataset"] in config["datasets"]:
-            pairs.setdefault((spec["pretrain"]["dataset"], name, "-"), f"backbones[{name!r}].pretrain")
+            pairs.setdefault(
+                (spec["pretrain"]["dataset"], name, "-"), f"backbones[{name!r}].pretrain"
+            )
     return pairs
 
 
