@@ -194,38 +194,27 @@ def test_alpha_labels_share_a_place_where_points_pile_up():
 # ---- the example, end to end ----------------------------------------------------------------------
 # A backbone that pretrains in seconds (its zero-shot head is near chance: the README's numbers
 # are the default mini CLIP's), and fine-tuning sized to learn 4 classes from it.
-FAST = {
-    "datasets": {
-        "shapes4": {
-            "generator": {
-                "seed": 5,
-                "classes": ["circle", "square", "star", "lightning bolt"],
-                "pool_mix": {"photo": 0.5, "sketch": 0.5},
-            },
-            "splits": {
-                "pool": {"domain": "pool", "n": 1000},
-                "train": {"domain": "photo", "n": 80},
-                "val": {"domain": "photo", "n": 40},
-                "test": {"domain": "photo", "n": 40},
-            },
-            "roles": {
-                "pretrain": "pool",
-                "train": "train",
-                "val": "val",
-                "test": "test",
-                "shifts": [],
-            },
-        },  # fmt: skip
-    },
-    "backbones": {
-        "mini-clip": {
-            "pretrain": {"dataset": "shapes4", "steps": 20, "batch_size": 64, "warmup_steps": 2}
-        }
-    },  # fmt: skip
-    "methods": {"ft": {"steps": 150, "lr": 1.0e-3}, "flyp": {"steps": 150, "lr": 1.0e-3}},
-    "experiments": [{"backbone": "mini-clip", "dataset": "shapes4", "recipes": ["zeroshot"]}],
-    "all_targets": [],
-}
+FAST = """
+datasets:
+  shapes4:
+    generator: {seed: 5, classes: [circle, square, star, lightning bolt],
+      pool_mix: {photo: 0.5, sketch: 0.5}}
+    splits:
+      pool: {domain: pool, n: 1000}
+      train: {domain: photo, n: 80}
+      val: {domain: photo, n: 40}
+      test: {domain: photo, n: 40}
+    roles: {pretrain: pool, train: train, val: val, test: test, shifts: []}
+backbones:
+  mini-clip:
+    pretrain: {dataset: shapes4, steps: 20, batch_size: 64, warmup_steps: 2}
+methods:
+  ft: {steps: 150, lr: 1.0e-3}
+  flyp: {steps: 150, lr: 1.0e-3}
+experiments:
+  - {backbone: mini-clip, dataset: shapes4, recipes: [zeroshot]}
+all_targets: []
+"""
 
 
 def _files(root, leave_out=()):
@@ -248,7 +237,7 @@ def test_the_example_end_to_end_beside_another_config(tmp_path):
     work = tmp_path / "run"
     write_example(work / "data" / "shapes")
     fast = tmp_path / "fast.yaml"
-    fast.write_text(yaml.safe_dump(FAST, sort_keys=False))
+    fast.write_text(FAST)
     snakemake(work, "all", "--configfile", str(fast))  # another configuration: results/
     theirs = _tables(work)
     assert work / "results" / "tables" / "methods.csv" in theirs
