@@ -16,6 +16,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
+from robustft import namespace
 from robustft.config import ConfigError, read_config_file
 from robustft.errors import REBUILD_ARGS_ENV, rebuild_args
 from robustft.jobserver import SOCKET_ENV as JOBSERVER_ENV
@@ -33,6 +34,11 @@ for config_file in [DEFAULT_CONFIG, *(workflow.overwrite_configfiles or ())]:
             read_config_file(config_file)
     except ConfigError as err:
         raise WorkflowError(str(err)) from None
+
+# The config files of this run, as a results folder records whose tables it holds.
+CONFIG_FILES = namespace.config_identity(
+    workflow.overwrite_configfiles, DEFAULT_CONFIG, workflow.basedir
+)
 
 # What a job's "rebuild it with: snakemake <file> --force ..." hint must repeat of this run.
 os.environ[REBUILD_ARGS_ENV] = rebuild_args(
@@ -54,6 +60,13 @@ if not workflow.remote_exec and (pending := recovery.pending_hint()):
 # JOBSERVER and stop_jobserver: workflow/rules/common.smk.
 onstart:
     recovery.record(workflow.dag, sys.argv, os.environ[REBUILD_ARGS_ENV])
+    # Before any job: this config's tables never overwrite another config's (robustft.namespace).
+    writes = {str(f) for job in workflow.dag.needrun_jobs() for f in job.output}
+    try:
+        tables = {path for target in PLAN.targets.values() for path in target.files.values()}
+        namespace.claim(PLAN.results, CONFIG_FILES, sorted(writes & tables))
+    except ConfigError as err:
+        raise WorkflowError(str(err)) from None
     if (
         workflow.local_exec
         and not workflow.remote_exec

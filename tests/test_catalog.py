@@ -21,7 +21,7 @@ CATALOG = {spec["name"]: spec for spec in SMOKE_CONFIG["catalog"]}
 
 
 def paper_file(spec, suffix):
-    return f"results/papers/{spec['paper']}/{spec['item']}.{suffix}"
+    return f"results/smoke/papers/{spec['paper']}/{spec['item']}.{suffix}"
 
 
 @pytest.fixture(scope="module")

@@ -278,7 +278,7 @@ def built(tmp_path_factory) -> tuple[Path, list[str]]:
     configs.write_text(yaml.safe_dump(SMALL))
     args = ["--configfile", str(SMOKE), str(configs)]
     workdir = tmp_path_factory.mktemp("built")
-    snakemake(workdir, "results/metrics.csv", *args)
+    snakemake(workdir, "results/smoke/metrics.csv", *args)
     return workdir, args
 
 
@@ -341,7 +341,7 @@ def test_corrupt_dataset_split_fails_with_the_dataset_rebuild_that_works(run_cop
 def test_corrupt_logits_fails_the_metrics_job_with_the_rebuild_that_works(run_copy):
     workdir, args = run_copy
     truncate(workdir / LOGITS)
-    proc = snakemake(workdir, "results/metrics.csv", *ONLY, *args, check=False)
+    proc = snakemake(workdir, "results/smoke/metrics.csv", *ONLY, *args, check=False)
     assert proc.returncode != 0
     summary = (workdir / "logs/metrics.log").read_text().rstrip("\n").splitlines()[-1]
     assert summary.startswith(f"job failed: CorruptFileError: cannot read logits file {LOGITS}")
@@ -359,7 +359,7 @@ def test_deleting_a_file_and_rerunning_does_not_rebuild_it(run_copy):
     does not need the deleted file and does nothing."""
     workdir, args = run_copy
     (workdir / MODEL).unlink()
-    proc = snakemake(workdir, "results/metrics.csv", *args)
+    proc = snakemake(workdir, "results/smoke/metrics.csv", *args)
     assert "Nothing to be done" in proc.stdout + proc.stderr
     assert not (workdir / MODEL).exists()
 
@@ -444,15 +444,17 @@ def test_after_a_killed_run_unlock_then_rerun_incomplete(run_copy):
     assert not (workdir / dataset / "meta.json").exists(), "the job finished before the kill"
 
     # Snakemake checks incomplete outputs while building the DAG, before it takes the lock.
-    incomplete = snakemake(workdir, "results/metrics.csv", *args, check=False)
+    incomplete = snakemake(workdir, "results/smoke/metrics.csv", *args, check=False)
     assert incomplete.returncode != 0
     assert "IncompleteFilesException" in incomplete.stderr
     assert "--rerun-incomplete" in incomplete.stderr
-    locked = snakemake(workdir, "results/metrics.csv", "--rerun-incomplete", *args, check=False)
+    locked = snakemake(
+        workdir, "results/smoke/metrics.csv", "--rerun-incomplete", *args, check=False
+    )
     assert locked.returncode != 0 and "LockException" in locked.stderr
     assert "--unlock" in locked.stderr
     snakemake(workdir, "--unlock")  # no config needed: it only removes .snakemake/locks
-    snakemake(workdir, "results/metrics.csv", "--rerun-incomplete", *args)
+    snakemake(workdir, "results/smoke/metrics.csv", "--rerun-incomplete", *args)
     assert (workdir / dataset / "meta.json").exists()
 
 
@@ -484,7 +486,7 @@ def test_a_diverging_run_fails_its_job_and_no_table_is_built(run_copy, tmp_path)
         "experiments": [{"backbone": "mini-clip", "dataset": "mini", "methods": ["ft"]}],
         "methods": {"ft": {"lr": 1.0e30}},
     }))  # fmt: skip
-    proc = snakemake(workdir, "results/tables/methods.csv", *args, str(extra), check=False)
+    proc = snakemake(workdir, "results/smoke/tables/methods.csv", *args, str(extra), check=False)
     assert proc.returncode != 0
     summary = (workdir / "logs/finetune/mini/mini-clip/ft/seed0.log").read_text().splitlines()[-1]
     assert summary.startswith(
@@ -493,7 +495,7 @@ def test_a_diverging_run_fails_its_job_and_no_table_is_built(run_copy, tmp_path)
     ), summary
     assert "base lr 1e+30" in summary and "To fix: lower its `lr`" in summary
     assert not (workdir / "results/models/mini/mini-clip/ft/seed0/model.pt").exists()
-    assert not (workdir / "results/tables/methods.csv").exists()
+    assert not (workdir / "results/smoke/tables/methods.csv").exists()
     assert not list(workdir.rglob("*.tmp")) and not list((workdir / "scratch").rglob("*.ckpt"))
 
 
@@ -588,7 +590,7 @@ def test_an_interrupted_forced_run_names_the_command_that_restores_what_it_delet
     missing, and a plain run does nothing. The run's message, and every later run's, name the
     command that restores them; it does, and the hint is gone."""
     workdir, args = run_copy
-    target = "results/metrics.csv"
+    target = "results/smoke/metrics.csv"
     proc = subprocess.Popen(snakemake_cmd(workdir, target, "--forcerun", "evaluate", *args),
                             cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # fmt: skip

@@ -22,12 +22,13 @@ LAYERS = {
     # where data and weights come from: fetched files, formats, user folders, the mini world
     "sources": {"world", "sources", "sources.fetch", "sources.formats", "sources.folders",
                 "sources.checkpoints", "sources.registry", "sources.spec", "sources.generated",
-                "sources.standins",
+                "sources.standins", "sources.example",
                 *(f"sources.{p.stem}" for p in (PACKAGE / "sources").glob("format_*.py"))},
     # the papers: target kinds, their table and figure builders
     "papers": {"catalog", "tables", "paper_tables", "plots"},
     # config -> plan: reading, checking, planning (the Snakefile's parse)
-    "planning": {"configfile", "recipes", "checks", "config", "plan", "forms"},
+    "planning": {"configfile", "recipes", "checks", "config", "plan", "forms", "resolution",
+                 "namespace"},
     # running jobs
     "jobs": {"jobs", "jobserver", "recovery", "standins"},
 }  # fmt: skip

@@ -141,7 +141,7 @@ def test_input_content_changes_still_rerun_their_consumers(finished, env, tmp_pa
 # ---- same seed, same files ----------------------------------------------------------------------
 def test_figures_are_byte_identical_when_rebuilt(finished, env, tmp_path):
     workdir = _copy(finished, tmp_path)
-    figures = sorted((workdir / "results/figures").iterdir())
+    figures = sorted((workdir / "results/smoke/figures").iterdir())
     before = {p.name: p.read_bytes() for p in figures}
     forced = snakemake(workdir, "all", *CONFIG, "--forcerun", "wiseft_figure",
                        "calibration_figure", env=env)  # fmt: skip

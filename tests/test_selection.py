@@ -237,9 +237,9 @@ def test_the_smoke_run_selects_and_tables_read_the_chosen_point(smoke):
     meta = torch.load(folder / "model.pt", weights_only=True)["meta"]
     assert meta["point"] == selection["chosen"] and meta["kept_step"] in (4, 8)
     assert [h["step"] + 1 for h in meta["history"] if "val" in h] == [4, 8]
-    table = pd.read_csv(smoke / "results/tables/selection.csv")
+    table = pd.read_csv(smoke / "results/smoke/tables/selection.csv")
     assert len(table) == 2 and table.chosen.fillna("").tolist().count("✓") == 1
-    lpft = pd.read_csv(smoke / "results/papers/lpft/table1.csv").set_index("row")
+    lpft = pd.read_csv(smoke / "results/smoke/papers/lpft/table1.csv").set_index("row")
     chosen = Logits(smoke / "results/logits/mini/mini-ssl/ft-lr/seed0.npz")
     assert lpft.loc["FT", "id"] == pytest.approx(
         100 * score(chosen.logits("test", 1.0), chosen.labels("test"), {})["top1"]

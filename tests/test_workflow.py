@@ -169,17 +169,17 @@ def test_holistic_transfer_trains_without_absent_classes_and_calibrates(smoke):
             assert pseudo["hidden_classes"] and not set(pseudo["hidden_classes"]) & set(
                 pseudo["train_classes"]
             )
-    table = pd.read_csv(smoke / "results/tables/calibration.csv")
+    table = pd.read_csv(smoke / "results/smoke/tables/calibration.csv")
     for backbone in ("mini-clip", "mini-sup"):
         models = set(table[table.backbone == backbone].model)
         assert {"pretrained (θ₀)", "ft", "ft + γ_ALG", "ft + γ* (oracle γ)",
                 "oracle (ft on all classes)"} <= models  # fmt: skip
     assert table[["acc_s_y", "acc_u_y", "acc_y"]].stack().between(0, 100).all()
-    ausuc = pd.read_csv(smoke / "results/tables/ausuc.csv")
+    ausuc = pd.read_csv(smoke / "results/smoke/tables/ausuc.csv")
     assert ausuc.ausuc_finetuned.between(0, 1).all()
-    ncm = pd.read_csv(smoke / "results/tables/ncm.csv")
+    ncm = pd.read_csv(smoke / "results/smoke/tables/ncm.csv")
     assert {"ncm_acc_s_y", "ncm_acc_u_y", "nn_acc_s_y", "nn_acc_u_y"} <= set(ncm.columns)
-    curves = pd.read_csv(smoke / "results/calibration/curves.csv")
+    curves = pd.read_csv(smoke / "results/smoke/calibration/curves.csv")
     assert (curves.gamma == 0).any() and set(curves.alpha) == {0.0, 1.0}
 
 
@@ -195,16 +195,16 @@ def test_fine_tuning_changed_the_model(smoke):
 
 
 def test_tables_figure_logs_and_report(smoke):
-    methods = pd.read_csv(smoke / "results/tables/methods.csv")
+    methods = pd.read_csv(smoke / "results/smoke/tables/methods.csv")
     assert len(methods) == sum(1 for d in ("mini", "mini-ht") for _ in expected_runs(d))
     assert {"id", "ood_mean", "wise_alpha", "wise_id", "wise_ood_mean"} <= set(methods.columns)
-    wiseft = pd.read_csv(smoke / "results/tables/wiseft.csv")
+    wiseft = pd.read_csv(smoke / "results/smoke/tables/wiseft.csv")
     assert set(wiseft.alpha) == set(SMOKE_CONFIG["wiseft"]["alphas"])
-    throughput = pd.read_csv(smoke / "results/tables/throughput.csv")
+    throughput = pd.read_csv(smoke / "results/smoke/tables/throughput.csv")
     assert (throughput.train_images_per_second.dropna() > 0).all()
     for ext in ("pdf", "png"):
-        assert (smoke / f"results/figures/wiseft_curve.{ext}").stat().st_size > 1000
-        assert (smoke / f"results/figures/calibration_curves.{ext}").stat().st_size > 1000
+        assert (smoke / f"results/smoke/figures/wiseft_curve.{ext}").stat().st_size > 1000
+        assert (smoke / f"results/smoke/figures/calibration_curves.{ext}").stat().st_size > 1000
     for backbone, method in expected_runs():
         log = smoke / f"logs/finetune/mini/{backbone}/{method}/seed0.log"
         assert "device: cpu" in log.read_text()
@@ -217,8 +217,8 @@ def test_tables_figure_logs_and_report(smoke):
     assert "System Message" not in front  # docutils rendered it
     for spec in SMOKE_CONFIG["catalog"]:
         assert spec["name"] in front and spec["title"].split(" (")[0] in front, spec["name"]
-    assert "showResultInfo(&#x27;results/papers/flyp/table1.csv&#x27;)" in front or (
-        "showResultInfo('results/papers/flyp/table1.csv')" in front
+    assert "showResultInfo(&#x27;results/smoke/papers/flyp/table1.csv&#x27;)" in front or (
+        "showResultInfo('results/smoke/papers/flyp/table1.csv')" in front
     )
     config = yaml.safe_load(html.unescape(re.sub("<[^>]+>", "", front.split("filled in):")[1])))
     for read, given in zip(config["experiments"], SMOKE_CONFIG["experiments"], strict=True):
@@ -249,9 +249,9 @@ def test_second_run_does_nothing_and_a_plot_setting_reruns_only_the_figure(smoke
     assert counts["evaluate"] == swept
     assert not {"finetune", "finetune_variant", "evaluate_variant"} & set(counts)
 
-    tables = sorted((smoke / "results/tables").iterdir())
+    tables = sorted((smoke / "results/smoke/tables").iterdir())
     before = {p: p.stat().st_mtime_ns for p in tables}
-    png = smoke / "results/figures/wiseft_curve.png"
+    png = smoke / "results/smoke/figures/wiseft_curve.png"
     png_before = png.stat().st_mtime_ns
     snakemake(smoke, "all", *override)
     assert {p: p.stat().st_mtime_ns for p in tables} == before

@@ -164,17 +164,29 @@ def kind_names(in_catalog: bool = True) -> list[str]:
     return [name for name, kind in KINDS.items() if kind.in_catalog or not in_catalog]
 
 
-def target_files(spec: dict, builtin: bool) -> dict[str, str]:
-    """{output name: path} of a target: a table's csv and markdown (a paper item's also its
-    comparison with the published numbers), a figure's pdf and png, a data export's files."""
+def target_folder(spec: dict) -> str:
+    """A catalog target's folder under its config's results: `papers/<paper>` for the papers'
+    items, `mine` for a user's own (`paper: mine`, the schema's default)."""
+    paper = spec.get("paper", "mine")
+    return f"papers/{paper}" if paper in PAPERS else paper
+
+
+def target_files(spec: dict, builtin: bool, root: str = "results") -> dict[str, str]:
+    """{output name: path} of a target under `root` (results/, or a named config's results/<name>/:
+    `robustft.namespace`): a table's csv and markdown (a paper item's also its comparison with the
+    published numbers), a figure's pdf and png, a data export's files."""
     kind = KINDS[spec["kind"]]
-    out = spec.get("out") or f"results/papers/{spec['paper']}/{spec['item']}"
+    if builtin:
+        out = root + spec["out"].removeprefix("results")
+    else:
+        out = f"{root}/{target_folder(spec)}/{spec['item']}"
     if kind.form == "figure":
         return {"pdf": f"{out}.pdf", "png": f"{out}.png"}
     if kind.form == "data":
         return {key: f"{out}{suffix}" for key, suffix in kind.files}
     files = {"csv": f"{out}.csv", "md": f"{out}.md"}
-    return files if builtin else {**files, "compare": f"{out}.compare.csv"}
+    paper = spec.get("paper") in PAPERS and not builtin  # published numbers to compare with
+    return {**files, "compare": f"{out}.compare.csv"} if paper else files
 
 
 def grid_cells(spec: dict) -> list[dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import catalog
 from .forms import form_problems
 from .methods import METHODS
+from .namespace import check_name
 from .presets import preset_names
 from .recipes import (
     FAMILY_METHODS,
@@ -31,14 +32,17 @@ RULES = ("all", "fetch_file", "prepare_dataset", "shard_dataset", "pretrain_back
 
 def check(config: dict) -> list[str]:
     """Every problem of a schema-valid config (empty: fine)."""
-    errors = check_references(config)
+    errors = check_references(config) + check_name(config)
     errors += check_hparam_keys(config)
     if errors:
         return errors
     from .plan import Plan
+    from .resolution import check_input_sizes
 
     plan = Plan(config)
-    return check_runs(config, plan) + check_selection(config, plan)
+    return (
+        check_runs(config, plan) + check_selection(config, plan) + check_input_sizes(config, plan)
+    )
 
 
 def check_references(config: dict) -> list[str]:

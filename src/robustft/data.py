@@ -56,7 +56,7 @@ class DatasetInfo:
     shifts: list[str]
     pretrain: str | None = None
     absent_classes: list[str] = field(default_factory=list)
-    image_size: int = 32
+    image_size: int | None = 32  # real data: None = each backbone's own (presets.input_size)
     extra: list[str] = field(default_factory=list)
     oracle_train: str | None = None
     source: str | None = None
@@ -404,6 +404,9 @@ def load_split(
                 dataset_dir / split, folders, info.image_size, workers, preprocess,
                 crop_border=spec.get("crop_border", 0),
             )  # fmt: skip
+        source = "shard" if isinstance(data, ShardSplit) else "folder"
+        print(f"{split}: {len(data)} images ({source}), read at {preprocess.image_size} px "
+              f"through preset {preprocess.name!r}", flush=True)  # fmt: skip
         if spec.get("groups"):  # FMoW's regions; a shard keeps the folder's example order
             from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 

@@ -98,12 +98,11 @@ def _refuse_nonfinite(path, arrays: dict, meta: dict) -> None:
             key = f"{key} at alpha {listed([float(a) for a, z in per_alpha if not np.isfinite(z).all()])}"
         where.append(key)
     run = ", ".join(
-        f"{k} {meta[k]!r}" for k in ("method", "dataset", "backbone", "seed") if k in meta
+        f"{k} {meta[k]!r}" for k in ("recipe", "method", "dataset", "backbone", "seed") if k in meta
     )
     raise NonFiniteError(
         f"refusing to write logits file {path}: {listed(where)} hold NaN or inf ({run}); the "
-        "model it evaluates diverged or its logits exceed float16's range (|x| > 65504): "
-        "rebuild that model with a lower `lr` or `grad_clip`"
+        "model it evaluates diverged: rebuild that model with a lower `lr` or `grad_clip`"
     )
 
 

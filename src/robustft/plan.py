@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from . import catalog
+from . import catalog, namespace
 from .methods import METHODS
 from .provenance import script_code
 from .recipes import (
@@ -81,12 +81,13 @@ class Target:
     runs: tuple[Run, ...]
     files: dict  # output name -> path
     builtin: bool
+    logs: str = "logs"  # logs/, or a named config's logs/<name>/ (robustft.namespace)
 
     @property
     def log(self) -> str:
         if self.builtin:
-            return f"logs/{self.name}.log"
-        return f"logs/papers/{self.spec['paper']}/{self.spec['item']}.log"
+            return f"{self.logs}/{self.name}.log"
+        return f"{self.logs}/{catalog.target_folder(self.spec)}/{self.spec['item']}.log"
 
     @property
     def benchmark(self) -> str:
@@ -320,10 +321,20 @@ class Plan:
             targets[spec["name"]] = self._target(spec, runs, builtin=True)
         return {**targets, **self.catalog_targets}
 
+    @cached_property
+    def results(self) -> str:
+        """Where this config's tables and figures go: results/, or results/<name>/ for a config
+        with a `name` (robustft.namespace: two configs never overwrite each other's)."""
+        return namespace.results_root(self.config)
+
+    def distortion_file(self, target: str) -> str:
+        return f"{self.results}/analysis/distortion/{target}.csv"
+
     def _target(self, spec: dict, runs: list[Run], builtin: bool) -> Target:
         kind = catalog.KINDS[spec["kind"]]
-        files = catalog.target_files(spec, builtin)
-        return Target(spec["name"], spec, kind, tuple(runs), files, builtin)
+        files = catalog.target_files(spec, builtin, self.results)
+        logs = namespace.logs_root(self.config)
+        return Target(spec["name"], spec, kind, tuple(runs), files, builtin, logs)
 
     def _builtin_runs(self, spec: dict) -> list[Run]:
         if spec["runs"] == "lp":  # every linear probe `all` trains (the C search table)
@@ -358,7 +369,7 @@ class Plan:
         if "selections" in reads:
             inputs["selections"] = [run.path(SELECTION) for run in target.runs]
         if "distortion" in reads:
-            inputs["distortion"] = DISTORTION.format(target=name)
+            inputs["distortion"] = self.distortion_file(name)
         return inputs
 
     def published(self, name: str) -> list[dict]:

@@ -49,6 +49,46 @@ def _save(fig, out_pdf: str, out_png: str, dpi: int) -> None:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
 
 
+def label_alphas(ax, paths, span, colours, skip=(0.0,)) -> list[str]:
+    """Write each point's alpha beside it along each path ({name: (x, y, alpha) arrays}); points
+    closer than 2 % of the panel's `span` (x, y) share one label ("0.6–1": the points that pile
+    up at an accuracy ceiling), and a label another path already wrote at the same place is not
+    written again (two paths that coincide). `skip`: alphas marked otherwise (theta_0's star).
+    Returns the labels written."""
+    placed, written = [], []
+
+    def close(a, b) -> bool:
+        return abs(a[0] - b[0]) <= 0.02 * span[0] and abs(a[1] - b[1]) <= 0.02 * span[1]
+
+    for name, (xs, ys, alphas) in paths.items():
+        points = [(x, y, a) for x, y, a in zip(xs, ys, alphas, strict=True) if a not in skip]
+        groups = []
+        for point in sorted(points, key=lambda p: p[2]):
+            if groups and close(groups[-1][0], point):
+                groups[-1].append(point)
+            else:
+                groups.append([point])
+        for group in groups:
+            first, last = group[0][2], group[-1][2]
+            text = f"{first:g}" if first == last else f"{first:g}–{last:g}"
+            at = (group[-1][0], group[-1][1])
+            if any(close(at, p) and text == t for p, t in placed):
+                continue
+            placed.append((at, text))
+            ax.annotate(text, at, xytext=(4, -9), textcoords="offset points", fontsize=6,
+                        color=colours[name], zorder=8,
+                        bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))  # fmt: skip
+            written.append(text)
+    return written
+
+
+def _span(xs, ys) -> tuple[float, float]:
+    import numpy as np
+
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    return (float(np.ptp(xs)) or 1.0, float(np.ptp(ys)) or 1.0)
+
+
 def wiseft_curve(
     table: pd.DataFrame, out_pdf: str, out_png: str, settings: dict, families: dict | None = None
 ) -> None:
@@ -98,11 +138,15 @@ def wiseft_curve(
         ax.scatter(ends.id, ends.ood_mean, s=60, marker="o", facecolor="none",
                    edgecolor=[method_colours(ends.recipe)[m] for m in ends.recipe],
                    linewidth=1.5, zorder=6, label="α = 1 (fine-tuned)")  # fmt: skip
+        paths = {
+            r: (g.id.values, g.ood_mean.values, g.alpha.values) for r, g in sub.groupby("recipe")
+        }
+        label_alphas(ax, paths, _span(sub.id, sub.ood_mean), method_colours(sub.recipe.unique()))
         extension = (
             "" if families.get(backbone) == "clip" else "\n(θ₀ = LP: this pipeline's extension)"
         )
         ax.set(
-            title=f"WiSE-FT: {backbone} on {dataset}{extension}",
+            title=f"WiSE-FT: {backbone} on {dataset} (labels: α){extension}",
             xlabel="ID accuracy (%)",
             ylabel="mean OOD accuracy (%)",
         )
@@ -192,18 +236,21 @@ def alpha_curves(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -
     """FLYP Fig. 1: ID vs mean OOD accuracy (%) along each recipe's WiSE-FT alpha path, from
     theta_0 (alpha = 0, the star) to the fine-tuned model (alpha = 1, the ringed point)."""
     plt, fig, ax, data, colours = _alpha_paths(spec, data, settings)
+    paths = {}
     for label, recipe in spec["rows"].items():
         path = data[data.recipe == recipe].sort_values("alpha")
         ax.plot(path.id, path.ood_mean, "-o", ms=3, color=colours[recipe], label=label)
         end = path[path.alpha == 1.0]
         ax.scatter(end.id, end.ood_mean, s=70, facecolor="none", edgecolor=colours[recipe],
                    linewidth=1.5, zorder=6)  # fmt: skip
+        paths[recipe] = (path.id.values, path.ood_mean.values, path.alpha.values)
+    label_alphas(ax, paths, _span(data.id, data.ood_mean), colours)
     start = data[data.alpha == 0.0].iloc[:1]
     ax.scatter(start.id, start.ood_mean, marker="*", s=220, color="black", zorder=7,
                label="θ₀ (zero-shot)")  # fmt: skip
     ax.scatter([], [], s=70, facecolor="none", edgecolor="gray", label="α = 1 (fine-tuned)")
-    ax.set(title=f"{spec['backbone']} on {spec['dataset']}", xlabel="ID accuracy (%)",
-           ylabel="mean OOD accuracy (%)")  # fmt: skip
+    ax.set(title=f"{spec['backbone']} on {spec['dataset']} (labels: α)",
+           xlabel="ID accuracy (%)", ylabel="mean OOD accuracy (%)")  # fmt: skip
     ax.legend(fontsize=7)
     _save(fig, out_pdf, out_png, settings.get("dpi", 150))
     plt.close(fig)
@@ -215,11 +262,14 @@ def robustness_scatter(spec: dict, data, out_pdf: str, out_png: str, settings: d
     import numpy as np
 
     plt, fig, ax, data, colours = _alpha_paths(spec, data, settings)
+    paths = {}
     for label, recipe in spec["rows"].items():
         path = data[data.recipe == recipe].sort_values("alpha")
         ax.plot(_logit(path.id), _logit(path.ood_mean), "-", color=colours[recipe], alpha=0.6)
         ax.scatter(_logit(path.id), _logit(path.ood_mean), s=10 + 50 * path.alpha,
                    color=colours[recipe], label=label, zorder=5)  # fmt: skip
+        paths[recipe] = (_logit(path.id), _logit(path.ood_mean), path.alpha.values)
+    label_alphas(ax, paths, _span(_logit(data.id), _logit(data.ood_mean)), colours)
     start = data[data.alpha == 0.0].iloc[:1]
     ax.scatter(_logit(start.id), _logit(start.ood_mean), marker="*", s=220, color="black",
                zorder=7, label="θ₀ (zero-shot)")  # fmt: skip
@@ -231,7 +281,7 @@ def robustness_scatter(spec: dict, data, out_pdf: str, out_png: str, settings: d
         ticks = grid[(_logit(grid) >= lo - pad) & (_logit(grid) <= hi + pad)]
         getattr(ax, f"set_{axis}lim")(lo - pad, hi + pad)
         getattr(ax, f"set_{axis}ticks")(_logit(ticks), [f"{t}" for t in ticks])
-    ax.set(title=f"{spec['backbone']} on {spec['dataset']} (marker size: α)",
+    ax.set(title=f"{spec['backbone']} on {spec['dataset']} (marker size and labels: α)",
            xlabel="ID accuracy (%, logit axis)", ylabel="mean OOD accuracy (%, logit axis)")  # fmt: skip
     ax.legend(fontsize=7)
     _save(fig, out_pdf, out_png, settings.get("dpi", 150))

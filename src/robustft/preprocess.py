@@ -3,9 +3,10 @@ normalisation.
 
 A preset is a data file `data_files/preprocess/<name>.json` naming its source and two op lists,
 `train` and `eval` (each op `{"op": <name>, ...its torchvision arguments}`; a size may be
-`"image_size"`, the dataset's), and optionally the `normalize` it needs (Core-tuning: CIFAR's).
-Otherwise the normalisation follows the backbone: CLIP's mean/std for open_clip models, ImageNet's
-for torchvision ones.
+`"image_size"`: the backbone's input size, as open_clip's `create_model_and_transforms` builds its
+preprocessing at the model's `vision_cfg.image_size`, unless the dataset names one), and
+optionally the `normalize` it needs (Core-tuning: CIFAR's). Otherwise the normalisation follows
+the backbone: CLIP's mean/std for open_clip models, ImageNet's for torchvision ones.
 
 The ops are torchvision's functional transforms; the random ones draw their parameters exactly as
 torchvision's transform classes do (same calls, same order), but from a `torch.Generator` seeded
@@ -31,6 +32,7 @@ from .presets import (  # noqa: F401  (re-exported: the preset names live in the
     LIBRARY_NORMALIZATION,
     NORMALIZATION,
     PRESET_DIR,
+    input_size,
     normalization_for,
     preset,
     preset_for,
@@ -230,9 +232,14 @@ class Preprocess:
         self.mean, self.std = NORMALIZATION[self.normalize]
 
     @classmethod
-    def resolve(cls, name: str | None, backbone_spec: dict | None, image_size: int) -> Preprocess:
+    def resolve(
+        cls, name: str | None, backbone_spec: dict | None, image_size: int | None = None
+    ) -> Preprocess:
+        """Preset `name` for this backbone: its normalisation, and "image_size" = the backbone's
+        input size (`presets.input_size`) unless the dataset names one (`image_size`)."""
         name = name or DEFAULT_PRESET
-        return cls(name, normalization_for(backbone_spec, name), image_size)
+        size = input_size(backbone_spec, image_size)
+        return cls(name, normalization_for(backbone_spec, name), size)
 
     def apply(self, img, seed: int | None = None) -> torch.Tensor:
         """`img` (PIL or uint8 CHW) through the eval ops, or the train ops seeded by `seed`."""

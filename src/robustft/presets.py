@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 
 PRESET_DIR = Path(__file__).parent / "data_files" / "preprocess"
@@ -20,6 +21,10 @@ NORMALIZATION = {
     "cifar": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
 }
 LIBRARY_NORMALIZATION = {"open_clip": "clip", "open_clip_visual": "clip", "torchvision": "imagenet"}
+# The size a torchvision model reads where nothing else names one: its classification weights'
+# own transforms crop 224 px (the model itself pools adaptively and takes any size).
+TORCHVISION_SIZE = 224
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"  # this package's open_clip configs
 
 
 def preset_names() -> list[str]:
@@ -53,3 +58,56 @@ def normalization_for(backbone_spec: dict | None, name: str | None = None) -> st
             f"no normalisation for arch library {library!r}; valid: {sorted(LIBRARY_NORMALIZATION)}"
         )
     return LIBRARY_NORMALIZATION[library]
+
+
+# ---- input resolution: the backbone's ------------------------------------------------------------
+def _open_clip_config(name: str) -> dict | None:
+    """An open_clip model's config, read from its JSON file without importing open_clip (this
+    package's model_configs first, then open_clip's own)."""
+    dirs = [MODEL_CONFIG_DIR]
+    spec = find_spec("open_clip")
+    if spec and spec.submodule_search_locations:
+        dirs += [Path(p) / "model_configs" for p in spec.submodule_search_locations]
+    for folder in dirs:
+        path = folder / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
+@cache
+def _fixed_size(library: str, name: str) -> int | None:
+    if library not in ("open_clip", "open_clip_visual"):
+        return None
+    config = _open_clip_config(name)
+    if config is None:
+        return None
+    size = config["vision_cfg"]["image_size"]
+    return size if isinstance(size, int) else int(size[0])
+
+
+def backbone_input_size(backbone_spec: dict | None) -> int | None:
+    """The input resolution a backbone was built for: an open_clip model's `vision_cfg.image_size`
+    (what `open_clip.create_model_and_transforms` builds its preprocessing at); None for a model
+    that takes any size (torchvision's, adaptive pooling)."""
+    arch = (backbone_spec or {}).get("arch") or {}
+    return _fixed_size(arch.get("library", ""), arch.get("name", ""))
+
+
+def input_size(backbone_spec: dict | None, dataset_size: int | None = None) -> int:
+    """What a preset's `"image_size"` means when this backbone reads a dataset: the dataset's
+    `image_size` where its config names one (the config check refuses one a fixed-size backbone
+    does not take: `robustft.resolution`), else the backbone's own, else torchvision's 224."""
+    return int(dataset_size or backbone_input_size(backbone_spec) or TORCHVISION_SIZE)
+
+
+def preset_size(name: str | None) -> int | None:
+    """The size a preset's eval transform ends at where it fixes one (`lpft_imagenet`: 224),
+    None where it follows the model's (`clip`: `"image_size"`)."""
+    for op in reversed(preset(name or DEFAULT_PRESET)["eval"]):
+        if "size" in op:
+            size = op["size"]
+            if size == "image_size":
+                return None
+            return int(size if isinstance(size, int) else size[0])
+    return None

@@ -1,3 +1,6 @@
+from robustft.resolution import shards_spec
+
+
 # Downloads run on the machine that has internet (the login node under SLURM), retried; the job
 # itself resumes a cut transfer and keeps only a verified file (robustft.sources.fetch).
 rule fetch_file:
@@ -58,7 +61,7 @@ rule shard_dataset:
         mem_mb=prepare_resource("mem_mb"),
         runtime=prepare_resource("runtime"),
     params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset]["shards"],
+        spec=lambda wildcards: shards_spec(config, PLAN, wildcards.dataset),
         code=PLAN.job_code("shard_dataset.py", "shards"),
     script:
         "../scripts/shard_dataset.py"

@@ -35,7 +35,7 @@ rule feature_distortion:
     input:
         unpack(distortion_inputs),
     output:
-        DISTORTION,
+        PLAN.distortion_file("{target}"),
     log:
         "logs/feature_distortion/{target}.log",
     benchmark:

@@ -211,7 +211,7 @@ def prepare_folders(
         test=roles["test"],
         shifts=list(roles.get("shifts", [])),
         extra=list(roles.get("extra", [])),
-        image_size=cfg.get("image_size", 224),
+        image_size=cfg.get("image_size"),  # None: the backbone's (presets.input_size)
         absent_classes=list(cfg.get("absent_classes", [])),
         oracle_train=roles.get("oracle_train"),
         source=cfg.get("source"),

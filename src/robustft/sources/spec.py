@@ -47,7 +47,11 @@ def config_problems(name: str, ds: dict) -> list[str]:
                 f"{_data_file_names('classes')}"
             )
     if "templates" not in ds:
-        errors.append(f"{where}: a real dataset needs `templates` (a list or a data file name)")
+        errors.append(
+            f"{where}: a real dataset needs `templates`, its zero-shot prompts (only a generated "
+            'dataset has a default, the mini world\'s): a list such as ["a photo of a {}."], or '
+            f"a data file: {_data_file_names('templates')}"
+        )
     elif isinstance(ds["templates"], str) and ds["templates"] not in _data_file_names("templates"):
         errors.append(
             f"{where}.templates: no data file {ds['templates']!r}; valid: "
