@@ -10,6 +10,7 @@ from .methods import METHODS
 from .presets import preset_names
 from .recipes import (
     FAMILY_METHODS,
+    explicit,
     hparams_for,
     is_grid,
     is_swept,
@@ -346,19 +347,6 @@ def _hparam_entries(config: dict):
             yield f"recipes[{name!r}].hparams", spec["method"], recipe_overrides(config, name)
 
 
-def _hparam_entries(config: dict):
-    """(where, method, entry) for every hyper-parameter entry: method defaults, overrides, recipes."""
-    for method, entry in config.get("methods", {}).items():
-        yield f"methods[{method!r}]", method, entry
-    for kind in ("datasets", "backbones"):
-        for name, spec in config.get(kind, {}).items():
-            for method, entry in (spec.get("hparams") or {}).items():
-                yield f"{kind}[{name!r}].hparams[{method!r}]", method, entry
-    for name, spec in (config.get("recipes") or {}).items():
-        if spec.get("method") in METHODS:
-            yield f"recipes[{name!r}].hparams", spec["method"], recipe_overrides(config, name)
-
-
 def check_hparam_keys(config: dict) -> list[str]:
     """Each hyper-parameter entry only has keys its method reads (the registry in
     `robustft.methods` lists the keys each method's code reads); types and ranges are the
@@ -407,13 +395,24 @@ def check_runs(config: dict, plan) -> list[str]:
         where = plan.origin(parent or run)
         what = f"method {method!r}" if recipe == method else f"recipe {recipe!r} ({method})"
         what += f" (needed by {parent.recipe!r})" if parent else ""
-        missing = [k for k in METHODS[method].required if k not in hp]
-        if missing:
-            errors.append(
-                f"{where}: {what} lacks required hyper-parameter(s) {missing}; set them in "
-                f"methods[{method!r}], datasets[{dataset!r}].hparams[{method!r}] or "
-                f"backbones[{backbone!r}].hparams[{method!r}] ({_hparam_keys(method)})"
-            )
+        if explicit(config):  # a paper config: every key the result depends on, stated
+            missing = [k for k in METHODS[method].explicit_keys(hp) if k not in hp]
+            if missing:
+                errors.append(
+                    f"{where}: {what} on dataset {dataset!r} does not set {missing}, and this "
+                    "config takes no value from the mini defaults (method_defaults: none): set "
+                    f"them in recipes[{recipe.split('@')[0]!r}].hparams (or datasets[{dataset!r}]"
+                    f".hparams[{method!r}] / backbones[{backbone!r}].hparams[{method!r}]), each "
+                    "with its source in the paper's protocol card"
+                )
+        else:
+            missing = [k for k in METHODS[method].required if k not in hp]
+            if missing:
+                errors.append(
+                    f"{where}: {what} lacks required hyper-parameter(s) {missing}; set them in "
+                    f"methods[{method!r}], datasets[{dataset!r}].hparams[{method!r}] or "
+                    f"backbones[{backbone!r}].hparams[{method!r}] ({_hparam_keys(method)})"
+                )
         errors.extend(
             f"{where}: {what}: {problem}" for problem in _value_problems(config, hp, dataset)
         )

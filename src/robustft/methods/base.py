@@ -103,17 +103,32 @@ def zeroshot_classifier(backbone: Backbone, info: DatasetInfo) -> ImageClassifie
     return ImageClassifier(copy.deepcopy(backbone.image_encoder), head, normalize=True)
 
 
-def initial_classifier(backbone: Backbone, info: DatasetInfo, seed: int) -> ImageClassifier:
-    """The classifier fine-tuning starts from, per family.
+FAMILY_HEADS = {"clip": "zeroshot", "supervised": "source", "ssl": "random"}
 
-    clip: the zero-shot head (WiSE-FT / FLYP recipe); supervised: the source model's own head over
-    all classes (calibration paper); ssl: a new seeded linear head (LP-FT / Core-tuning).
+
+def initial_classifier(
+    backbone: Backbone, info: DatasetInfo, seed: int, head: str | None = None
+) -> ImageClassifier:
+    """The classifier fine-tuning starts from: `head` (the recipe's `head_init`) or the family's.
+
+    zeroshot: the zero-shot head (WiSE-FT / FLYP; clip only); source: the source model's own head
+    over all classes (calibration paper; supervised only); random: a new seeded linear head on the
+    unnormalised features (LP-FT's FT, Core-tuning; on CLIP, LP-FT's random head).
     """
-    if backbone.family == "clip":
+    head = head or FAMILY_HEADS[backbone.family]
+    if head == "zeroshot":
+        if backbone.clip is None:
+            raise ValueError(f"head_init zeroshot needs a text tower; {backbone.name!r} has none")
         return zeroshot_classifier(backbone, info)
     encoder = copy.deepcopy(backbone.image_encoder)
-    if backbone.family == "supervised":
-        return ImageClassifier(encoder, copy.deepcopy(backbone.source_head), normalize=False)
+    if head == "source":
+        source = getattr(backbone, "source_head", None)
+        if source is None or source.out_features != len(info.classnames):
+            raise ValueError(
+                f"head_init source: backbone {backbone.name!r} has no head over the dataset's "
+                f"{len(info.classnames)} classes"
+            )
+        return ImageClassifier(encoder, copy.deepcopy(source), normalize=False)
     return ImageClassifier(
         encoder, linear_head(backbone.feature_dim, len(info.classnames), seed), False
     )
@@ -201,9 +216,10 @@ class Method:
         """The family's starting classifier; on a holistic-transfer dataset, families without a
         zero-shot head start from the source model (`inputs["reference"]`: the source-data LP),
         so the absent classes have a head to keep."""
-        if "reference" in ctx.inputs:
+        head = ctx.hparams.get("head_init")
+        if "reference" in ctx.inputs and head in (None, "source"):
             return classifier_from_artifact(ctx.backbone, Artifact.load(ctx.inputs["reference"]))
-        return initial_classifier(ctx.backbone, ctx.info, ctx.seed)
+        return initial_classifier(ctx.backbone, ctx.info, ctx.seed, head)
 
     def training_step(self, model: nn.Module, ctx: FineTuneContext) -> TrainingStep:
         """This run's training step around `model` (its forward returns the loss)."""
