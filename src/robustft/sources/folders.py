@@ -187,11 +187,12 @@ def prepare_folders(
             )
     else:
         folders = [c.replace(" ", "_") for c in classnames]
+    stored = {split: spec for split, spec in cfg["splits"].items() if "carve" not in spec}
     roots = {
         split: split_source(name, split, spec, out_dir, downloads, folders)
-        for split, spec in sorted(cfg["splits"].items())
+        for split, spec in sorted(stored.items())
     }
-    for split, spec in sorted(cfg["splits"].items()):
+    for split, spec in sorted(stored.items()):
         keep = kept_classes(spec, classnames, cfg.get("absent_classes", []))
         if keep is not None:
             by_index = spec.get("folder_labels") == "index"
@@ -216,7 +217,7 @@ def prepare_folders(
         oracle_train=roles.get("oracle_train"),
         source=cfg.get("source"),
     )
-    for split, spec in sorted(cfg["splits"].items()):
+    for split, spec in sorted(stored.items()):
         where = f"datasets[{name!r}].splits[{split!r}]"
         by_index = spec.get("folder_labels") == "index"
         names = [str(i) for i in range(len(classnames))] if by_index else folders
@@ -251,5 +252,11 @@ def prepare_folders(
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(os.path.relpath(roots[split], out_dir))
+    for split, spec in cfg["splits"].items():  # held out of another split: recorded below
+        if "carve" in spec:
+            info.splits[split] = {"metric": spec.get("metric", "top1")}
     (out_dir / "meta.json").write_text(json.dumps(info.__dict__, indent=2))
-    return info
+    from ..data import record_carves
+
+    record_carves(out_dir, cfg["splits"])
+    return DatasetInfo.read(out_dir)

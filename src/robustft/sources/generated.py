@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import world
+from .spec import carve_problems
 
 if TYPE_CHECKING:  # the data layer (torch) is imported where a dataset is written
     from ..data import DatasetInfo
@@ -28,7 +29,10 @@ def config_problems(name: str, ds: dict) -> list[str]:
     CLASSNAMES = world.CLASSNAMES
 
     errors, where = [], f"datasets[{name!r}]"
+    errors += carve_problems(name, ds)
     for split, spec in ds["splits"].items():
+        if "carve" in spec:
+            continue
         lacking = [k for k in ("domain", "n") if k not in spec]
         foreign = [k for k in ("archive", "folder", "path", "folder_labels", "class_map_file",
                                 "crop_border") if k in spec]  # fmt: skip
@@ -50,6 +54,8 @@ def config_problems(name: str, ds: dict) -> list[str]:
     if bad:
         errors.append(f"{where}.absent_classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
     for split, spec in ds["splits"].items():
+        if "carve" in spec:
+            continue
         at = f"{where}.splits[{split!r}]"
         named = spec.get("classes") if isinstance(spec.get("classes"), list) else []
         for members in spec.get("class_map", {}).values():
@@ -187,8 +193,9 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
     )
     # Distinct, stable seed per split: by sorted order among the splits without a pinned `seed`,
     # so adding a pinned split leaves every other split's images unchanged.
-    unpinned = sorted(s for s, spec in cfg["splits"].items() if "seed" not in spec)
-    for split, spec in sorted(cfg["splits"].items()):
+    stored = {s: spec for s, spec in cfg["splits"].items() if "carve" not in spec}
+    unpinned = sorted(s for s, spec in stored.items() if "seed" not in spec)
+    for split, spec in sorted(stored.items()):
         t0 = time.time()
         if "seed" in spec:
             split_seed = spec["seed"]
@@ -199,5 +206,11 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
         print(
             f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True
         )
+    for split, spec in cfg["splits"].items():  # held out of another split: recorded below
+        if "carve" in spec:
+            info.splits[split] = {"metric": spec.get("metric", "top1")}
     (out_dir / "meta.json").write_text(json.dumps(info.__dict__, indent=2))
-    return info
+    from ..data import record_carves
+
+    record_carves(out_dir, cfg["splits"])
+    return DatasetInfo.read(out_dir)

@@ -65,8 +65,11 @@ def config_problems(name: str, ds: dict) -> list[str]:
             f"{where}.classes.from_split: split {ds['classes']['from_split']!r} not in splits "
             f"{sorted(splits)}"
         )
+    errors += carve_problems(name, ds)
     for split, spec in splits.items():
         at = f"{where}.splits[{split!r}]"
+        if "carve" in spec:
+            continue
         sources = [k for k in ("archive", "path") if k in spec]
         if len(sources) != 1:
             errors.append(
@@ -92,6 +95,33 @@ def config_problems(name: str, ds: dict) -> list[str]:
         if generated:
             errors.append(f"{at}: {generated} only apply to generated datasets")
     return errors + _check_real_classes(name, ds)
+
+
+CARVE_KEYS = ("carve", "metric")  # a carved split is its source's examples, scored its own way
+
+
+def carve_problems(name: str, ds: dict) -> list[str]:
+    """A split carved from another (`carve: {from, fraction | count, seed}`, held-out validation)
+    names a stored split of the dataset, one size, and nothing a stored split has."""
+    errors, splits = [], ds["splits"]
+    for split, spec in splits.items():
+        carve = spec.get("carve")
+        if carve is None:
+            continue
+        at = f"datasets[{name!r}].splits[{split!r}]"
+        source = splits.get(carve["from"])
+        if source is None or "carve" in source:
+            stored = sorted(s for s, v in splits.items() if "carve" not in v)
+            errors.append(f"{at}.carve.from: {carve['from']!r} is not a stored split; valid: {stored}")
+        if ("fraction" in carve) == ("count" in carve):
+            errors.append(f"{at}.carve: give its size as fraction or as count, one of them")
+        other = sorted(set(spec) - set(CARVE_KEYS))
+        if other:
+            errors.append(
+                f"{at}: {other} do not apply to a split carved from {carve['from']!r} (it is "
+                f"that split's examples); a carved split takes {list(CARVE_KEYS)}"
+            )
+    return errors
 
 
 def _check_real_classes(name: str, ds: dict) -> list[str]:
