@@ -219,10 +219,10 @@ def check_catalog(config: dict) -> list[str]:
 
 
 def check_selection(config: dict, plan) -> list[str]:
-    """Model selection never looks at the reported test split, unless the recipe says in the
-    paper's own words (`select_on_test`) that its paper did: a swept recipe picks its point on its
-    `select` split; a run with `keep: best_val` / `best_test` keeps its best state on one. Grids and
-    calibration's extra fine-tunes (which need one set of values) do not mix."""
+    """Model selection never looks at the reported test split, unless the recipe (or target) says
+    in the paper's own words (`select_on_test`) that its paper did (`robustft.selections`: the LP's
+    C, a grid point, a kept state, a WiSE-FT alpha). Grids and calibration's extra fine-tunes
+    (which need one set of values) do not mix."""
     errors, seen = [], set()
     cal = config["calibration"]
     for name in {*cal["pcv"]["recipes"], *cal["oracle"]["recipes"]}:
@@ -233,33 +233,19 @@ def check_selection(config: dict, plan) -> list[str]:
                 "without a grid"
             )
     for run in plan.every_run:
-        key = (run.recipe.split("@")[0], run.dataset)
-        if key in seen:
+        if run.recipe in seen or "@" in run.recipe:
             continue
-        seen.add(key)
-        recipe, dataset = key
-        spec = recipe_spec(config, recipe)
-        roles = config["datasets"][dataset]["roles"]
-        on_test = spec.get("select_on_test")
-        where = f"recipes[{recipe!r}]" if spec else f"methods[{recipe_method(config, recipe)!r}]"
-        scored = []
-        if plan.is_swept(recipe):
-            scored.append(("its grid point", spec.get("select", {}).get("split", "val")))
-        hp = hparams_for(config, recipe, run.backbone, dataset)
-        keep = hp.get("keep", "last")
-        if keep != "last":
-            scored.append((f"keep: {keep}", "test" if keep == "best_test" else "val"))
-            if not hp.get("eval_every") or is_grid(hp.get("eval_every")):
-                errors.append(f"{where}: keep: {keep} needs eval_every (how often to score)")
-        for what, role in scored:
-            if not on_test and (role == "test" or roles[role] == roles["test"]):
-                errors.append(
-                    f"{where} on dataset {dataset!r}: selects {what} on split {roles[role]!r}, which "
-                    f"is the reported test split (roles: val {roles['val']!r}, test "
-                    f"{roles['test']!r}); give the dataset a validation split of its own (held out "
-                    "from training data), or, where the paper selected on its test set, say so in "
-                    "the recipe: select_on_test: <the paper's words>"
-                )
+        seen.add(run.recipe)
+        hp = hparams_for(config, run.recipe, run.backbone, run.dataset)
+        if hp.get("keep", "last") != "last" and (
+            not hp.get("eval_every") or is_grid(hp.get("eval_every"))
+        ):
+            spec = recipe_spec(config, run.recipe)
+            where = f"recipes[{run.recipe!r}]" if spec else f"methods[{run.recipe!r}]"
+            errors.append(f"{where}: keep: {hp['keep']} needs eval_every (how often to score)")
+    from .selections import problems
+
+    errors += problems(config, plan)
     return errors
 
 

@@ -383,7 +383,9 @@ def carve_index(labels: np.ndarray, spec: dict) -> np.ndarray:
     take[np.argsort(-(want - take), kind="stable")[: total - take.sum()]] += 1
     take = np.minimum(take, counts - 1)  # a class stays in the training data
     rng = np.random.default_rng([int(spec.get("seed", 0)), 31])
-    index = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)]
+    index = [
+        rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)
+    ]
     return np.sort(np.concatenate(index))
 
 

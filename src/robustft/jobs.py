@@ -637,6 +637,8 @@ def build_target(
 def _mark_selected_on_test(table, spec: dict, recipes: dict):
     """A table's rows read from runs selected on the test split (as their paper did, in its words)
     get a `selected_on_test` column saying so; tables of no such run are unchanged."""
+    if spec.get("select_on_test"):  # the target's WiSE-FT alpha, chosen as its paper did
+        table = table.assign(alpha_selected_on_test=spec["select_on_test"])
     on_test = {r: v["on_test"] for r, v in recipes.items() if v.get("on_test")}
     if not on_test or "row" not in table.columns and "recipe" not in table.columns:
         return table

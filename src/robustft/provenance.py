@@ -46,7 +46,9 @@ def split_digest(dataset_dir: str | Path, split: str) -> str:
     folder = root / split
     if not folder.is_dir():
         meta = root / "meta.json"
-        spec = json.loads(meta.read_text()).get("splits", {}).get(split, {}) if meta.is_file() else {}
+        spec = (
+            json.loads(meta.read_text()).get("splits", {}).get(split, {}) if meta.is_file() else {}
+        )
         if "carve" in spec:  # held out of another split: its data (its positions: meta.json's)
             return "carved:" + split_digest(root, spec["carve"]["from"])
         raise FileNotFoundError(f"split {split!r} not found in {root}")

@@ -112,7 +112,9 @@ def carve_problems(name: str, ds: dict) -> list[str]:
         source = splits.get(carve["from"])
         if source is None or "carve" in source:
             stored = sorted(s for s, v in splits.items() if "carve" not in v)
-            errors.append(f"{at}.carve.from: {carve['from']!r} is not a stored split; valid: {stored}")
+            errors.append(
+                f"{at}.carve.from: {carve['from']!r} is not a stored split; valid: {stored}"
+            )
         if ("fraction" in carve) == ("count" in carve):
             errors.append(f"{at}.carve: give its size as fraction or as count, one of them")
         other = sorted(set(spec) - set(CARVE_KEYS))
