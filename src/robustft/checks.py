@@ -6,6 +6,7 @@ that name the entry and the valid choices. Torch-free."""
 from __future__ import annotations
 
 from . import catalog
+from .classspace import has_absent, partition_problems
 from .methods import METHODS
 from .presets import preset_names
 from .recipes import (
@@ -74,7 +75,8 @@ def check_references(config: dict) -> list[str]:
                 f"datasets[{name!r}].source_recipe: {ds['source_recipe']!r} needs a `source` and "
                 f"must be a method or recipe; valid: {sorted(known_recipes(config))}"
             )
-        if ds.get("absent_classes") and not roles.get("oracle_train"):
+        errors += partition_problems(name, ds)
+        if has_absent(ds) and not roles.get("oracle_train"):
             errors.append(
                 f"datasets[{name!r}]: absent_classes need roles.oracle_train, a split of every class "
                 "(the oracle's training data and NCM's class means)"
@@ -103,7 +105,7 @@ def check_references(config: dict) -> list[str]:
                 f"{where}.dataset: unknown dataset {exp['dataset']!r}; valid: {sorted(datasets)}"
             )
         family = backbones[exp["backbone"]]["family"]
-        absent = datasets.get(exp["dataset"], {}).get("absent_classes")
+        absent = has_absent(datasets.get(exp["dataset"], {}))
         for recipe in exp["recipes"]:
             if recipe not in known_recipes(config):
                 errors.append(
@@ -179,13 +181,18 @@ def check_catalog(config: dict) -> list[str]:
                 f"{where}.backbone: unknown backbone {spec.get('backbone')!r}; valid: {sorted(backbones)}"
             )
             continue
-        family = backbones[spec["backbone"]]["family"]
         try:
             cells = catalog.grid_cells(spec)
         except (KeyError, IndexError, ValueError) as err:
             errors.append(f"{where}.rows: a recipe pattern does not fit the grid ({err})")
             continue
         for cell in cells:
+            if cell["backbone"] not in backbones:
+                errors.append(
+                    f"{where}.grid: unknown backbone {cell['backbone']!r}; valid: {sorted(backbones)}"
+                )
+                continue
+            family = backbones[cell["backbone"]]["family"]
             if cell["dataset"] not in datasets:
                 errors.append(
                     f"{where}.grid: unknown dataset {cell['dataset']!r}; valid: {sorted(datasets)}"
@@ -198,7 +205,7 @@ def check_catalog(config: dict) -> list[str]:
             elif recipe_method(config, cell["recipe"]) not in FAMILY_METHODS[family]:
                 errors.append(
                     f"{where}.rows[{cell['row']!r}]: {cell['recipe']!r} needs a text tower; "
-                    f"backbone {spec['backbone']!r} is {family!r}"
+                    f"backbone {cell['backbone']!r} is {family!r}"
                 )
         if not by_dataset and spec.get("columns"):
             valid = ["id", "ood_mean", "val", *datasets[spec["dataset"]]["roles"].get("shifts", []),

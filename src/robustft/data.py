@@ -63,6 +63,9 @@ class DatasetInfo:
     splits: dict[str, dict] = field(default_factory=dict)
     prompts: list[list[str]] | None = None
     folder_classes: list[str] | None = None
+    # {finetuning, absent}: class indices, where the dataset gives its partition by index
+    # (`robustft.classspace`: ImageNet-R/S's, whose other head columns are ignored)
+    class_partition: dict | None = None
 
     @property
     def eval_splits(self) -> list[str]:
@@ -73,7 +76,7 @@ class DatasetInfo:
     def logit_splits(self) -> list[str]:
         """The splits whose logits evaluation saves: the scored ones, and for calibration the
         fine-tuning training data (gamma_ALG) and the all-class training data (NCM means)."""
-        calibration = [self.train, self.oracle_train] if self.absent_classes else []
+        calibration = [self.train, self.oracle_train] if self.holistic else []
         return list(dict.fromkeys([*self.eval_splits, *[s for s in calibration if s]]))
 
     def role(self, split: str) -> str:
@@ -101,10 +104,26 @@ class DatasetInfo:
         return [[fill_prompt(t, c) for t in templates or self.templates] for c in self.classnames]
 
     @property
+    def holistic(self) -> bool:
+        """A holistic-transfer dataset: absent classes to calibrate."""
+        return bool(self.absent_classes or self.class_partition)
+
+    @property
+    def class_groups(self) -> list[str]:
+        """Per model class: finetuning, absent or ignored (`robustft.classspace`)."""
+        from .classspace import groups
+
+        return groups(self.classnames, self.absent_classes, self.class_partition)
+
+    @property
     def seen_mask(self) -> list[bool]:
-        """Per model class: is it a fine-tuning class (True) or absent from fine-tuning data."""
-        absent = set(self.absent_classes)
-        return [name not in absent for name in self.classnames]
+        """Per model class: is it a fine-tuning class (the training data's)."""
+        return [g == "finetuning" for g in self.class_groups]
+
+    @property
+    def ignored_mask(self) -> list[bool]:
+        """Per model class: a head column outside the label space (neither S nor U)."""
+        return [g == "ignored" for g in self.class_groups]
 
     @classmethod
     def read(cls, dataset_dir: str | Path) -> DatasetInfo:

@@ -259,7 +259,9 @@ class Plan:
         return self.config["wiseft"]["alphas"] if self.sweeps(run) else [1.0]
 
     def is_calibration(self, dataset: str) -> bool:
-        return bool(self.config["datasets"][dataset].get("absent_classes"))
+        from .classspace import has_absent
+
+        return has_absent(self.config["datasets"][dataset])
 
     def variants(self, run: Run) -> list[str]:
         """Calibration's extra fine-tunes of a run on a dataset with absent classes."""
@@ -338,7 +340,7 @@ class Plan:
         if "rows" not in spec:
             return [run for run in self.experiment_runs if run.dataset == spec["dataset"]]
         return _unique(
-            self.run(cell["dataset"], spec["backbone"], cell["recipe"], seed)
+            self.run(cell["dataset"], cell["backbone"], cell["recipe"], seed)
             for cell in catalog.grid_cells(spec)
             for seed in catalog.seeds(spec)
         )

@@ -76,6 +76,7 @@ class TrainResult:
     seconds: float  # wall time of those steps
     best_step: int | None = None  # the step whose state was kept (keep="best")
     best_score: float | None = None
+    tracked: list[dict] | None = None  # `track()` at step 0 and every `track_every` steps
 
     def images_per_second(self, batch_size: int) -> float:
         return self.steps_run * batch_size / self.seconds if self.seconds > 0 else float("nan")
@@ -323,6 +324,8 @@ def train(
     eval_every: int | None = None,
     keep: str = "last",
     keep_module: nn.Module | None = None,
+    track: Callable[[], dict] | None = None,
+    track_every: int | None = None,
 ) -> TrainResult:
     """Run `cfg.steps` optimiser steps; return the per-step history and timing.
 
@@ -342,6 +345,9 @@ def train(
     `validate()` scores the model every `eval_every` steps and after the last (the history's `val`);
     `keep="best"` leaves `keep_module` (default: `model`) in its best-scoring state, kept in memory
     and in every step checkpoint, so a resumed run keeps the best state seen before the kill.
+
+    `track()` measures the model before the first step and every `track_every` steps (and after the
+    last): the calibration paper's quantities over training (`TrainResult.tracked`, resumed too).
     """
     device = device or pick_device()
     if param_groups is None:
@@ -358,11 +364,13 @@ def train(
     state = _matching_checkpoint(ckpt, identity, cfg.steps, device) if ckpt else None
     keep_module = keep_module or model
     best = {"step": None, "score": None, "state": None}  # keep="best": the best state so far
+    tracked: list[dict] = []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
         best = state.get("best", best)
+        tracked = state.get("tracked", [])
         _say(f"resuming from step {start} ({ckpt})")
 
     (train_mode or nn.Module.train)(model)
@@ -399,6 +407,9 @@ def train(
             loss.backward()
             return loss.detach()
 
+    if track is not None and start == 0:  # the model fine-tuning starts from
+        tracked.append({"step": 0, **track()})
+        (train_mode or nn.Module.train)(model)
     t0, seen = time.time(), 0
     bar = tqdm(
         range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=5,
@@ -425,6 +436,9 @@ def train(
             history[-1]["val"] = score
             if keep == "best" and (best["score"] is None or score > best["score"]):
                 best = {"step": done, "score": score, "state": _cpu_state(keep_module)}
+        if track is not None and (done == cfg.steps or (track_every and done % track_every == 0)):
+            tracked.append({"step": done, **track()})
+            (train_mode or nn.Module.train)(model)
         due = ckpt and done % cfg.checkpoint_every == 0 and done < cfg.steps
         if due and distributed.is_main():
             ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -435,6 +449,7 @@ def train(
                     "step": done,
                     "history": history,
                     "best": best,
+                    "tracked": tracked,
                     "fingerprint": identity,
                 },
                 ckpt,
@@ -446,7 +461,7 @@ def train(
         keep_module.load_state_dict(best["state"])
         _say(f"{desc}: kept the state of step {best['step']} (best score {best['score']:.4f})")
     return TrainResult(history, steps_run=seen, seconds=elapsed, best_step=best["step"],
-                       best_score=best["score"])  # fmt: skip
+                       best_score=best["score"], tracked=tracked if track else None)  # fmt: skip
 
 
 def _cpu_state(module: nn.Module) -> dict:

@@ -83,8 +83,9 @@ OPTIMIZER_KEYS = {
 DATA_OPTIONAL = ("shots", "preprocess")
 # `jobs.finetune`: how many DDP processes (GPUs) train one run (`robustft.distributed`); the
 # training loop's model selection: score the model every `eval_every` steps, `keep` the last state
-# or the best on ID validation (`best_test`: the test split, where a recipe declares the paper did).
-RUN_OPTIONAL = ("gpus", "eval_every", "keep")
+# or the best on ID validation (`best_test`: the test split, where a recipe declares the paper did);
+# on holistic-transfer data, measure the calibration paper's quantities every `track_every` steps.
+RUN_OPTIONAL = ("gpus", "eval_every", "keep", "track_every")
 # `base.Method.param_groups` (encoder_lr_scale; only for an `ImageClassifier`, so not FLYP's CLIP)
 # and `base.Method.train_mode` (freeze_bn; every trained model).
 # `base.initial_classifier` (head_init: the family's default head, or one named: zeroshot,

@@ -91,6 +91,9 @@ class FineTuneContext:
     # The split a run's in-training model selection scores (`eval_every`, `keep`): its name and
     # data (the ID validation split; the test split only where a recipe keeps `best_test`).
     selection: tuple[str, torch.utils.data.Dataset] | None = None
+    # Holistic transfer with `track_every`: (the test split, the all-class training split) the
+    # calibration paper's quantities are measured on over training (`Method.tracker`).
+    tracking: tuple[torch.utils.data.Dataset, torch.utils.data.Dataset] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -278,6 +281,37 @@ class Method:
 
         return validate
 
+    def tracker(self, model: nn.Module, ctx: FineTuneContext):
+        """`track()`: the calibration paper's quantities over fine-tuning (its Figures 4-6), on
+        the test split, or None where the run tracks nothing (`track_every`)."""
+        if not ctx.hparams.get("track_every") or ctx.tracking is None:
+            return None
+        from ..calibration import track_metrics
+
+        test, train_all = ctx.tracking
+        seen, ignored = np.asarray(ctx.info.seen_mask), np.asarray(ctx.info.ignored_mask)
+
+        @torch.no_grad()
+        def outputs(classifier, data):
+            logits, features = [], []
+            for start in range(0, len(data), 256):
+                images, _ = data.get_batch(np.arange(start, min(start + 256, len(data))))
+                images = images.to(ctx.device)
+                with autocast(ctx.device, ctx.precision):
+                    features.append(classifier.encoder(images).float().cpu())
+                    logits.append(classifier(images).float().cpu())
+            return torch.cat(logits).numpy(), torch.cat(features).numpy()
+
+        def track() -> dict:
+            model.eval()
+            classifier = self.classifier(model, ctx).eval()
+            z, f = outputs(classifier, test)
+            _, f_all = outputs(classifier, train_all)
+            return track_metrics(z, f, test.labels.numpy(), f_all, train_all.labels.numpy(),
+                                 seen, ignored)  # fmt: skip
+
+        return track
+
     # -- shared machinery ------------------------------------------------------------------
     def run(self, ctx: FineTuneContext) -> Artifact:
         model = self.build(ctx).to(ctx.device)
@@ -297,12 +331,16 @@ class Method:
             eval_every=ctx.hparams.get("eval_every"),
             keep="best" if ctx.hparams.get("keep", "last").startswith("best") else "last",
             keep_module=model,
+            track=self.tracker(model, ctx),
+            track_every=ctx.hparams.get("track_every"),
         )
         model.eval()
         artifact = self.export(model, ctx)
         artifact.meta.update(history=result.history)
         if result.best_step is not None:  # in-training selection: the state it kept
             artifact.meta.update(kept_step=result.best_step, kept_score=result.best_score)
+        if result.tracked is not None:
+            artifact.meta.update(track=result.tracked)
         artifact.timing.update(
             train_images_per_second=result.images_per_second(ctx.hparams["batch_size"]),
             steps_timed=result.steps_run,

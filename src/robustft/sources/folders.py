@@ -31,6 +31,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..classspace import dataset_partition
 from ..data import GROUP_NAMES_FILE, DatasetInfo, fill_prompt
 from ..datafiles import DATA_FILES, data_file  # noqa: F401  (folders' callers use them)
 from .formats import IMAGE_SUFFIXES, Inputs, LayoutError, get_format
@@ -68,7 +69,7 @@ def split_source(
 ) -> Path:
     """Where split `split`'s image folder is: a user's path, a folder inside an unpacked archive,
     or the class folders a `format` writes out of its files (once; `robustft.sources.formats`)."""
-    if "path" in spec:
+    if "path" in spec and "format" not in spec:
         return Path(spec["path"]).expanduser().resolve()
     inputs = Inputs(downloads, out_dir)
     where = f"datasets[{name!r}].splits[{split!r}]"
@@ -128,12 +129,17 @@ def mapped_split(
     return target, record
 
 
-def kept_classes(spec: dict, classnames: list[str], absent: list[str]) -> list[int] | None:
-    """The class indices a real split keeps (`classes: finetuning` = all but the dataset's absent
-    classes, or a list of names); None keeps every class."""
+def kept_classes(
+    spec: dict, classnames: list[str], absent: list[str], partition: dict | None = None
+) -> list[int] | None:
+    """The class indices a real split keeps (`classes: finetuning` = the fine-tuning classes: all
+    but the dataset's absent classes, or its partition's by index; or a list of names); None
+    keeps every class."""
     classes = spec.get("classes", "all")
     if classes == "all":
         return None
+    if classes == "finetuning" and partition is not None:
+        return sorted(partition["finetuning"])
     drop = set(absent) if classes == "finetuning" else set(classnames) - set(classes)
     return [i for i, c in enumerate(classnames) if c not in drop]
 
@@ -192,8 +198,9 @@ def prepare_folders(
         split: split_source(name, split, spec, out_dir, downloads, folders)
         for split, spec in sorted(stored.items())
     }
+    partition = dataset_partition(cfg)
     for split, spec in sorted(stored.items()):
-        keep = kept_classes(spec, classnames, cfg.get("absent_classes", []))
+        keep = kept_classes(spec, classnames, cfg.get("absent_classes", []), partition)
         if keep is not None:
             by_index = spec.get("folder_labels") == "index"
             keep = [str(i) if by_index else folders[i] for i in keep]
@@ -213,9 +220,11 @@ def prepare_folders(
         shifts=list(roles.get("shifts", [])),
         extra=list(roles.get("extra", [])),
         image_size=cfg.get("image_size", 224),
-        absent_classes=list(cfg.get("absent_classes", [])),
+        absent_classes=list(cfg.get("absent_classes", []))
+        or [classnames[i] for i in (partition or {}).get("absent", [])],  # (names: to read)
         oracle_train=roles.get("oracle_train"),
         source=cfg.get("source"),
+        class_partition=partition,
     )
     for split, spec in sorted(stored.items()):
         where = f"datasets[{name!r}].splits[{split!r}]"

@@ -18,7 +18,8 @@ def _check_format(at: str, spec: dict, files: dict) -> list[str]:
 
     if spec["format"] not in format_names():
         return [f"{at}.format: unknown format {spec['format']!r}; valid: {format_names()}"]
-    errors = [] if "archive" in spec else [f"{at}: format {spec['format']!r} needs an `archive`"]
+    ok = "archive" in spec or ("path" in spec and spec["format"] == "image_list")
+    errors = [] if ok else [f"{at}: format {spec['format']!r} needs an `archive`"]
     unknown = [f for f in spec.get("inputs", []) if f not in files]
     if unknown:
         errors.append(f"{at}.inputs: {unknown} not in files; valid: {sorted(files)}")
@@ -140,8 +141,12 @@ def _check_real_classes(name: str, ds: dict) -> list[str]:
             errors.append(f"{where}.absent_classes: unknown classes {bad}; valid: {known}")
     for split, spec in ds["splits"].items():
         at = f"{where}.splits[{split!r}]"
-        if spec.get("classes") == "finetuning" and not ds.get("absent_classes"):
-            errors.append(f"{at}: classes: finetuning needs the dataset's absent_classes")
+        if spec.get("classes") == "finetuning" and not (
+            ds.get("absent_classes") or ds.get("partition")
+        ):
+            errors.append(
+                f"{at}: classes: finetuning needs the dataset's absent_classes or partition"
+            )
         if isinstance(spec.get("classes"), list) and known is not None:
             bad = [c for c in spec["classes"] if c not in known]
             if bad:
