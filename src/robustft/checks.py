@@ -68,12 +68,13 @@ def check_references(config: dict) -> list[str]:
             errors.append(
                 f"datasets[{name!r}].source: unknown dataset {ds['source']!r}; valid: {sorted(datasets)}"
             )
-        if ds.get("source_recipe") is not None and (
+        if ds.get("source_recipe") not in (None, "pretrained") and (
             not ds.get("source") or ds["source_recipe"] not in known_recipes(config)
         ):
             errors.append(
                 f"datasets[{name!r}].source_recipe: {ds['source_recipe']!r} needs a `source` and "
-                f"must be a method or recipe; valid: {sorted(known_recipes(config))}"
+                f"must be a method or recipe (or pretrained: the supervised backbone's own head); "
+                f"valid: {sorted(known_recipes(config))}"
             )
         errors += partition_problems(name, ds)
         if has_absent(ds) and not roles.get("oracle_train"):
@@ -120,10 +121,17 @@ def check_references(config: dict) -> list[str]:
                     f"only, so on dataset {exp['dataset']!r} (absent classes) it has no absent-class "
                     "logits to calibrate; use zeroshot, ft, l2sp, flyp or coretuning there"
                 )
+            pretrained = datasets[exp["dataset"]].get("source_recipe") == "pretrained"
+            if pretrained and family != "supervised":
+                errors.append(
+                    f"{where}: dataset {exp['dataset']!r} takes the pretrained head as its source "
+                    f"model (source_recipe: pretrained); backbone {exp['backbone']!r} has none"
+                )
             if (
                 absent
                 and family != "clip"
                 and not datasets[exp["dataset"]].get("source")
+                and not pretrained
                 and METHODS[method].trains
             ):
                 errors.append(
