@@ -74,7 +74,8 @@ REFERENCE = {  # each preset as torchvision's classes, written from the papers' 
             T.ColorJitter(0.3, 0.3, 0.3, 0.3),
             T.RandomGrayscale(),
         ],
-        [T.Resize((224, 224))],
+        # TPDD's ResizeImage: PIL's img.resize((224, 224)), bicubic by default in Pillow >= 7
+        [T.Resize((224, 224), interpolation=BICUBIC)],
     ),  # fmt: skip
     "coretuning": (
         [
@@ -83,7 +84,7 @@ REFERENCE = {  # each preset as torchvision's classes, written from the papers' 
             T.RandomCrop(256),
             T.RandomHorizontalFlip(),
         ],
-        [T.Resize(256)],
+        [T.Resize(256, interpolation=BICUBIC)],  # Core-tuning.py:297
     ),  # fmt: skip
 }
 
