@@ -54,7 +54,9 @@ KINDS: dict[str, TargetKind] = {
     "ncm_trajectory": TargetKind("plots:ncm_trajectory", "figure", ("calibration",)),
     "absent_probability": TargetKind("plots:absent_probability", "figure", ("calibration",)),
     "absent_share": TargetKind("plots:absent_share", "figure", ("calibration",)),
-    "fewer_classes_figure": TargetKind("plots:fewer_classes_figure", "figure", ("calibration",)),
+    "fewer_classes_figure": TargetKind(
+        "plots:fewer_classes_figure", "figure", ("calibration",), sweeps=True
+    ),
     # FLYP Figure 3: accuracy against k shots, with and without weight ensembling
     "shots_figure": TargetKind("plots:shots_figure", "figure", ("metrics",), sweeps=True),
     "gamma_curves": TargetKind("plots:gamma_curves", "figure", ("calibration",)),

@@ -73,6 +73,9 @@ def selections(config: dict, plan) -> list[Selection]:
         if isinstance(keep, str) and keep != "last":
             add(f"keep: {keep}", by, run.dataset, "test" if keep == "best_test" else "val",
                 marked)  # fmt: skip
+    for run in plan.every_run:
+        if any(v.startswith("pcv") for v in plan.variants(run)):
+            add("its gamma_PCV", f"calibration.pcv ({run.recipe})", run.dataset, "val", None)
     for i, exp in enumerate(config["experiments"]):
         if exp.get("sweep", True) and any(plan.sweeps(plan.run(exp["dataset"], exp["backbone"], r))
                                           for r in exp["recipes"]):  # fmt: skip
@@ -91,10 +94,6 @@ def selections(config: dict, plan) -> list[Selection]:
                     spec.get("select_on_test"))  # fmt: skip
         if "calibration" in catalog.KINDS[spec["kind"]].reads:
             for run in target.runs:
-                if any(v.startswith("pcv") for v in plan.variants(run)):
-                    add(
-                        "its gamma_PCV", f"calibration.pcv ({run.recipe})", run.dataset, "val", None
-                    )
                 add(
                     "its oracle gamma",
                     "calibration (gamma*, every run)",
