@@ -135,8 +135,9 @@ def test_partitions_and_test_lists_match_the_paper():
         if name.startswith("officehome-") and "source" in ds:
             source = {"officehome-ar": "Ar", "officehome-rw": "Rw"}[ds["source"]]
             order = PARTITIONS["orders"][source]
-            assert ds["absent_classes"] == [CLASSES[i] for i in order[30:]], name
-            assert ds["source_recipe"] == "ft" and ds["splits"]["train"]["classes"] == "finetuning"
+            assert ds["partition"]["order"] == source and len(order) == 65, name
+            assert ds["source_recipe"] == "ft-oh-source"
+            assert ds["splits"]["train"]["classes"] == "finetuning"
     for file, size, classes in (("imagenet_r", 200, 1000), ("imagenet_s", 1000, 1000)):
         orders = json.loads((DATA / "partitions" / f"{file}_calibrated.json").read_text())["orders"]
         ((order,),) = [orders.values()]
@@ -152,8 +153,11 @@ def paper_checked(change) -> list[str]:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["datasets"].update(copy.deepcopy(PAPER["datasets"]))
     config["backbones"].update(PAPER["backbones"])
+    config["recipes"].update(copy.deepcopy(PAPER["recipes"]))
+    config["method_defaults"] = "none"
+    config["catalog"], config["all_targets"] = [], []  # the mini targets' runs: the mini defaults
     config["experiments"] = [
-        {"backbone": "sup-r50", "dataset": "officehome-ar-cl", "methods": ["ft"]}
+        {"backbone": "sup-r50", "dataset": "officehome-ar-cl", "methods": ["ft-oh"]}
     ]
     change(config["datasets"])
     try:
@@ -175,13 +179,16 @@ def test_office_home_config_errors_name_the_valid_choices():
 
     def bad_class(ds):
         ds["officehome-ar-cl"]["absent_classes"] = ["Drill", "Spatula"]
+        assert any("give absent_classes or a partition, not both" in e for e in paper_checked(
+            lambda d: d["officehome-ar-cl"].update(absent_classes=["Drill"])))  # fmt: skip
+        del ds["officehome-ar-cl"]["partition"]
 
     assert any("unknown classes ['Spatula']" in e for e in paper_checked(bad_class))
 
     def no_absent(ds):
-        del ds["officehome-ar-cl"]["absent_classes"]
+        del ds["officehome-ar-cl"]["partition"]
 
-    assert any("classes: finetuning needs the dataset's absent_classes" in e
+    assert any("classes: finetuning needs the dataset's absent_classes or partition" in e
                for e in paper_checked(no_absent))  # fmt: skip
 
     def no_test_list(ds):
@@ -265,6 +272,8 @@ def test_snakemake_fetches_and_prepares_a_pair(tmp_path, www):
         for ds in datasets.values():
             ds["files"] = files
             ds.pop("preprocess")  # names sup-r50, a backbone this config has not
+            if "source_recipe" in ds:  # a recipe of config/paper.yaml: the mini defaults' ft here
+                ds["source_recipe"] = "ft"
         (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"datasets": datasets}))
         work = tmp_path / "work"
         work.mkdir()

@@ -121,7 +121,7 @@ def check_references(config: dict) -> list[str]:
                     f"only, so on dataset {exp['dataset']!r} (absent classes) it has no absent-class "
                     "logits to calibrate; use zeroshot, ft, l2sp, flyp or coretuning there"
                 )
-            pretrained = datasets[exp["dataset"]].get("source_recipe") == "pretrained"
+            pretrained = datasets.get(exp["dataset"], {}).get("source_recipe") == "pretrained"
             if pretrained and family != "supervised":
                 errors.append(
                     f"{where}: dataset {exp['dataset']!r} takes the pretrained head as its source "
