@@ -35,9 +35,12 @@ def test_shots_figure_plots_ensembled_and_final_accuracy_per_k(tmp_path, capsys)
             "backbone": "b", "dataset": "d"}  # fmt: skip
     recipes = [c["recipe"] for c in grid_cells(spec)]
     k_of = {r: int(r.split("k")[-1]) for r in recipes}
+
     # alpha 0 scores better on val for ft-k4 only: that ensemble is chosen there
-    data = TargetData(metrics=_metrics([("b", "d", r) for r in recipes],
-                                       lambda r, s, a, split: 0.5 + k_of[r] / 100 + (0.1 if a == 0.0 and r == "ft-k4" else 0)))  # fmt: skip
+    def value(recipe, seed, alpha, split):
+        return 0.5 + k_of[recipe] / 100 + (0.1 if alpha == 0.0 and recipe == "ft-k4" else 0)
+
+    data = TargetData(metrics=_metrics([("b", "d", r) for r in recipes], value))
     data.recipes = {r: {"method": r.split("-")[0], "hparams": {}} for r in recipes}
     shots_figure(spec, data, tmp_path / "f.pdf", tmp_path / "f.png", SETTINGS)
     assert (tmp_path / "f.png").stat().st_size > 0
@@ -109,7 +112,7 @@ def test_a_grid_over_backbones_reads_each_backbones_runs():
              ("b", "cifar10", "core")]  # fmt: skip
     score = {"a": 0.9, "b": 0.8}
     data = TargetData(metrics=_metrics(cells, lambda r, s, a, split: 0.0))
-    data.metrics["value"] = [score[b] + (0.01 if r == "core" else 0)
-                             for b, r in zip(data.metrics.backbone, data.metrics.recipe)]  # fmt: skip
+    pairs = zip(data.metrics.backbone, data.metrics.recipe, strict=True)
+    data.metrics["value"] = [score[b] + (0.01 if r == "core" else 0) for b, r in pairs]
     table = grid_table(spec, data).set_index("row")
     assert table.loc["Core", "a"] == pytest.approx(91.0) and table.loc["CE", "b"] == 80.0
