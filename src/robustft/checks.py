@@ -394,7 +394,13 @@ def check_runs(config: dict, plan) -> list[str]:
         method = recipe_method(config, recipe)
         parent = needed_by.get(run)
         where = plan.origin(parent or run)
-        what = f"method {method!r}" if recipe == method else f"recipe {recipe!r} ({method})"
+        base = recipe.split("@")[0]
+        what = f"method {method!r}" if recipe == method else f"recipe {base!r} ({method})"
+        if "@" in recipe:  # a grid point: where its recipe is asked for
+            where = plan.origin(type(run)(dataset, backbone, base, run.seed))
+            if (base, backbone, dataset, "point") in seen:
+                continue  # its points share every key but the swept ones
+            seen.add((base, backbone, dataset, "point"))
         what += f" (needed by {parent.recipe!r})" if parent else ""
         if explicit(config):  # a paper config: every key the result depends on, stated
             missing = [k for k in METHODS[method].explicit_keys(hp) if k not in hp]
