@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "robustft"
 # Low to high: a module may import its own layer and the ones below it.
 LAYERS = {
     # plain data and helpers everything reads (torch-free)
-    "foundation": {"", "errors", "datafiles", "presets", "provenance", "resources", "methods"},
+    "foundation": {"", "errors", "datafiles", "presets", "provenance", "resources", "methods",
+                   "classspace"},
     # the science: data, models, methods, training, evaluation, scoring, calibration
     "core": {"preprocess", "shards", "data", "heads", "contrastive", "mini_cnn", "models",
              "distributed", "training", "wiseft", "methods.base", "methods.zeroshot", "methods.lp",
@@ -25,7 +26,7 @@ LAYERS = {
     # the papers: target kinds, their table and figure builders
     "papers": {"catalog", "tables", "paper_tables", "plots"},
     # config -> plan: reading, checking, planning (the Snakefile's parse)
-    "planning": {"configfile", "recipes", "checks", "config", "plan"},
+    "planning": {"configfile", "recipes", "selections", "checks", "config", "plan"},
     # running jobs
     "jobs": {"jobs", "jobserver"},
 }  # fmt: skip
