@@ -168,3 +168,17 @@ def test_class_space_is_the_official_codes(name):
     ) - visible - invisible
     kept = kept_classes(ds["splits"]["train"], classnames, ds.get("absent_classes", []), partition)
     assert set(kept) == visible  # the fine-tuning data holds S only
+
+
+def test_the_readme_counts_the_paper_targets_and_recipes_the_config_has():
+    readme = (ROOT / "README.md").read_text()
+    counts = {int(n) for n in re.findall(r"\*\*(\d+) paper targets\*\*", readme)}
+    assert counts == {len(PAPER_FILE["catalog"])}
+    recipes = {int(n) for n in re.findall(r"(\d+) (?:named )?recipes", readme)}
+    assert len(PAPER_FILE["recipes"]) in recipes
+    listed = re.search(r"### Paper scale: what each paper item gets\n(.*?)\n### ", readme, re.S)
+    named = set(re.findall(r"`(\w+)`", listed.group(1)))
+    short = {n for n in named if n.startswith("_")}  # `_iwildcam`: the row's first name + suffix
+    missing = [c["name"] for c in PAPER_FILE["catalog"]
+               if c["name"] not in named and not any(c["name"].endswith(n) for n in short)]
+    assert not missing, f"paper targets the README's coverage table does not name: {missing}"
