@@ -179,6 +179,9 @@ def test_the_readme_counts_the_paper_targets_and_recipes_the_config_has():
     listed = re.search(r"### Paper scale: what each paper item gets\n(.*?)\n### ", readme, re.S)
     named = set(re.findall(r"`(\w+)`", listed.group(1)))
     short = {n for n in named if n.startswith("_")}  # `_iwildcam`: the row's first name + suffix
-    missing = [c["name"] for c in PAPER_FILE["catalog"]
-               if c["name"] not in named and not any(c["name"].endswith(n) for n in short)]
+    missing = [
+        c["name"]
+        for c in PAPER_FILE["catalog"]
+        if c["name"] not in named and not any(c["name"].endswith(n) for n in short)
+    ]
     assert not missing, f"paper targets the README's coverage table does not name: {missing}"
