@@ -116,7 +116,7 @@ def calibration_curves(
     curves: pd.DataFrame, rows: pd.DataFrame, out_pdf: str, out_png: str, settings: dict
 ) -> None:
     """Acc_U/Y vs Acc_S/Y as gamma sweeps the absent classes' logits (the calibration paper's
-    Figs. 4/5), one panel per (dataset, backbone): the pretrained model (alpha = 0) and each
+    Figs. 2 and 7), one panel per (dataset, backbone): the pretrained model (alpha = 0) and each
     fine-tuned model (alpha = 1), with its uncalibrated, gamma_ALG and gamma_PCV points marked."""
     import matplotlib
 
@@ -238,7 +238,7 @@ def robustness_scatter(spec: dict, data, out_pdf: str, out_png: str, settings: d
 
 
 def ncm_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
-    """The calibration paper's Figs. 2-3: accuracy of the model's own head (NN) and of class means
+    """The calibration paper's Fig. 3: accuracy of the model's own head (NN) and of class means
     of its features (NCM), on fine-tuning (S) and absent (U) classes, pretrained vs fine-tuned:
     the absent classes' features survive fine-tuning when NCM keeps their accuracy."""
     from .tables import ncm_table
