@@ -286,3 +286,39 @@ def test_snakemake_fetches_and_prepares_a_pair(tmp_path, www):
         requests = sorted(path for path, _ in handler.requests)
     assert requests == ["/Art.tgz?dl=1", "/image_list.zip?dl=1"]
     assert len(load_split(work / "resources/datasets/officehome-rw-ar", "test")) == 750
+
+
+def test_imagenet_s_lists_read_a_hand_downloaded_folder_and_ignore_the_other_columns(tmp_path):
+    """ImageNet-Sketch (downloaded by hand) read through the paper's lists: their
+    "imagenet-s/<wnid>/<image>" paths under the user's sketch/ folder (`list_prefix`); train keeps
+    the partition's first 500 classes by index; the head's other columns are ignored only if the
+    order omits them (ImageNet-S's order names all 1000: S and U, none ignored)."""
+    order = json.loads((DATA / "partitions" / "imagenet_s_calibrated.json").read_text())["orders"]
+    kept, absent = order["S"][:2], order["S"][500:502]
+    rng = np.random.default_rng(0)
+    sketch = tmp_path / "imagenet-sketch" / "sketch"
+    lines = {"S_training.txt": [], "S_testing.txt": []}
+    for label in kept + absent:
+        for i, file in enumerate(["S_training.txt", "S_training.txt", "S_testing.txt"]):
+            wnid = f"n{label:08d}"
+            (sketch / wnid).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                sketch / wnid / f"sketch_{i}.JPEG"
+            )
+            lines[file].append(f"imagenet-s/{wnid}/sketch_{i}.JPEG {label}\n")
+    (tmp_path / "dl").mkdir()
+    for file, text in lines.items():
+        (tmp_path / "dl" / file).write_text("".join(text))
+    cfg = copy.deepcopy(PAPER["datasets"]["imagenet-s-ht"])
+    for split in cfg["splits"].values():
+        split["path"] = str(sketch)
+    # a validation split held out of a folder split (as ImageNet's in config/paper.yaml)
+    cfg["splits"]["heldout"] = {"carve": {"from": "train_all", "count": 4, "seed": 0}}
+    cfg["roles"]["val"] = "heldout"
+    info = prepare_folders("imagenet-s-ht", cfg, tmp_path / "ds", tmp_path / "dl")
+    held, rest = load_split(tmp_path / "ds", "heldout"), load_split(tmp_path / "ds", "train_all")
+    assert (len(held), len(rest)) == (4, 4) and sorted(labels_of(held)) == sorted(kept + absent)
+    assert sorted(set(labels_of(load_split(tmp_path / "ds", "train")))) == sorted(kept)
+    assert sorted(set(labels_of(load_split(tmp_path / "ds", "test")))) == sorted(kept + absent)
+    assert sum(info.seen_mask) == 500 and not any(info.ignored_mask)
+    assert info.class_partition["absent"][:2] == absent
