@@ -151,9 +151,11 @@ def test_a_missing_required_key_names_the_method_the_run_and_the_key():
     with pytest.raises(ConfigError) as err:
         check_config(config, SCHEMA)
     msg = str(err.value)
-    for i, backbone in enumerate(["mini-clip", "mini-ssl"]):  # the experiments that run l2sp
+    # the experiments that run l2sp: its own recipe (a grid here) and a named one
+    for i, backbone, what in [(0, "mini-clip", "method 'l2sp'"),
+                              (1, "mini-ssl", "recipe 'l2sp-es' (l2sp)")]:  # fmt: skip
         assert (
-            f"experiments[{i}] (backbone {backbone!r}, dataset 'mini'): method 'l2sp' lacks "
+            f"experiments[{i}] (backbone {backbone!r}, dataset 'mini'): {what} lacks "
             "required hyper-parameter(s) ['l2sp_lambda']"
         ) in msg
     assert "methods['ft']" not in msg
@@ -179,12 +181,11 @@ def test_an_unused_method_entry_need_not_be_complete():
     config["methods"]["coretuning"] = {"eta": 0.1}  # partial, but nothing runs coretuning
     config["catalog"] = [c for c in config["catalog"]
                          if "coretuning" not in str(c.get("rows"))]  # fmt: skip
-    names = [c["name"] for c in config["catalog"]]
-    config["all_targets"] = [t for t in config["all_targets"] if t in names]
     check_config(config, SCHEMA)
     # a paper target is buildable by name (`snakemake coretuning_table1`): its runs are checked
-    with pytest.raises(ConfigError, match=r"catalog target 'coretuning_table1': method "
-                       r"'coretuning' lacks required hyper-parameter\(s\) \['steps'"):  # fmt: skip
+    with pytest.raises(ConfigError, match=r"catalog target 'coretuning_table1': recipe "
+                       r"'coretuning-es' \(coretuning\) lacks required hyper-parameter\(s\) "
+                       r"\['batch_size'"):  # fmt: skip
         check_config(default_config() | {"methods": config["methods"],
                                           "experiments": config["experiments"]}, SCHEMA)  # fmt: skip
 
@@ -276,9 +277,7 @@ def test_mini_full_is_the_default_with_every_run_and_target():
     merge_into(full, yaml.safe_load((ROOT / "config" / "mini-full.yaml").read_text()))
     for key in ("datasets", "backbones", "recipes", "catalog", "wiseft", "calibration"):
         assert full[key] == default[key], key
-    assert full["all_targets"] == "catalog" and set(default["all_targets"]) < {
-        spec["name"] for spec in default["catalog"]
-    }
+    assert full["all_targets"] == default["all_targets"] == "catalog"
     quick_runs = {
         (e["dataset"], e["backbone"], m) for e in default["experiments"] for m in e["recipes"]
     }

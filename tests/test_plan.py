@@ -34,34 +34,35 @@ def counts(plan: Plan) -> dict[str, int]:
 def test_default_dag(default):
     assert counts(default) == {
         "fetch_file": 3,  # the three published stand-ins (robustft.standins), fetched
-        "prepare_dataset": 2,
+        "prepare_dataset": 5,  # mini, mini-ht and the catalog's few-shot and transfer sets
         "shard_dataset": 0,
         "pretrain_backbone": 0,
         "import_backbone": 3,  # ...and imported like any checkpoint
-        # experiments: 12 runs, plus LP-FT's seeds 1-2 (FT and LP-FT; the probe is seed-free)
-        # and mini-sup's source LP on `mini` (theta_0 of its holistic transfer)
-        "finetune": 17,
-        "select": 0,  # no recipe of the default sweeps a grid
+        # CLIP's lr grids (3 points + the chosen model re-saved: 4 runs a recipe), the MoCo
+        # stand-in's early-stopped grids (2 points + 1, x 3 seeds for the LP-FT tables' FT and
+        # LP-FT), the few-shot (2 seeds x 12), transfer, calibration and ablation runs
+        "finetune": 102,
+        "select": 22,  # one per grid recipe and seed
         "finetune_variant": 4,  # mini-sup: the oracle + 3 gamma_PCV pseudo fine-tunes
-        "evaluate": 16,
+        "evaluate": 123,
         "evaluate_variant": 4,
         "feature_distortion": 1,
-        # the 11 general tables and figures, and the 13 targets of `all_targets`
-        "targets": 24,
+        # the 12 general tables and figures, and the catalog's 19 targets (`all_targets: catalog`)
+        "targets": 31,
     }
-    assert default.jobs()["targets"][:11] == [
+    assert default.jobs()["targets"][:12] == [
         "metrics", "methods_table", "wiseft_table", "wiseft_figure", "throughput_table",
-        "lp_search_table", "calibration", "calibration_table", "ausuc_table", "ncm_table",
+        "lp_search_table", "selection", "calibration", "calibration_table", "ausuc_table", "ncm_table",
         "calibration_figure",
     ]  # fmt: skip
+    assert sum(counts(default).values()) + 1 == 299  # + `all`: the README's job count
 
 
 def test_full_mini_dag():
     full = counts(plan_of("mini-full.yaml"))
-    # experiments: 25 runs; the catalog adds few-shot (2 seeds x 12, one zero-shot), transfer
-    # (2 sets x 5), LP-FT seeds 1-2 (FT and LP-FT), the optimizer grid (5), the ablations (4)
-    assert (full["finetune"], full["evaluate"], full["finetune_variant"]) == (73, 73, 8)
-    assert (full["prepare_dataset"], full["targets"]) == (5, 11 + 19)
+    # every method on every backbone: 19 more trained runs than the default, each grid's points
+    assert (full["finetune"], full["evaluate"], full["finetune_variant"]) == (111, 137, 4)
+    assert (full["prepare_dataset"], full["select"], full["targets"]) == (5, 26, 31)
 
 
 def test_paper_dag_fetches_and_imports_instead_of_pretraining():
@@ -74,23 +75,26 @@ def test_paper_dag_fetches_and_imports_instead_of_pretraining():
 
 
 def test_seed_free_recipes_share_one_run_and_lpft_starts_from_it(default):
-    lpft = [r for r in default.runs if r.recipe == "lpft" and r.backbone == "mini-ssl"]
+    lpft = [r for r in default.runs if r.recipe == "lpft-es" and r.backbone == "mini-ssl"]
     assert [r.seed for r in lpft] == [0, 1, 2]
     assert {default.dependency(r) for r in lpft} == {Run("mini", "mini-ssl", "lp", 0)}
     assert default.run("mini", "mini-ssl", "lp", 2) == Run("mini", "mini-ssl", "lp", 0)
-    assert default.run("mini", "mini-ssl", "ft", 2).seed == 2
-    inputs = default.finetune_inputs(Run("mini", "mini-ssl", "lpft", 2))
+    assert default.run("mini", "mini-ssl", "ft-es", 2).seed == 2
+    # each point of its grid starts from the same probe
+    point = next(r for r in default.every_run if r.recipe.startswith("lpft-es@") and r.seed == 2)
+    assert default.dependency(point) == Run("mini", "mini-ssl", "lp", 0)
+    inputs = default.finetune_inputs(Run("mini", "mini-ssl", "lpft-es", 2))
     assert inputs["lp"] == Run("mini", "mini-ssl", "lp", 0).path(MODEL)
 
 
 def test_sweeps_and_their_reference_models(default):
-    clip_ft, ssl_ft = Run("mini", "mini-clip", "ft"), Run("mini", "mini-ssl", "ft")
+    clip_ft, ssl_ft = Run("mini", "mini-clip", "ft"), Run("mini", "mini-ssl", "ft-es")
     assert default.alphas(clip_ft) == default.config["wiseft"]["alphas"]
     assert default.alphas(Run("mini", "mini-clip", "zeroshot")) == [1.0]
     assert default.alphas(ssl_ft) == [1.0]  # `sweep: false` and no target ensembles it
     assert "reference" not in default.evaluate_inputs(clip_ft)  # theta_0: the zero-shot head
     # holistic transfer without a zero-shot head: training and theta_0 start from the source LP
-    ht = Run("mini-ht", "mini-sup", "ft")
+    ht = Run("mini-ht", "mini-sup", "ft-cal")
     source = Run("mini", "mini-sup", "lp").path(MODEL)
     assert default.finetune_inputs(ht)["reference"] == source
     assert default.evaluate_inputs(ht)["reference"] == source

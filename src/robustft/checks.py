@@ -406,8 +406,8 @@ def check_runs(config: dict, plan) -> list[str]:
         method = recipe_method(config, recipe)
         parent = needed_by.get(run)
         where = plan.origin(parent or run)
-        base = recipe.split("@")[0]
-        what = f"method {method!r}" if recipe == method else f"recipe {base!r} ({method})"
+        base = recipe.split("@")[0]  # a grid point is its recipe's
+        what = f"method {method!r}" if base == method else f"recipe {base!r} ({method})"
         if "@" in recipe:  # a grid point: where its recipe is asked for
             where = plan.origin(type(run)(dataset, backbone, base, run.seed))
             if (base, backbone, dataset, "point") in seen:
