@@ -88,7 +88,7 @@ def test_few_shot_grid_averages_seeds_that_draw_different_examples(smoke):
 
 @pytest.mark.slow
 def test_feature_distortion_measures_each_tuned_encoder_on_id_and_shifts(smoke):
-    distortion = pd.read_csv(smoke / "results/analysis/distortion/lpft_distortion.csv")
+    distortion = pd.read_csv(smoke / "results/smoke/analysis/distortion/lpft_distortion.csv")
     assert set(distortion.recipe) == {"ft", "lpft"}
     shifts = SMOKE_CONFIG["datasets"]["mini"]["roles"]["shifts"]
     assert set(distortion.split) == {"test", *shifts}

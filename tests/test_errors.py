@@ -343,7 +343,7 @@ def test_corrupt_logits_fails_the_metrics_job_with_the_rebuild_that_works(run_co
     truncate(workdir / LOGITS)
     proc = snakemake(workdir, "results/smoke/metrics.csv", *ONLY, *args, check=False)
     assert proc.returncode != 0
-    summary = (workdir / "logs/metrics.log").read_text().rstrip("\n").splitlines()[-1]
+    summary = (workdir / "logs/smoke/metrics.log").read_text().rstrip("\n").splitlines()[-1]
     assert summary.startswith(f"job failed: CorruptFileError: cannot read logits file {LOGITS}")
     assert_actionable(summary, LOGITS, LOGITS)
     fixed = run_suggested(suggested_command(summary), workdir)
@@ -483,10 +483,11 @@ def test_a_diverging_run_fails_its_job_and_no_table_is_built(run_copy, tmp_path)
     workdir, args = run_copy
     extra = tmp_path / "diverge.yaml"
     extra.write_text(yaml.safe_dump({
+        "name": "diverge",  # its own tables folder (results/smoke/ holds the smoke config's)
         "experiments": [{"backbone": "mini-clip", "dataset": "mini", "methods": ["ft"]}],
         "methods": {"ft": {"lr": 1.0e30}},
     }))  # fmt: skip
-    proc = snakemake(workdir, "results/smoke/tables/methods.csv", *args, str(extra), check=False)
+    proc = snakemake(workdir, "results/diverge/tables/methods.csv", *args, str(extra), check=False)
     assert proc.returncode != 0
     summary = (workdir / "logs/finetune/mini/mini-clip/ft/seed0.log").read_text().splitlines()[-1]
     assert summary.startswith(
@@ -495,7 +496,7 @@ def test_a_diverging_run_fails_its_job_and_no_table_is_built(run_copy, tmp_path)
     ), summary
     assert "base lr 1e+30" in summary and "To fix: lower its `lr`" in summary
     assert not (workdir / "results/models/mini/mini-clip/ft/seed0/model.pt").exists()
-    assert not (workdir / "results/smoke/tables/methods.csv").exists()
+    assert not (workdir / "results/diverge/tables/methods.csv").exists()
     assert not list(workdir.rglob("*.tmp")) and not list((workdir / "scratch").rglob("*.ckpt"))
 
 

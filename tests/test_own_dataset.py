@@ -207,6 +207,7 @@ datasets:
     roles: {pretrain: pool, train: train, val: val, test: test, shifts: []}
 backbones:
   mini-clip:
+    weights: null  # pretrained here, on shapes4, not the published stand-in
     pretrain: {dataset: shapes4, steps: 20, batch_size: 64, warmup_steps: 2}
 methods:
   ft: {steps: 150, lr: 1.0e-3}

@@ -88,7 +88,7 @@ SCORED = {"val", "test", "v2", "sketch", "rendition", "hard", "objects", "wild",
 
 
 def test_smoke_run_scores_every_method_alpha_and_split_by_its_protocol(smoke):
-    metrics = pd.read_csv(smoke / "results" / "metrics.csv")
+    metrics = pd.read_csv(smoke / "results" / "smoke" / "metrics.csv")
     assert list(metrics.columns) == COLUMNS
     splits = SMOKE_CONFIG["datasets"]["mini"]["splits"]
     mini = metrics[metrics.dataset == "mini"]
@@ -131,7 +131,7 @@ def test_logits_files_hold_every_alpha_split_and_protocol(smoke):
 
 
 def test_wiseft_at_alpha_zero_is_exactly_theta_0(smoke):
-    metrics = pd.read_csv(smoke / "results" / "metrics.csv")
+    metrics = pd.read_csv(smoke / "results" / "smoke" / "metrics.csv")
     mini = metrics[metrics.dataset == "mini"]
     for backbone, reference in [("mini-clip", "zeroshot"), ("mini-ssl", "lp"), ("mini-sup", "lp")]:
         runs = mini[mini.backbone == backbone]

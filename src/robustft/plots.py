@@ -333,6 +333,8 @@ def optimizer_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dic
     (alpha = 1) against the learning rate, one panel per optimizer, one line per weight decay;
     the pretrained model's AUSUC dashed. Each run's optimizer, lr and weight decay as its model
     recorded them."""
+    from matplotlib.ticker import NullFormatter
+
     plt = _setup(settings)
     rows = data.calibration
     au = rows[(rows.metric == "ausuc") & (rows.variant == "main")]
@@ -356,6 +358,10 @@ def optimizer_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dic
         if pre == pre:  # NaN when no run of the target was swept to alpha = 0
             ax.axhline(pre, ls="--", color="black", label="pretrained (θ₀)")
         ax.set_xscale("log")
+        # the learning rates run, as ticks (a log axis over less than a decade labels its minor
+        # ticks, which collide)
+        ax.set_xticks(sorted(group.lr), [f"{lr:g}" for lr in sorted(group.lr)])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(title=optimizer, xlabel="learning rate", ylabel="AUSUC (fine-tuned, α = 1)")
         ax.legend(fontsize=7)
     fig.suptitle(f"{spec['backbone']} on {spec['dataset']}")
