@@ -204,9 +204,6 @@ def test_a_checkpoint_from_another_learning_rate_is_not_resumed(finished, env, t
     assert timing["steps_timed"] == steps  # every step at the new learning rate
     assert not ckpt.exists()
 
-    # The same job, once killed and started over, once not: byte-identical model and logits.
+    # The same job, once killed and started over, once not: a byte-identical model (its logits
+    # follow: evaluation is deterministic, test_workflow's byte-identity tests)
     assert (workdir / target).read_bytes() == (reference / target).read_bytes()
-    evaluation = "results/logits/mini/mini-clip/ft/seed0.npz"
-    for run in (reference, workdir):
-        snakemake(run, evaluation, *after, env=env)
-    assert (workdir / evaluation).read_bytes() == (reference / evaluation).read_bytes()
