@@ -53,7 +53,7 @@ class Metrics:
 
     def ood_mean(self, backbone, recipe, alpha=1.0, **kw) -> tuple[float, float]:
         rows = self._rows(backbone, recipe, alpha, "ood", **kw)
-        ses = [binomial_se(v, n) for v, n in zip(rows.value, rows.n)]
+        ses = [binomial_se(v, n) for v, n in zip(rows.value, rows.n, strict=True)]
         return rows.value.mean(), combined(*ses) / len(rows)
 
 
@@ -82,7 +82,11 @@ def table(results: Path, name: str) -> pd.DataFrame:
 
 def seeds_se(frame, row, column) -> tuple[float, float]:
     """A 3-seed table cell as (fraction, standard error of its mean over the seeds)."""
-    value, std, k = frame.loc[row, column], frame.loc[row, f"{column}_std"], frame.loc[row, "n_seeds"]
+    value, std, k = (
+        frame.loc[row, column],
+        frame.loc[row, f"{column}_std"],
+        frame.loc[row, "n_seeds"],
+    )
     if k < 3 or pd.isna(std):
         raise SystemExit(f"{row} {column}: {k} seed(s), the rule needs 3")
     return value / 100, std / math.sqrt(k) / 100
@@ -134,7 +138,7 @@ def claims_of(results: Path) -> list[dict]:
 
     def on_transfer(row):
         values = [transfer.loc[row, d] / 100 for d in sets]
-        ses = [binomial_se(v, split_size(config, d)) for v, d in zip(values, sets)]
+        ses = [binomial_se(v, split_size(config, d)) for v, d in zip(values, sets, strict=True)]
         return sum(values) / len(values), combined(*ses) / len(values)
 
     measured(claims, "FLYP beats FT on transfer sets (FLYP Table 4)",

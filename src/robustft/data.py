@@ -412,6 +412,19 @@ def carve_index(labels: np.ndarray, spec: dict) -> np.ndarray:
     return np.sort(np.concatenate(index))
 
 
+def write_meta(dataset_dir: str | Path, info: DatasetInfo, splits: dict) -> DatasetInfo:
+    """A prepared dataset's meta.json: `info`, and each split of config `splits` carved from
+    another (`record_carves`); read back as every job reads it."""
+    from .outputs import write_text
+
+    for split, spec in splits.items():  # held out of another split: recorded by record_carves
+        if "carve" in spec:
+            info.splits[split] = {"metric": spec.get("metric", "top1")}
+    write_text(Path(dataset_dir) / "meta.json", json.dumps(info.__dict__, indent=2))
+    record_carves(dataset_dir, splits)
+    return DatasetInfo.read(dataset_dir)
+
+
 def record_carves(dataset_dir: str | Path, splits: dict) -> None:
     """Write into meta.json, for each split of config `splits` carved from another, the positions
     it takes (`indices`, in the source split's order; load_split reads them, and the source split
@@ -433,7 +446,9 @@ def record_carves(dataset_dir: str | Path, splits: dict) -> None:
         origin["carved_out"] = sorted({*origin.get("carved_out", []), name})
         print(f"{name}: {len(index)} of {len(source)} examples of {spec['from']!r} held out "
               f"(carve {spec})", flush=True)  # fmt: skip
-    path.write_text(json.dumps(meta, indent=2))
+    from .outputs import write_text
+
+    write_text(path, json.dumps(meta, indent=2))
 
 
 def _carving(dataset_dir: Path, split: str) -> tuple[str, np.ndarray | None, list[np.ndarray]]:

@@ -261,13 +261,6 @@ def prepare_folders(
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(os.path.relpath(roots[split], out_dir))
-    for split, spec in cfg["splits"].items():  # held out of another split: recorded below
-        if "carve" in spec:
-            info.splits[split] = {"metric": spec.get("metric", "top1")}
-    from ..outputs import write_text
+    from ..data import write_meta
 
-    write_text(out_dir / "meta.json", json.dumps(info.__dict__, indent=2))
-    from ..data import record_carves
-
-    record_carves(out_dir, cfg["splits"])
-    return DatasetInfo.read(out_dir)
+    return write_meta(out_dir, info, cfg["splits"])

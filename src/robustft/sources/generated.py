@@ -7,7 +7,6 @@ per class, into meta.json: the core never calls the world.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,6 @@ import numpy as np
 
 from .. import world
 from ..datafiles import data_file
-from ..outputs import write_text
 from .spec import carve_problems
 
 if TYPE_CHECKING:  # the data layer (torch) is imported where a dataset is written
@@ -237,11 +235,6 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
         print(
             f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True
         )
-    for split, spec in cfg["splits"].items():  # held out of another split: recorded below
-        if "carve" in spec:
-            info.splits[split] = {"metric": spec.get("metric", "top1")}
-    write_text(out_dir / "meta.json", json.dumps(info.__dict__, indent=2))
-    from ..data import record_carves
+    from ..data import write_meta
 
-    record_carves(out_dir, cfg["splits"])
-    return DatasetInfo.read(out_dir)
+    return write_meta(out_dir, info, cfg["splits"])
