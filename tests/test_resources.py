@@ -77,7 +77,8 @@ def test_dataset_preparation_asks_for_no_gpu():
     )
 
 
-GPU_RULES = ("pretrain_backbone", "finetune", "finetune_variant", "evaluate", "evaluate_variant")
+GPU_RULES = ("pretrain_backbone", "finetune", "finetune_variant", "evaluate", "evaluate_grid_point",
+             "evaluate_variant")
 
 
 def _dry_run(tmp_path, *args) -> str:
@@ -119,7 +120,11 @@ def test_slurm_profile_sends_gpu_rules_to_the_gpu_partition_and_pairs_evaluation
     assert all("slurm_partition" not in r for r in found["prepare_dataset"])  # the default one
     evaluations = out.count("rule evaluate:") + out.count("rule evaluate_variant:")
     groups = out.count("Group job evaluations")
-    # the smoke experiments' 26 and its catalog's 12 (few-shot: lp-k4, ft-k4 x 2 seeds and one
-    # seed-free zero-shot; transfer 3; SGD recipe 1; the lr grid's 2 points and its chosen
-    # model), in pairs (the last one alone)
-    assert evaluations == 38 and groups == -(-evaluations // 2), (evaluations, groups)
+    # the smoke experiments' 26 and its catalog's 10 (few-shot: lp-k4, ft-k4 x 2 seeds and one
+    # seed-free zero-shot; transfer 3; SGD recipe 1; the lr grid's chosen model), in pairs (the
+    # last one alone); the grid's 2 points alone (a group of a point and the chosen model would
+    # wait on itself through select)
+    assert evaluations == 36 and groups == -(-evaluations // 2), (evaluations, groups)
+    assert out.count("rule evaluate_grid_point:") == 2 and "group: evaluations" not in "".join(
+        b for b in out.split("\n\n") if "rule evaluate_grid_point:" in b
+    )

@@ -44,7 +44,7 @@ def test_a_grid_is_one_run_per_point_and_a_selection():
     jobs = plan.jobs()
     assert run in jobs["select"] and run not in jobs["finetune"]
     assert set(plan.points(run)) <= set(jobs["finetune"]) and set(plan.points(run)) <= set(
-        jobs["evaluate"]
+        jobs["evaluate_grid_point"]
     )
     assert run in jobs["evaluate"]  # the chosen model is evaluated like any run (every alpha)
     assert plan.eval_splits(plan.points(run)[0]) == ["val", "test"]  # a point: selection and test

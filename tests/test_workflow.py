@@ -369,7 +369,7 @@ def test_the_plan_is_what_snakemake_runs(tmp_path):
     dry = snakemake(tmp_path, "all", "-n")
     assert job_counts(dry.stdout) == expected
     # LP-FT's tables read 3 seeds; the probe they start from is trained once
-    assert "results/models/mini/mini-ssl/lpft/seed2/model.pt" in dry.stdout
+    assert "results/models/mini/mini-ssl/lpft-es/seed2/model.pt" in dry.stdout
     assert "results/models/mini/mini-ssl/lp/seed0/model.pt" in dry.stdout
     assert "mini-ssl/lp/seed1" not in dry.stdout and "mini-ssl/lp/seed2" not in dry.stdout
 

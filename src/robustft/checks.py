@@ -28,7 +28,8 @@ from .sources.standins import recipe_problems
 
 # Rule names of the workflow: a target (one rule each, named as the target) may not take one.
 RULES = ("all", "fetch_file", "prepare_dataset", "shard_dataset", "pretrain_backbone",
-         "import_backbone", "finetune", "finetune_variant", "evaluate", "evaluate_variant",
+         "import_backbone", "finetune", "finetune_variant", "evaluate", "evaluate_grid_point",
+         "evaluate_variant",
          "feature_distortion")  # fmt: skip
 
 

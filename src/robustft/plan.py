@@ -562,7 +562,6 @@ class Plan:
                            for r in t.runs for v in self.variants(r))  # fmt: skip
         every = self.trained_runs
         trained = [r for r in every if not self.is_swept(r.recipe)]
-        evaluated = _unique([*evaluated, *(r for r in every if is_point(r.recipe))])
         backbones = _unique(r.backbone for r in trained)
         pretraining = [self.config["backbones"][b]["pretrain"]["dataset"]
                        for b in backbones if b in self.pretrained]  # fmt: skip
@@ -579,6 +578,7 @@ class Plan:
             "select": [r for r in every if self.is_swept(r.recipe)],
             "finetune_variant": variants,
             "evaluate": evaluated,
+            "evaluate_grid_point": [r for r in every if is_point(r.recipe)],
             "evaluate_variant": variants,
             "feature_distortion": [t.name for t in built if "distortion" in t.kind.reads],
             "targets": [t.name for t in built],

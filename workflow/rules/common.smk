@@ -56,9 +56,9 @@ def _choices(names):
 
 # A recipe, or a grid point of a swept one (`<recipe>@<point>`, robustft.recipes).
 SWEPT = [r for r in PLAN.recipe_order if PLAN.is_swept(r)]
-TRAINED = (
-    f"(?:{_choices([r for r in PLAN.recipe_order if r not in SWEPT])})|(?:{_choices(SWEPT)})@[^/]+"
-)
+RECIPE = _choices(PLAN.recipe_order)
+GRID_POINT = f"(?:{_choices(SWEPT)})@[^/]+"
+TRAINED = f"(?:{_choices([r for r in PLAN.recipe_order if r not in SWEPT])})|{GRID_POINT}"
 
 
 wildcard_constraints:

@@ -8,6 +8,8 @@ rule evaluate:
         "logs/evaluate/{dataset}/{backbone}/{recipe}/seed{seed}.log",
     benchmark:
         "benchmarks/evaluate/{dataset}/{backbone}/{recipe}/seed{seed}.tsv"
+    wildcard_constraints:
+        recipe=RECIPE,  # a run under its recipe's name; grid points: rule evaluate_grid_point
     conda:
         "../../envs/robustft.yaml"
     threads: 2
@@ -29,6 +31,14 @@ rule evaluate:
 
 # The oracle is scored on the test set; gamma_PCV's pseudo models on the fine-tuning classes'
 # validation data. Both at alpha = 1 only.
+# A grid point is scored for its selection (rule select reads these logits). A rule of its own, so
+# that a cluster profile may group the runs' evaluations: a group holding both a point's
+# evaluation and the chosen run's would wait on itself through select.
+use rule evaluate as evaluate_grid_point with:
+    wildcard_constraints:
+        recipe=GRID_POINT,
+
+
 use rule evaluate as evaluate_variant with:
     input:
         model=VARIANT_MODEL,
