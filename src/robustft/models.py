@@ -147,10 +147,31 @@ def _quiet_random_init():
             logger.removeFilter(notice)
 
 
+def model_config(arch: dict) -> dict:
+    """An open_clip model's config: its registered one, with `arch.kwargs` merged in key by key
+    (the rehearsal's ViT-B/16: ViT-B/16's patch size, image size and context, fewer and narrower
+    layers; every state-dict key unchanged)."""
+
+    def merged(base: dict, over: dict) -> dict:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merged(base.get(key, {}), value) if isinstance(value, dict) else value
+        return out
+
+    return merged(open_clip_module().get_model_config(arch["name"]), arch.get("kwargs", {}))
+
+
 def build_clip(arch: dict) -> nn.Module:
     open_clip = open_clip_module()
+    overrides = {k: model_config(arch)[k] for k in arch.get("kwargs", {})}
     with _quiet_random_init():
-        return open_clip.create_model(arch["name"])
+        return open_clip.create_model(arch["name"], **overrides)
+
+
+def clip_tokenizer(arch: dict):
+    """The tokenizer of an open_clip model, at its (possibly overridden) context length."""
+    context = model_config(arch)["text_cfg"].get("context_length", 77)
+    return open_clip_module().get_tokenizer(arch["name"], context_length=context)
 
 
 def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
@@ -161,7 +182,9 @@ def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
     if library == "torchvision":
         import torchvision
 
-        net = getattr(torchvision.models, arch["name"])(weights=None)
+        # `kwargs`: the constructor's own arguments (the rehearsal's ResNet-50 narrows its
+        # bottlenecks with width_per_group: every state-dict key stays torchvision's)
+        net = getattr(torchvision.models, arch["name"])(weights=None, **arch.get("kwargs", {}))
         dim = net.fc.in_features
         net.fc = nn.Identity()  # features, not ImageNet logits
         return net, dim
@@ -172,12 +195,12 @@ def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
 
 def embed_dim(arch: dict) -> int:
     """Feature dimension of an open_clip image tower (its joint embedding size)."""
-    return open_clip_module().get_model_config(arch["name"])["embed_dim"]
+    return model_config(arch)["embed_dim"]
 
 
 def image_size(arch: dict) -> int:
     if arch["library"] in ("open_clip", "open_clip_visual"):
-        size = open_clip_module().get_model_config(arch["name"])["vision_cfg"]["image_size"]
+        size = model_config(arch)["vision_cfg"]["image_size"]
         return size if isinstance(size, int) else size[0]
     return 224
 
@@ -296,7 +319,6 @@ def load_backbone(
         raise CorruptCheckpointError(nonfinite_message("backbone file", path, bad))
     what = f"backbone {name!r} ({path})"
     if family == "clip":
-        open_clip = open_clip_module()
         model = build_clip(arch)
         load_checked(model, state_dict, prefix=ckpt["prefix"], ignore=ckpt["ignore"], what=what)
         model.eval()
@@ -306,7 +328,7 @@ def load_backbone(
             model.visual,
             embed_dim(arch),
             clip=model,
-            tokenizer=open_clip.get_tokenizer(arch["name"]),
+            tokenizer=clip_tokenizer(arch),
         )
     encoder, dim = build_image_encoder(arch)
     if family == "ssl":

@@ -1,0 +1,101 @@
+"""The rehearsal's config overlay: one file laid over a paper config (`--configfile paper.yaml
+rehearsal.yaml`) that changes only what a CPU rehearsal must, and says so.
+
+* `mirrors`: every file the config fetches (datasets' files, backbones' weights) from the loopback
+  server, with the fixture's sha256; `path:` splits at the fixtures' folders;
+* each backbone's `arch.kwargs` (`checkpoints.shrink`: fewer and narrower layers, same keys);
+* every run's length (SIZES: `steps`, `batch_size`, warm-up, in-training evaluation), the linear
+  probe's C grid, each hyper-parameter grid (its first and last point), the WiSE-FT alpha grid and
+  `gpus` (at most 2 processes: the DDP path is still taken), wherever the config sets them:
+  methods, datasets' and backbones' hparams, recipes;
+* `name` (its own results/<name>/) and `watermark` (every table and figure says "rehearsal").
+
+Everything else (datasets' splits, classes, presets, shards, class maps, recipes' other values,
+calibration, experiments, targets) stays the paper config's.
+"""
+
+from __future__ import annotations
+
+import copy
+
+# The shrunk sizes (see the module docstring).
+SIZES = {
+    "steps": 2,
+    "batch_size": 8,  # a divisor of every `gpus` x micro-batch count kept below
+    "max_gpus": 2,
+    "c_steps": 3,  # the linear probe's C grid: 3 values over the same range
+    "max_iter": 20,  # lbfgs iterations per C
+    "alphas": [0.0, 0.5, 1.0],
+}
+WATERMARK = "REHEARSAL: fixture data and random weights of shrunk models; the numbers mean nothing"
+
+
+def shrink_hparams(hp: dict) -> dict:
+    """The overlay entries of one hyper-parameter mapping (only the keys it sets)."""
+    out = {}
+    for key, value in hp.items():
+        if isinstance(value, dict) and "sweep" in value:  # a grid: its first and last point
+            points = value["sweep"]
+            out[key] = {"sweep": list(dict.fromkeys([points[0], points[-1]]))}
+            continue
+        if key == "steps":
+            out[key] = min(value, SIZES["steps"])
+        elif key == "warmup_steps":
+            out[key] = min(value, 1)
+        elif key == "eval_every":
+            out[key] = 1
+        elif key == "checkpoint_every":
+            out[key] = min(value, SIZES["steps"])
+        elif key == "batch_size" and not hp.get("shots"):  # k-shot batches hold the 2k examples
+            out[key] = min(value, SIZES["batch_size"])
+        elif key == "gpus":
+            out[key] = min(value, SIZES["max_gpus"])
+        elif key == "c_steps":
+            out[key] = min(value, SIZES["c_steps"])
+        elif key == "max_iter":
+            out[key] = min(value, SIZES["max_iter"])
+    return out
+
+
+def _per_method(block: dict) -> dict:
+    return {m: s for m, hp in (block or {}).items() if (s := shrink_hparams(hp or {}))}
+
+
+def overlay(config: dict, urls: dict[str, dict], local_root: str, arch_kwargs: dict) -> dict:
+    """The overlay of `config` (merged and checked): `urls` = {download file: {url, sha256}},
+    `local_root` the fixtures' folder of path splits (relative to the rehearsal's directory),
+    `arch_kwargs` = {backbone: kwargs}."""
+    out: dict = {"name": f"{config.get('name') or 'paper'}-rehearsal", "watermark": WATERMARK}
+    out["mirrors"] = dict(sorted(urls.items()))
+    datasets = {}
+    for name, ds in config["datasets"].items():
+        if "generator" in ds:
+            continue
+        entry = {}
+        paths = {s: {"path": f"{local_root}/{name}/{s}"}
+                 for s, spec in ds["splits"].items() if "path" in spec}  # fmt: skip
+        if paths:
+            entry["splits"] = paths
+        if hp := _per_method(ds.get("hparams")):
+            entry["hparams"] = hp
+        if entry:
+            datasets[name] = entry
+    out["datasets"] = datasets
+    backbones = {}
+    for name, bb in config["backbones"].items():
+        entry = {}
+        if arch_kwargs.get(name):
+            entry["arch"] = {"kwargs": copy.deepcopy(arch_kwargs[name])}
+        if hp := _per_method(bb.get("hparams")):
+            entry["hparams"] = hp
+        if entry:
+            backbones[name] = entry
+    out["backbones"] = backbones
+    if methods := _per_method(config.get("methods")):
+        out["methods"] = methods
+    recipes = {r: {"hparams": s} for r, spec in (config.get("recipes") or {}).items()
+               if (s := shrink_hparams(spec.get("hparams") or {}))}  # fmt: skip
+    if recipes:
+        out["recipes"] = recipes
+    out["wiseft"] = {"alphas": SIZES["alphas"]}
+    return out
