@@ -159,3 +159,43 @@ def test_ncm_logits():
     assert scores.argmax(1).tolist() == [0, 1]
     # Class 0's normalised mean points along (1, 0): cosine = 2 / |(2, 0.3)|.
     assert scores[0, 0] == pytest.approx(2 / np.hypot(2.0, 0.3))
+
+
+# ---- head columns outside the label space (ImageNet-R's 800 of 1000) ---------------------------
+def test_ignored_columns_compete_in_the_argmax_but_are_never_shifted_nor_averaged():
+    """S = {0, 1}, U = {2}, column 3 outside Y: the official code argmaxes over all 1000 outputs
+    but shifts only U, and averages gamma_ALG over S and U only."""
+    from robustft.calibration import apply_gamma, gamma_alg, masked_accuracies, seen_unseen_curve
+
+    seen = np.array([True, True, False, False])
+    ignored = np.array([False, False, False, True])
+    z = np.array([[2.0, 0.0, 1.0, 3.0],  # label 0: the ignored column wins: wrong
+                  [0.0, 2.0, 1.0, 0.0],  # label 1: right
+                  [1.0, 0.0, 0.5, 0.0]])  # label 2 (absent): right once gamma > 0.5  # fmt: skip
+    y = np.array([0, 1, 2])
+    assert np.array_equal(apply_gamma(z, seen, 1.0, ignored)[:, 3], z[:, 3])  # never shifted
+    accs = masked_accuracies(z, y, seen, ignored)
+    assert accs["acc_s_y"] == 0.5 and accs["acc_u_y"] == 0.0 and accs["acc_s_s"] == 1.0
+    shifted = masked_accuracies(apply_gamma(z, seen, 0.75, ignored), y, seen, ignored)
+    assert shifted["acc_u_y"] == 1.0 and shifted["acc_s_y"] == 0.5
+    # without the ignored mask, column 3 would count as absent: shifted, and part of Acc_U/U
+    assert masked_accuracies(z, y, seen)["acc_u_y"] == 0.0
+    train = np.array([[2.0, 0.0, 1.0, 9.0], [0.0, 4.0, 3.0, 9.0]])
+    assert gamma_alg(train, np.array([0, 1]), seen, ignored) == pytest.approx(0.0 - 2.0)
+    curve = seen_unseen_curve(z, y, seen, ignored)
+    assert curve["acc_u_y"].max() == 1.0
+
+
+def test_tracked_quantities_by_hand():
+    from robustft.calibration import track_metrics
+
+    seen = np.array([True, False, False])  # S = {0}, U = {1, 2}
+    z = np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 2.0], [2.0, 1.0, 0.0]])
+    y = np.array([0, 1, 2])
+    feats = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    train_feats, train_y = feats.copy(), y.copy()
+    out = track_metrics(z, feats, y, train_feats, train_y, seen)
+    softmax = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert out["p_absent"] == pytest.approx(softmax[[1, 2]][:, [1, 2]].sum(1).mean())
+    assert out["share_absent"] == 0.5  # sample 1 predicted as class 2 (absent), sample 2 as 0
+    assert out["ncm_acc_u_u"] == 1.0 and out["nn_acc_u_u"] == 0.0

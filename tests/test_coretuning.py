@@ -315,3 +315,35 @@ def test_head_bias_stays_zero_and_the_model_evaluates_and_interpolates(
     swept = sweep_logits(models, load_split(tiny_dataset, info.test), CPU, batch_size=100)
     assert np.isfinite(swept["logits"]).all()
     assert not np.allclose(swept["logits"][0], swept["logits"][2])
+
+
+def test_the_papers_protocol_runs_micro_batched_and_keeps_its_best_scored_state(
+    backbone_files, tiny_dataset
+):
+    """Core-tuning's recipe in config/paper.yaml: 4 micro-batches a step (BatchNorm moves once per
+    micro-batch), the cosine stepped per epoch, the model scored every `eval_every` steps through
+    its classifier (not the projector) and the best state kept."""
+    from robustft.methods.base import FineTuneContext
+    from robustft.methods.coretuning import METHOD
+
+    spec, path = backbone_files["ssl"]
+    backbone = load_backbone("ssl", spec, path)
+    info = DatasetInfo.read(tiny_dataset)
+    start = backbone.image_encoder.state_dict()
+    counts = {k: v for k, v in start.items() if k.endswith("num_batches_tracked")}
+    hp = {**HPARAMS, "proj_dim": 8, "steps": 4, "batch_size": 32, "accumulate_steps": 4,
+          "steps_per_epoch": 2, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
+          "eval_every": 2, "keep": "best_val"}  # fmt: skip
+    val = load_split(tiny_dataset, info.val)
+    ctx = FineTuneContext(backbone=backbone, info=info, train=load_split(tiny_dataset, info.train),
+                          val=val, hparams=hp, seed=0, device=CPU,
+                          selection=(info.val, val))  # fmt: skip
+    artifact = METHOD.run(ctx)
+    scored = [h for h in artifact.meta["history"] if "val" in h]
+    assert [h["step"] for h in scored] == [1, 3]
+    assert artifact.meta["kept_step"] in (2, 4)
+    lrs = [h["lr"] for h in artifact.meta["history"]]
+    assert lrs[0] == lrs[1] and lrs[2] == lrs[3] and lrs[2] < lrs[0]  # flat within an epoch
+    kept = artifact.meta["kept_step"]
+    for key, count in counts.items():  # 4 micro-batch forwards a step, up to the kept step
+        assert artifact.state_dict[f"encoder.{key}"] == count + 4 * kept

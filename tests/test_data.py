@@ -144,3 +144,52 @@ def test_mini_prompts_are_the_worlds_filled_templates_byte_for_byte(tiny_dataset
     assert info.class_prompts()[1][0] == "a photo of an oval."
     # A method's own templates (FLYP's override) are used verbatim: real templates are exact.
     assert info.class_prompts(["a photo of a {}."])[1] == ["a photo of a oval."]
+
+
+# ---- held-out validation carved from the training split -----------------------------------------
+def test_a_carved_split_is_held_out_of_training_stratified_and_recorded(tmp_path, tiny_dataset):
+    """`val: {carve: {from: train, fraction, seed}}`: a class-stratified, seeded share of the
+    training examples, read as its own split; training reads the rest; the positions are in
+    meta.json, and the stored splits' images are those of a dataset without the carve."""
+    import copy
+    import json
+
+    from robustft.data import carve_index
+    from robustft.provenance import split_digest
+
+    cfg = copy.deepcopy(TINY)
+    cfg["splits"]["val"] = {"carve": {"from": "train", "fraction": 0.25, "seed": 3}}
+    info = generate_mini("carved", cfg, tmp_path / "carved")
+    whole = PackedSplit(tmp_path / "carved" / "train.npz")
+    assert np.array_equal(whole.images.numpy(), np.load(tiny_dataset / "train.npz")["images"])
+    meta = json.loads((tmp_path / "carved" / "meta.json").read_text())
+    index = np.asarray(meta["splits"]["val"]["indices"])
+    assert meta["splits"]["val"]["n"] == len(index) == 60  # 25 % of 240
+    assert meta["splits"]["train"]["carved_out"] == ["val"]
+    val, train = load_split(tmp_path / "carved", "val"), load_split(tmp_path / "carved", "train")
+    assert len(val) + len(train) == 240
+    assert set(val.index) | set(train.index) == set(range(240))
+    assert not set(val.index) & set(train.index)
+    assert torch.equal(val.get_batch([0, 1])[0], whole.get_batch(index[:2])[0])
+    labels = whole.labels.numpy()  # stratified: each class gives a quarter of its examples (+-1)
+    for c in np.unique(labels):
+        assert abs((labels[index] == c).sum() - (labels == c).sum() / 4) <= 1
+    assert np.array_equal(index, carve_index(labels, {"fraction": 0.25, "seed": 3}))  # seeded
+    assert not np.array_equal(index, carve_index(labels, {"fraction": 0.25, "seed": 4}))
+    assert info.splits["val"]["carve"]["from"] == "train"
+    assert split_digest(tmp_path / "carved", "val").startswith("carved:")
+    by_count = carve_index(labels, {"count": 24, "seed": 0})
+    assert len(by_count) == 24
+
+
+def test_carve_config_errors_name_the_split(tmp_path):
+    import copy
+
+    from robustft.sources.spec import carve_problems
+
+    cfg = copy.deepcopy(TINY)
+    cfg["splits"]["val"] = {"carve": {"from": "nope", "fraction": 0.1, "count": 3}, "n": 4}
+    problems = carve_problems("tiny", cfg)
+    assert any("'nope' is not a stored split" in p for p in problems)
+    assert any("fraction or as count" in p for p in problems)
+    assert any("['n'] do not apply" in p for p in problems)

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "robustft"
 LAYERS = {
     # plain data and helpers everything reads (torch-free)
     "foundation": {"", "errors", "datafiles", "presets", "provenance", "resources", "methods",
-                   "finite", "outputs"},
+                   "finite", "outputs", "classspace"},
     # the science: data, models, methods, training, evaluation, scoring, calibration
     "core": {"preprocess", "shards", "data", "heads", "contrastive", "mini_cnn", "models",
              "distributed", "training", "wiseft", "methods.base", "methods.zeroshot", "methods.lp",
@@ -27,8 +27,8 @@ LAYERS = {
     # the papers: target kinds, their table and figure builders
     "papers": {"catalog", "tables", "paper_tables", "plots"},
     # config -> plan: reading, checking, planning (the Snakefile's parse)
-    "planning": {"configfile", "recipes", "checks", "config", "plan", "forms", "resolution",
-                 "namespace"},
+    "planning": {"configfile", "recipes", "selections", "checks", "config", "plan", "forms",
+                 "resolution", "namespace"},
     # running jobs
     "jobs": {"jobs", "jobserver", "recovery", "standins"},
     # the paper-scale rehearsal: fixtures of a config's data and checkpoints, its overlay, its run

@@ -141,3 +141,45 @@ def test_flyp_ce_ablation_is_cross_entropy_over_one_caption_per_class(backbone_f
     )
     ctx.hparams = {**hp, "loss": "contrastive"}
     assert len(FLYPStep(backbone.clip, ctx).inputs(3)) == 2  # (images, a caption per image)
+
+
+def test_flyp_without_collisions_drops_same_class_pairs_from_the_denominators():
+    """FLYP's class-collision ablation = the official ClipLoss(ground_labels, ignore=True): the
+    duplicate of the test above no longer competes, so the loss reaches ln(1) = 0."""
+    from robustft.methods.flyp import clip_loss_without_collisions
+
+    img = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=1)
+    labels = torch.tensor([4, 4, 1])
+    loss = clip_loss_without_collisions(img, img.clone(), torch.tensor(100.0), labels)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    torch.manual_seed(0)  # distinct labels: CLIP's loss itself
+    a, b = F.normalize(torch.randn(5, 3), dim=1), F.normalize(torch.randn(5, 3), dim=1)
+    assert clip_loss_without_collisions(a, b, torch.tensor(10.0), torch.arange(5)).item() == (
+        pytest.approx(clip_loss(a, b, torch.tensor(10.0)).item(), rel=1e-6)
+    )
+
+
+def test_flyp_plus_ce_adds_the_weighted_text_head_cross_entropy(backbone_files, tiny_dataset):
+    from robustft.data import DatasetInfo, load_split
+    from robustft.methods.base import FineTuneContext
+    from robustft.methods.flyp import FLYPStep
+    from robustft.models import load_backbone
+
+    (spec, path), info = backbone_files["clip"], DatasetInfo.read(tiny_dataset)
+    backbone = load_backbone("clip", spec, path)
+    hp = {"steps": 1, "batch_size": 8, "lr": 1e-4, "ce_weight": 0.5}
+    ctx = FineTuneContext(backbone=backbone, info=info, train=load_split(tiny_dataset, info.train),
+                          val=load_split(tiny_dataset, info.val), hparams=hp, seed=0,
+                          device=torch.device("cpu"))  # fmt: skip
+    step = FLYPStep(backbone.clip, ctx)
+    images, text, everyone, local, class_text = step.inputs(3)
+    assert torch.equal(everyone, local) and len(class_text) == len(info.classnames)
+    clip = backbone.clip
+    scale = clip.logit_scale.exp()
+    image = clip.encode_image(images, normalize=True)
+    contrastive = clip_loss(image, clip.encode_text(text, normalize=True), scale)
+    ce = F.cross_entropy(scale * image @ clip.encode_text(class_text, normalize=True).T, local)
+    expected = contrastive + 0.5 * ce
+    assert step(images, text, everyone, local, class_text).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )

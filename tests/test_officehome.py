@@ -135,8 +135,9 @@ def test_partitions_and_test_lists_match_the_paper():
         if name.startswith("officehome-") and "source" in ds:
             source = {"officehome-ar": "Ar", "officehome-rw": "Rw"}[ds["source"]]
             order = PARTITIONS["orders"][source]
-            assert ds["absent_classes"] == [CLASSES[i] for i in order[30:]], name
-            assert ds["source_recipe"] == "ft" and ds["splits"]["train"]["classes"] == "finetuning"
+            assert ds["partition"]["order"] == source and len(order) == 65, name
+            assert ds["source_recipe"] == "ft-oh-source"
+            assert ds["splits"]["train"]["classes"] == "finetuning"
     for file, size, classes in (("imagenet_r", 200, 1000), ("imagenet_s", 1000, 1000)):
         orders = json.loads((DATA / "partitions" / f"{file}_calibrated.json").read_text())["orders"]
         ((order,),) = [orders.values()]
@@ -152,8 +153,11 @@ def paper_checked(change) -> list[str]:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["datasets"].update(copy.deepcopy(PAPER["datasets"]))
     config["backbones"].update(PAPER["backbones"])
+    config["recipes"].update(copy.deepcopy(PAPER["recipes"]))
+    config["method_defaults"] = "none"
+    config["catalog"], config["all_targets"] = [], []  # the mini targets' runs: the mini defaults
     config["experiments"] = [
-        {"backbone": "sup-r50", "dataset": "officehome-ar-cl", "methods": ["ft"]}
+        {"backbone": "sup-r50", "dataset": "officehome-ar-cl", "methods": ["ft-oh"]}
     ]
     change(config["datasets"])
     try:
@@ -175,13 +179,16 @@ def test_office_home_config_errors_name_the_valid_choices():
 
     def bad_class(ds):
         ds["officehome-ar-cl"]["absent_classes"] = ["Drill", "Spatula"]
+        assert any("give absent_classes or a partition, not both" in e for e in paper_checked(
+            lambda d: d["officehome-ar-cl"].update(absent_classes=["Drill"])))  # fmt: skip
+        del ds["officehome-ar-cl"]["partition"]
 
     assert any("unknown classes ['Spatula']" in e for e in paper_checked(bad_class))
 
     def no_absent(ds):
-        del ds["officehome-ar-cl"]["absent_classes"]
+        del ds["officehome-ar-cl"]["partition"]
 
-    assert any("classes: finetuning needs the dataset's absent_classes" in e
+    assert any("classes: finetuning needs the dataset's absent_classes or partition" in e
                for e in paper_checked(no_absent))  # fmt: skip
 
     def no_test_list(ds):
@@ -265,6 +272,8 @@ def test_snakemake_fetches_and_prepares_a_pair(tmp_path, www):
         for ds in datasets.values():
             ds["files"] = files
             ds.pop("preprocess")  # names sup-r50, a backbone this config has not
+            if "source_recipe" in ds:  # a recipe of config/paper.yaml: the mini defaults' ft here
+                ds["source_recipe"] = "ft"
         (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"datasets": datasets}))
         work = tmp_path / "work"
         work.mkdir()
@@ -277,3 +286,39 @@ def test_snakemake_fetches_and_prepares_a_pair(tmp_path, www):
         requests = sorted(path for path, _ in handler.requests)
     assert requests == ["/Art.tgz?dl=1", "/image_list.zip?dl=1"]
     assert len(load_split(work / "resources/datasets/officehome-rw-ar", "test")) == 750
+
+
+def test_imagenet_s_lists_read_a_hand_downloaded_folder_and_ignore_the_other_columns(tmp_path):
+    """ImageNet-Sketch (downloaded by hand) read through the paper's lists: their
+    "imagenet-s/<wnid>/<image>" paths under the user's sketch/ folder (`list_prefix`); train keeps
+    the partition's first 500 classes by index; the head's other columns are ignored only if the
+    order omits them (ImageNet-S's order names all 1000: S and U, none ignored)."""
+    order = json.loads((DATA / "partitions" / "imagenet_s_calibrated.json").read_text())["orders"]
+    kept, absent = order["S"][:2], order["S"][500:502]
+    rng = np.random.default_rng(0)
+    sketch = tmp_path / "imagenet-sketch" / "sketch"
+    lines = {"S_training.txt": [], "S_testing.txt": []}
+    for label in kept + absent:
+        for i, file in enumerate(["S_training.txt", "S_training.txt", "S_testing.txt"]):
+            wnid = f"n{label:08d}"
+            (sketch / wnid).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                sketch / wnid / f"sketch_{i}.JPEG"
+            )
+            lines[file].append(f"imagenet-s/{wnid}/sketch_{i}.JPEG {label}\n")
+    (tmp_path / "dl").mkdir()
+    for file, text in lines.items():
+        (tmp_path / "dl" / file).write_text("".join(text))
+    cfg = copy.deepcopy(PAPER["datasets"]["imagenet-s-ht"])
+    for split in cfg["splits"].values():
+        split["path"] = str(sketch)
+    # a validation split held out of a folder split (as ImageNet's in config/paper.yaml)
+    cfg["splits"]["heldout"] = {"carve": {"from": "train_all", "count": 4, "seed": 0}}
+    cfg["roles"]["val"] = "heldout"
+    info = prepare_folders("imagenet-s-ht", cfg, tmp_path / "ds", tmp_path / "dl")
+    held, rest = load_split(tmp_path / "ds", "heldout"), load_split(tmp_path / "ds", "train_all")
+    assert (len(held), len(rest)) == (4, 4) and sorted(labels_of(held)) == sorted(kept + absent)
+    assert sorted(set(labels_of(load_split(tmp_path / "ds", "train")))) == sorted(kept)
+    assert sorted(set(labels_of(load_split(tmp_path / "ds", "test")))) == sorted(kept + absent)
+    assert sum(info.seen_mask) == 500 and not any(info.ignored_mask)
+    assert info.class_partition["absent"][:2] == absent

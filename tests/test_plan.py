@@ -66,9 +66,11 @@ def test_full_mini_dag():
 
 def test_paper_dag_fetches_and_imports_instead_of_pretraining():
     paper = counts(plan_of("paper.yaml"))
-    assert paper["pretrain_backbone"] == 0 and paper["import_backbone"] == 3
-    assert paper["fetch_file"] == 35 and paper["shard_dataset"] == 1
-    assert sum(paper.values()) + 1 == 551  # + `all`: the paper dry run's job count
+    assert paper["pretrain_backbone"] == 0 and paper["import_backbone"] == 5
+    assert paper["fetch_file"] == 39 and paper["shard_dataset"] == 1
+    # LP-FT's four lr sweeps (ImageNet FT and LP-FT, CIFAR-10 FT and LP-FT) x 3 seeds
+    assert paper["select"] == 12
+    assert sum(paper.values()) + 1 == 3316  # + `all`: the paper dry run's job count
 
 
 def test_seed_free_recipes_share_one_run_and_lpft_starts_from_it(default):

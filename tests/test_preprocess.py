@@ -63,6 +63,10 @@ REFERENCE = {  # each preset as torchvision's classes, written from the papers' 
         [T.RandomResizedCrop(32, scale=(0.9, 1.0), interpolation=BICUBIC)],
         [T.Resize(32, interpolation=BICUBIC), T.CenterCrop(32)],
     ),
+    "lpft_cifar": (
+        [T.Resize((224, 224))],  # LP-FT's CIFAR: bilinear, no crop, no augmentation
+        [T.Resize((224, 224))],
+    ),
     "lpft_imagenet": (
         [T.Resize(224, interpolation=BICUBIC), T.CenterCrop(224)],
         [T.Resize(224, interpolation=BICUBIC), T.CenterCrop(224)],
@@ -74,7 +78,8 @@ REFERENCE = {  # each preset as torchvision's classes, written from the papers' 
             T.ColorJitter(0.3, 0.3, 0.3, 0.3),
             T.RandomGrayscale(),
         ],
-        [T.Resize((224, 224))],
+        # TPDD's ResizeImage: PIL's img.resize((224, 224)), bicubic by default in Pillow >= 7
+        [T.Resize((224, 224), interpolation=BICUBIC)],
     ),  # fmt: skip
     "coretuning": (
         [
@@ -83,7 +88,7 @@ REFERENCE = {  # each preset as torchvision's classes, written from the papers' 
             T.RandomCrop(256),
             T.RandomHorizontalFlip(),
         ],
-        [T.Resize(256)],
+        [T.Resize(256, interpolation=BICUBIC)],  # Core-tuning.py:297
     ),  # fmt: skip
 }
 
@@ -102,7 +107,7 @@ def test_presets_equal_torchvisions_transforms_on_a_fixed_image(name):
         got = pre.apply(img, seed)
         assert torch.equal(got, expected), (name, seed)
         drawn.add(got.float().mean().item())
-    if name != "lpft_imagenet":  # LP-FT: no augmentation on ImageNet
+    if not name.startswith("lpft_"):  # LP-FT: no augmentation on ImageNet and CIFAR
         assert len(drawn) > 1, "the seed must change the augmentation"
 
 

@@ -127,7 +127,8 @@ def test_input_content_changes_still_rerun_their_consumers(finished, env, tmp_pa
     backbone.write_bytes(backbone.read_bytes() + b"another backbone")  # new content, newer
     counts = planned(workdir, env=env)
     assert "pretrain_backbone" not in counts
-    assert counts["finetune"] == 5  # every method on mini-ssl (lp, ft, lpft, l2sp, coretuning)
+    # every method on mini-ssl (lp, ft, lpft, l2sp, coretuning) and the lr grid's 2 points (ft-lr)
+    assert counts["finetune"] == 7
 
     # A dataset's config changes its content: its consumers rerun, not the other dataset's.
     override = tmp_path / "override.yaml"

@@ -283,3 +283,42 @@ def test_a_run_selected_on_test_is_marked_in_every_table_that_reads_it():
     assert _mark_selected_on_test(grid, spec, recipes).selected_on_test.tolist() == [
         "", "their words"]  # fmt: skip
     assert "selected_on_test" not in _mark_selected_on_test(table, {}, {"ft": {"on_test": None}})
+
+
+# ---- every selection listed; the linear probe's C and WiSE-FT's alpha under the same guard ---------
+def test_the_linear_probes_c_and_an_ensembles_alpha_may_not_look_at_the_test_split():
+    """ImageNet's and CIFAR's `val` were their test split: the LP's C and the ensemble's alpha
+    are selections too."""
+    config = copy.deepcopy(DEFAULT)
+    config["datasets"]["mini"]["roles"]["val"] = "test"
+    with pytest.raises(ConfigError) as err:
+        check_config(config, SCHEMA, command_line={})
+    text = str(err.value)
+    assert (
+        "methods['lp'] on dataset 'mini': selects its LP C on split 'test', which is the "
+        "reported test split" in text
+    )
+    assert "catalog target 'flyp_table1' on dataset 'mini': selects its WiSE-FT alpha" in text
+    assert "experiments[0] (methods table) on dataset 'mini': selects its WiSE-FT alpha" in text
+
+
+def test_held_out_validation_or_the_papers_words_allow_them_and_the_listing_says_which():
+    from robustft.selections import listing, selections
+
+    config = copy.deepcopy(DEFAULT)
+    config["datasets"]["mini"]["splits"]["val"] = {"carve": {"from": "train", "fraction": 0.1}}
+    plan = Plan(check_config(config, SCHEMA, command_line={}))  # held out of train: fine
+    assert {s.split for s in selections(config, plan) if s.dataset == "mini"} == {"val"}
+    config = copy.deepcopy(DEFAULT)
+    config["datasets"]["mini"]["roles"]["val"] = "test"
+    config["recipes"]["lp-test"] = {"method": "lp", "select_on_test": "C chosen on test (code)"}
+    config["experiments"] = [{"backbone": "mini-clip", "dataset": "mini", "recipes": ["lp-test"],
+                              "sweep": False}]  # fmt: skip
+    target = next(t for t in config["catalog"] if t["name"] == "flyp_table1")
+    target.update(rows={"LP": "lp-test"}, select_on_test="alpha maximising each column")
+    config["catalog"] = [target]
+    config["all_targets"] = ["flyp_table1"]
+    plan = Plan(check_config(config, SCHEMA, command_line={}))
+    text = listing(config, plan)
+    assert "recipes['lp-test']" in text and "ON THE TEST SPLIT: 'C chosen on test (code)'" in text
+    assert "ON THE TEST SPLIT: 'alpha maximising each column'" in text

@@ -334,45 +334,41 @@ def test_paper_config_dag_offline(tmp_path):
     counts = job_counts(dry.stdout)
     planned = ("fetch_file", "import_backbone", "prepare_dataset", "shard_dataset")
     assert {k: counts.pop(k) for k in planned} == {
-        # 3 ImageNet shifts, 2 CIFAR archives, 3 checkpoints; shifts: 2 WILDS bundles, CIFAR-10.1's
-        # 2 .npy files, STL-10; transfer: Caltech101 1, Stanford Cars 4, Flowers102 3, PCam 6,
+        # 3 ImageNet shifts, 5 checkpoints; 2 WILDS bundles; CIFAR-10/100 archives, CIFAR-10.1's 2
+        # .npy files, STL-10; transfer: Caltech101 1, Stanford Cars 4, Flowers102 3, PCam 6,
         # Rendered SST2 1; calibration: Office-Home's 4 domains + image lists, ImageNet-R's 2 lists
-        "fetch_file": 13 + 15 + 5 + 2,
-        "import_backbone": 3,
-        # transfer: caltech101, stanford_cars, flowers102, pcam, sst2; calibration: Office-Home's
-        # 2 source domains and 6 pairs, ImageNet-R HT
-        "prepare_dataset": 5 + 5 + 8 + 1,
+        # and archive's, ImageNet-S's 2 lists
+        "fetch_file": 39,
+        "import_backbone": 5,  # CLIP ViT-B/16, MoCo-v2, MoCo-v1, SwAV, supervised ResNet-50
+        # ImageNet, iWildCam, FMoW, CIFAR-10 (Core-tuning's and LP-FT's), CIFAR-100, 5 transfer
+        # sets; Office-Home's 2 source domains, 6 pairs and 3 fewer-class variants; ImageNet-R/-S
+        "prepare_dataset": 24,
         "shard_dataset": 1,  # ImageNet's training split, as 256 px uint8 shards (robustft.shards)
     }
-    # 17 runs of the experiments, the LP that is CIFAR-100's reference model (theta_0), and the
-    # catalog's LP-FT seeds 1 and 2 (FT, LP-FT on ImageNet: the probe is seed-free, trained once);
-    # shifts: + 6 CLIP runs each on iWildCam and FMoW, + LP-FT's seeds 1 and 2 on CIFAR-10 (FT,
-    # LP-FT). Transfer (+137): Table 4's zeroshot, LP, FT, LP-FT, FLYP on 3 sets (15); Table 3's on
-    # PCam and SST2: zeroshot once, and 4 methods x k 4/16/32 over 5 seeds (2 x 61; k-shot probes
-    # are seeded: each seed draws its k examples).
-    # Office-Home: sup-r50 ft on 6 pairs, the 2 source fine-tunes (theta_0, not evaluated), 5 CLIP
-    # runs on Ar -> Cl and the 5 optimizer recipes; ImageNet-R HT's ft; gamma_PCV (3) and oracle (1)
-    # fine-tunes of the 8 ft runs on absent-class datasets.
-    # The ablations: FLYP with the CE loss on ImageNet, Core-tuning's 3 on CIFAR-10 (+4).
-    assert counts.pop("finetune") == 38 + 137 + 18 + 1 + 4
-    assert counts.pop("evaluate") == 37 + 137 + 16 + 1 + 4
-    assert counts.pop("finetune_variant") == counts.pop("evaluate_variant") == 8 * 4
-    # the paper targets its datasets can build: 10 tables (shifts: + FLYP Table 1's iWildCam and
-    # FMoW blocks, LP-FT Table 2's CIFAR-10 shifts), 2 figures, 1 feature-distortion job;
-    # transfer: FLYP Table 3 (PCam, SST2) and Table 4, 3 tables; Office-Home Ar -> Cl: the
-    # calibration paper's 2 tables and 3 figures and the cross-paper table; the 2 ablations
+    # FLYP's few-shot tables: 50 draws x (3 probes + 9 fine-tunes) on PCam and SST2, + zero-shot
+    # (1,202); the rest: 5 seeds of FLYP's ImageNet, iWildCam, FMoW and transfer runs, FLYP's
+    # ImageNet few-shot figure, LP-FT's grid points (ImageNet 2 x 3 lrs, CIFAR-10 2 x 10, 3 seeds
+    # each), Core-tuning's runs on 3 backbones and 2 datasets, the calibration paper's runs
+    assert counts.pop("finetune") == 1550
+    assert counts.pop("select") == 12  # LP-FT's 4 swept recipes x 3 seeds
+    assert counts.pop("evaluate") == 1560
+    # gamma_PCV's 3 pseudo runs and the oracle for each of the 6 pairs and 3 fewer-class variants
+    assert counts.pop("finetune_variant") == counts.pop("evaluate_variant") == 9 * 4
     from robustft.catalog import KINDS
 
     catalog = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["catalog"]
-    forms = [KINDS[spec["kind"]].form for spec in catalog if counts.pop(spec["name"]) == 1]
-    assert (forms.count("table"), forms.count("figure")) == (10 + 3 + 3 + 2, 2 + 3)
+    assert all(counts.pop(spec["name"]) == 1 for spec in catalog)
+    forms = [KINDS[spec["kind"]].form for spec in catalog]
+    assert (forms.count("table"), forms.count("figure")) == (26, 13)
     assert counts.pop("feature_distortion") == 1
     assert "pretrain_backbone" not in counts
     assert "fetch_file" in dry.stdout and "resnet50-0676ba61.pth" in dry.stdout
-    # the calibration paper's source model is the source domain's fine-tune (source_recipe: ft)
-    assert "results/models/officehome-ar/sup-r50/ft/seed0/model.pt" in dry.stdout
-    assert "results/models/officehome-rw/sup-r50/ft/seed0/model.pt" in dry.stdout
+    # the calibration paper's source model is the source domain's fine-tune (ft-oh-source); on
+    # ImageNet-R/S the pretrained network with its own head (no source run)
+    assert "results/models/officehome-ar/sup-r50/ft-oh-source/seed0/model.pt" in dry.stdout
+    assert "results/models/officehome-rw/sup-r50/ft-oh-source/seed0/model.pt" in dry.stdout
     assert "officehome-ar/sup-r50/lp/" not in dry.stdout
+    assert "results/models/imagenet/sup-r50/" not in dry.stdout
 
 
 def test_threaded_folder_batches_equal_single_threaded(tmp_path):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from robustft.training import OptimConfig, cosine_lr, train
+from robustft.training import OptimConfig, TrainingStep, cosine_lr, train
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
@@ -171,3 +171,113 @@ def test_an_unreadable_or_unfingerprinted_checkpoint_starts_fresh(tmp_path, caps
     model, loss = _model_and_loss()
     assert train(model, loss, cfg, seed=3, checkpoint_path=ckpt).steps_run == 12
     assert "no fingerprint" in capsys.readouterr().out
+
+
+# ---- the papers' optimisers, schedules and micro-batches ----------------------------------------
+def test_an_epoch_stepped_cosine_is_torch_cosine_annealing_stepped_after_each_epoch():
+    """LP-FT and Core-tuning step CosineAnnealingLR(T_max=epochs) once per epoch."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    expected = []
+    for _epoch in range(4):
+        expected += [opt.param_groups[0]["lr"]] * 3  # 3 steps an epoch
+        opt.step()
+        sched.step()
+    ours = [cosine_lr(s, 0.01, 0, 12, steps_per_epoch=3) for s in range(12)]
+    assert ours == pytest.approx(expected, rel=1e-12)
+    assert ours[2] == ours[0] and ours[3] < ours[2]  # flat within an epoch
+
+
+def test_adabelief_follows_its_paper_equations():
+    """Two steps by hand (Zhuang et al. 2020, Algorithm 2), L2 weight decay in the gradient."""
+    from robustft.training import AdaBelief
+
+    lr, (b1, b2), eps, wd = 0.1, (0.9, 0.99), 1e-3, 0.01
+    theta = torch.tensor([1.0, -2.0])
+    p = torch.nn.Parameter(theta.clone())
+    opt = AdaBelief([p], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    m = s = torch.zeros(2)
+    for t, g in enumerate([torch.tensor([0.5, -1.0]), torch.tensor([0.2, 0.3])], start=1):
+        p.grad = g.clone()
+        opt.step()
+        g = g + wd * theta
+        m = b1 * m + (1 - b1) * g
+        s = b2 * s + (1 - b2) * (g - m) ** 2 + eps
+        theta = theta - lr * (m / (1 - b1**t)) / ((s / (1 - b2**t)).sqrt() + eps)
+        assert torch.allclose(p.detach(), theta, atol=1e-7), t
+
+
+@pytest.mark.parametrize(
+    "optimizer, cls, settings",
+    [
+        ("adam", torch.optim.Adam, {"betas": (0.8, 0.9), "weight_decay": 0.01}),
+        ("adadelta", torch.optim.Adadelta, {"eps": 1e-6}),
+        ("adagrad", torch.optim.Adagrad, {"eps": 1e-10}),
+        ("rmsprop", torch.optim.RMSprop, {"momentum": 0.5}),
+        ("sgd", torch.optim.SGD, {"momentum": 0.9, "nesterov": False}),
+        ("sgd", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
+    ],
+)
+def test_each_optimizer_of_the_calibration_papers_study_is_torchs(optimizer, cls, settings):
+    from robustft.training import make_optimizer
+
+    hp = {"steps": 1, "lr": 0.1, "optimizer": optimizer, "weight_decay": 0.0, **settings}
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(2))], OptimConfig.from_hparams(hp))
+    assert type(opt) is cls
+    group = opt.param_groups[0]
+    for key, value in settings.items():
+        assert group[key] == value, key
+
+
+def test_plain_momentum_differs_from_nesterov():
+    """LP-FT's SGD is plain momentum (torch's default); the loop's SGD was always Nesterov."""
+    finals = []
+    for nesterov in (False, True):
+        model, loss = _model_and_loss()
+        cfg = OptimConfig(steps=5, lr=0.1, optimizer="sgd", weight_decay=0.0, nesterov=nesterov)
+        train(model, loss, cfg, seed=0)
+        finals.append(model[0].weight.detach().clone())
+    assert not torch.allclose(*finals)
+
+
+class _Regression(TrainingStep):
+    """A linear model (optionally behind BatchNorm) on a fixed batch of 8."""
+
+    def __init__(self, bn: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            *([torch.nn.BatchNorm1d(3)] if bn else []), torch.nn.Linear(3, 1)
+        )
+        self.x, self.y = torch.randn(8, 3), torch.randn(8, 1)
+
+    def inputs(self, step):
+        return self.x, self.y
+
+    def forward(self, x, y):
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+
+def _step(bn: bool) -> _Regression:
+    return _Regression(bn)
+
+
+def test_accumulated_micro_batches_give_the_full_batch_step_without_batchnorm():
+    cfg = dict(steps=3, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0)
+    one, four = _step(False), _step(False)
+    train(one, None, OptimConfig(**cfg), seed=0)
+    train(four, None, OptimConfig(**cfg, accumulate_steps=4), seed=0)
+    for a, b in zip(one.parameters(), four.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_accumulation_shows_batchnorm_each_micro_batch_as_core_tuning_does():
+    """Core-tuning's 256 = 4 forwards of 64: BatchNorm normalises, and updates its running
+    statistics, once per micro-batch."""
+    step = _step(True)
+    cfg = OptimConfig(steps=3, lr=0.1, optimizer="sgd", weight_decay=0.0, accumulate_steps=4)
+    train(step, None, cfg, seed=0)
+    assert int(step.net[0].num_batches_tracked) == 12
+    with pytest.raises(ValueError, match="does not divide"):
+        train(_step(True), None, OptimConfig(steps=1, lr=0.1, accumulate_steps=3), seed=0)

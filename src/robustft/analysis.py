@@ -70,10 +70,17 @@ def metric_rows(logits: Logits) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------
-def _accuracy_rows(base: dict, z, labels, seen, calibration: str, gamma: float, classifier="nn"):
-    accs = cal.masked_accuracies(cal.apply_gamma(z, seen, gamma), labels, seen)
+def _accuracy_rows(base: dict, z, labels, seen, calibration: str, gamma: float, classifier="nn",
+                   ignored=None):  # fmt: skip
+    accs = cal.masked_accuracies(cal.apply_gamma(z, seen, gamma, ignored), labels, seen, ignored)
     return [{**base, "classifier": classifier, "calibration": calibration, "gamma": gamma,
              "metric": metric, "value": value} for metric, value in accs.items()]  # fmt: skip
+
+
+def _ignored(logits: Logits) -> np.ndarray | None:
+    """The head columns outside the label space (`robustft.classspace`), or None (older files)."""
+    ignored = logits.meta.get("ignored")
+    return None if ignored is None else np.asarray(ignored, dtype=bool)
 
 
 def pcv_gamma(main: Logits, pseudo: list[Logits]) -> tuple[float, list[dict]]:
@@ -89,7 +96,8 @@ def pcv_gamma(main: Logits, pseudo: list[Logits]) -> tuple[float, list[dict]]:
         hidden[run.meta["hidden_classes"]] = True
         labels = run.labels(val)
         runs.append({"logits": run.logits(val, 1.0), "labels": labels,
-                     "pseudo_seen": seen & ~hidden, "held_out": hidden})  # fmt: skip
+                     "pseudo_seen": seen & ~hidden, "held_out": hidden,
+                     "ignored": _ignored(main)})  # fmt: skip
         reference_acc.append(float(reference[hidden[labels]].mean()))
     return cal.gamma_pcv(runs, reference_acc)
 
@@ -98,7 +106,7 @@ def calibration_rows(
     main: Logits, pseudo: list[Logits] = (), oracle: Logits | None = None
 ) -> tuple[list[dict], list[dict]]:
     """Tidy calibration rows and seen-unseen curve rows for one fine-tuned model (every alpha)."""
-    seen = np.asarray(main.meta["seen"], dtype=bool)
+    seen, ignored = np.asarray(main.meta["seen"], dtype=bool), _ignored(main)
     split_of = {main.role(s): s for s in main.splits}
     test, train, all_train = split_of["id"], split_of["train"], split_of.get("oracle_train")
     labels, train_labels = main.labels(test), main.labels(train)
@@ -114,15 +122,14 @@ def calibration_rows(
     for alpha in main.alphas:
         base = {**key, "alpha": alpha}
         z = main.logits(test, alpha)
-        rows += _accuracy_rows(base, z, labels, seen, "none", 0.0)
-        g_alg = cal.gamma_alg(main.logits(train, alpha), train_labels, seen)
-        rows += _accuracy_rows(base, z, labels, seen, "alg", g_alg)
+        rows += _accuracy_rows(base, z, labels, seen, "none", 0.0, ignored=ignored)
+        g_alg = cal.gamma_alg(main.logits(train, alpha), train_labels, seen, ignored)
+        rows += _accuracy_rows(base, z, labels, seen, "alg", g_alg, ignored=ignored)
         if gamma_pcv is not None and alpha == 1.0:  # the pseudo runs emulate the alpha = 1 model
-            rows += _accuracy_rows(base, z, labels, seen, "pcv", gamma_pcv)
-        rows += _accuracy_rows(
-            base, z, labels, seen, "oracle_gamma", cal.gamma_oracle(z, labels, seen)
-        )
-        curve = cal.seen_unseen_curve(z, labels, seen)
+            rows += _accuracy_rows(base, z, labels, seen, "pcv", gamma_pcv, ignored=ignored)
+        g_star = cal.gamma_oracle(z, labels, seen, ignored)
+        rows += _accuracy_rows(base, z, labels, seen, "oracle_gamma", g_star, ignored=ignored)
+        curve = cal.seen_unseen_curve(z, labels, seen, ignored)
         rows.append({**base, "classifier": "nn", "calibration": "none", "gamma": 0.0,
                      "metric": "ausuc", "value": cal.ausuc(curve)})  # fmt: skip
         if alpha in (0.0, 1.0):
@@ -132,12 +139,13 @@ def calibration_rows(
             if all_train and feats is not None:
                 ncm = cal.ncm_logits(main.features(all_train, alpha), main.labels(all_train),
                                      feats, len(seen))  # fmt: skip
-                rows += _accuracy_rows(base, ncm, labels, seen, "none", 0.0, classifier="ncm")
+                rows += _accuracy_rows(base, ncm, labels, seen, "none", 0.0, classifier="ncm",
+                                       ignored=ignored)  # fmt: skip
     if oracle is not None:
         z = oracle.logits(test, 1.0)
         base = {**key, "variant": "oracle", "alpha": 1.0}
-        rows += _accuracy_rows(base, z, oracle.labels(test), seen, "none", 0.0)
-        area = cal.ausuc(cal.seen_unseen_curve(z, oracle.labels(test), seen))
+        rows += _accuracy_rows(base, z, oracle.labels(test), seen, "none", 0.0, ignored=ignored)
+        area = cal.ausuc(cal.seen_unseen_curve(z, oracle.labels(test), seen, ignored))
         rows.append({**base, "classifier": "nn", "calibration": "none", "gamma": 0.0,
                      "metric": "ausuc", "value": area})  # fmt: skip
     return rows, curves

@@ -27,6 +27,15 @@ def _mask(seen: np.ndarray, num_classes: int) -> np.ndarray:
     return seen
 
 
+def _absent(seen: np.ndarray, ignored, num_classes: int) -> np.ndarray:
+    """The absent classes U: neither fine-tuning (seen) nor ignored. `ignored` are head columns
+    outside the label space Y (ImageNet-R's 800 of 1000, `robustft.classspace`): never shifted,
+    never a group of their own, but in every arg-max over all classes, as in the official code."""
+    if ignored is None:
+        return ~seen
+    return ~seen & ~_mask(ignored, num_classes)
+
+
 def _top(logits: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Arg-max and max over the given columns (-inf when there are none)."""
     masked = np.where(columns, logits, -np.inf)
@@ -34,18 +43,18 @@ def _top(logits: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return idx, masked[np.arange(len(masked)), idx]
 
 
-def apply_gamma(logits: np.ndarray, seen: np.ndarray, gamma: float) -> np.ndarray:
-    """A copy of the logits with γ added to every absent (unseen) class."""
+def apply_gamma(logits: np.ndarray, seen: np.ndarray, gamma: float, ignored=None) -> np.ndarray:
+    """A copy of the logits with γ added to every absent (unseen, not ignored) class."""
     logits = np.asarray(logits)
     seen = _mask(seen, logits.shape[1])
     out = logits.astype(np.result_type(logits.dtype, np.float64), copy=True)
-    out[:, ~seen] += gamma
+    out[:, _absent(seen, ignored, logits.shape[1])] += gamma
     return out
 
 
-def _predict(logits: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    best_s, s = _top(logits, seen)
-    best_u, u = _top(logits, ~seen)
+def _predict(logits: np.ndarray, seen: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    best_s, s = _top(logits, ~absent)  # the fine-tuning and any ignored classes
+    best_u, u = _top(logits, absent)
     return np.where(u > s, best_u, best_s)
 
 
@@ -53,29 +62,35 @@ def _mean(correct: np.ndarray) -> float:
     return float(correct.mean()) if correct.size else float("nan")
 
 
-def masked_accuracies(logits: np.ndarray, labels: np.ndarray, seen: np.ndarray) -> dict[str, float]:
+def masked_accuracies(
+    logits: np.ndarray, labels: np.ndarray, seen: np.ndarray, ignored=None
+) -> dict[str, float]:
     """Acc_{Y}, Acc_{S/Y}, Acc_{U/Y}, Acc_{S/S}, Acc_{U/U} as fractions (NaN for no samples).
 
-    X/Z: samples whose true class is in X, predicted by the arg-max over the classes Z.
+    X/Z: samples whose true class is in X, predicted by the arg-max over the classes Z (Y: every
+    column of the head, ignored ones included, as the official `get_accuracies`).
     """
     logits, labels = np.asarray(logits), np.asarray(labels, dtype=int)
     seen = _mask(seen, logits.shape[1])
-    in_s = seen[labels]
-    correct = _predict(logits, seen) == labels
+    absent = _absent(seen, ignored, logits.shape[1])
+    in_s, in_u = seen[labels], absent[labels]
+    correct = _predict(logits, seen, absent) == labels
     return {
-        "acc_y": _mean(correct),
+        "acc_y": _mean(correct[in_s | in_u]),
         "acc_s_y": _mean(correct[in_s]),
-        "acc_u_y": _mean(correct[~in_s]),
+        "acc_u_y": _mean(correct[in_u]),
         "acc_s_s": _mean(_top(logits, seen)[0][in_s] == labels[in_s]),
-        "acc_u_u": _mean(_top(logits, ~seen)[0][~in_s] == labels[~in_s]),
+        "acc_u_u": _mean(_top(logits, absent)[0][in_u] == labels[in_u]),
     }
 
 
-def _flips(logits: np.ndarray, labels: np.ndarray, seen: np.ndarray):
+def _flips(logits: np.ndarray, labels: np.ndarray, seen: np.ndarray, ignored=None):
     """Per sample: threshold t = max_S z - max_U z (predicts its best unseen class iff γ > t),
-    and whether the best seen / best unseen class is the true one."""
-    best_s, s = _top(logits, seen)
-    best_u, u = _top(logits, ~seen)
+    and whether the best seen / best unseen class is the true one (S: with any ignored columns,
+    which compete in the arg-max but are never shifted)."""
+    absent = _absent(seen, ignored, logits.shape[1])
+    best_s, s = _top(logits, ~absent)
+    best_u, u = _top(logits, absent)
     with np.errstate(invalid="ignore"):  # an all -inf row gives NaN: it never flips
         # float64 so the breakpoints agree with apply_gamma's float64 logits.
         t = s.astype(np.float64) - u.astype(np.float64)
@@ -105,7 +120,7 @@ def _candidate_gammas(t: np.ndarray) -> np.ndarray:
 
 
 def seen_unseen_curve(
-    logits: np.ndarray, labels: np.ndarray, seen: np.ndarray
+    logits: np.ndarray, labels: np.ndarray, seen: np.ndarray, ignored=None
 ) -> dict[str, np.ndarray]:
     """The exact accuracy-versus-γ curve: columns gamma, acc_s_y, acc_u_y, acc_y, sorted by γ.
 
@@ -115,14 +130,14 @@ def seen_unseen_curve(
     """
     logits, labels = np.asarray(logits), np.asarray(labels, dtype=int)
     seen = _mask(seen, logits.shape[1])
-    t, right_s, right_u = _flips(logits, labels, seen)
+    t, right_s, right_u = _flips(logits, labels, seen, ignored)
     gammas = _candidate_gammas(t)
-    in_s = seen[labels]
+    in_s, in_u = seen[labels], _absent(seen, ignored, logits.shape[1])[labels]
     return {
         "gamma": gammas,
         "acc_s_y": _sweep(t, right_s, right_u, in_s, gammas),
-        "acc_u_y": _sweep(t, right_s, right_u, ~in_s, gammas),
-        "acc_y": _sweep(t, right_s, right_u, np.ones_like(in_s), gammas),
+        "acc_u_y": _sweep(t, right_s, right_u, in_u, gammas),
+        "acc_y": _sweep(t, right_s, right_u, in_s | in_u, gammas),
     }
 
 
@@ -145,22 +160,26 @@ def ausuc(curve) -> float:
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
 
 
-def gamma_alg(train_logits: np.ndarray, train_labels: np.ndarray, seen: np.ndarray) -> float:
+def gamma_alg(
+    train_logits: np.ndarray, train_labels: np.ndarray, seen: np.ndarray, ignored=None
+) -> float:
     """Average Logit Gap: mean_i mean_{c in S, c != y_i} z_ic - mean_i mean_{c in U} z_ic.
 
     Computed on the fine-tuning TRAINING data, as the paper specifies (all labels in S); the
-    official code instead computes it on whichever split it evaluates.
+    official code instead computes it on whichever split it evaluates. Ignored columns are in
+    neither mean (the official code averages over its fine-tuning and absent index lists).
     """
     z, labels = np.asarray(train_logits, dtype=float), np.asarray(train_labels, dtype=int)
     seen = _mask(seen, z.shape[1])
-    n_s, n_u = int(seen.sum()), int((~seen).sum())
+    absent = _absent(seen, ignored, z.shape[1])
+    n_s, n_u = int(seen.sum()), int(absent.sum())
     if n_s < 2 or n_u < 1:
         raise ValueError("γ_ALG needs at least two seen classes and one absent class")
     if not seen[labels].all():
         raise ValueError("γ_ALG is computed on fine-tuning data: every label must be a seen class")
     rows = np.arange(len(z))
     other_seen = (np.where(seen, z, 0.0).sum(1) - z[rows, labels]) / (n_s - 1)
-    unseen = np.where(seen, 0.0, z).sum(1) / n_u
+    unseen = np.where(absent, z, 0.0).sum(1) / n_u
     return float(other_seen.mean() - unseen.mean())
 
 
@@ -169,12 +188,12 @@ def _best(gammas: np.ndarray, acc: np.ndarray) -> int:
     return int(np.lexsort((gammas, np.abs(gammas), -acc))[0])
 
 
-def gamma_oracle(logits: np.ndarray, labels: np.ndarray, seen: np.ndarray) -> float:
+def gamma_oracle(logits: np.ndarray, labels: np.ndarray, seen: np.ndarray, ignored=None) -> float:
     """γ*: the γ maximising Acc_Y on these samples. An ORACLE: it uses the test labels.
 
     Returns the midpoint of the best interval of the exact curve (or 0 when 0 is in it).
     """
-    curve = seen_unseen_curve(logits, labels, seen)
+    curve = seen_unseen_curve(logits, labels, seen, ignored)
     return float(curve["gamma"][_best(curve["gamma"], curve["acc_y"])])
 
 
@@ -196,7 +215,7 @@ def gamma_pcv(pseudo_runs: list[dict], reference_acc) -> tuple[float, list[dict]
         logits, labels = np.asarray(run["logits"]), np.asarray(run["labels"], dtype=int)
         pseudo_seen = _mask(run["pseudo_seen"], logits.shape[1])
         held_out = _mask(run["held_out"], logits.shape[1])
-        t, right_s, right_u = _flips(logits, labels, pseudo_seen)
+        t, right_s, right_u = _flips(logits, labels, pseudo_seen, run.get("ignored"))
         gammas = _candidate_gammas(t)
         on_held_out = held_out[labels]
         if not on_held_out.any():
@@ -250,3 +269,30 @@ def ncm_logits(
     scores = test @ means.T
     scores[:, counts == 0] = -np.inf
     return scores
+
+
+def track_metrics(
+    logits, features, labels, train_features, train_labels, seen, ignored=None
+) -> dict:
+    """What the calibration paper follows over fine-tuning, on a test split (fractions): NCM's
+    accuracy on the absent classes among themselves, Acc_U/U (its Figure 4; the model's own head
+    beside it), the softmax mass the model puts on U for samples of U, P(c in U | x) (Figure 5),
+    the share of U's samples predicted as some absent class (Figure 6), and Acc_S/Y, Acc_U/Y."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=int)
+    seen = _mask(np.asarray(seen, dtype=bool), logits.shape[1])
+    absent = _absent(seen, ignored, logits.shape[1])
+    in_u = absent[labels]
+    ncm = ncm_logits(train_features, train_labels, features, logits.shape[1])
+    shifted = logits - logits.max(1, keepdims=True)
+    prob = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
+    nn_acc = masked_accuracies(logits, labels, seen, ignored)
+    ncm_acc = masked_accuracies(ncm, labels, seen, ignored)
+    return {
+        "ncm_acc_u_u": ncm_acc["acc_u_u"],
+        "ncm_acc_u_y": ncm_acc["acc_u_y"],
+        "nn_acc_u_u": nn_acc["acc_u_u"],
+        "acc_s_y": nn_acc["acc_s_y"],
+        "acc_u_y": nn_acc["acc_u_y"],
+        "p_absent": _mean(prob[in_u][:, absent].sum(1)),
+        "share_absent": _mean(absent[logits.argmax(1)][in_u]),
+    }

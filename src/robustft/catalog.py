@@ -50,6 +50,15 @@ KINDS: dict[str, TargetKind] = {
         "plots:robustness_scatter", "figure", ("metrics",), sweeps=True
     ),
     "ncm_figure": TargetKind("plots:ncm_figure", "figure", ("calibration",)),
+    # the calibration paper's Figures 4-6 (quantities over fine-tuning: `track_every` runs) and 8
+    "ncm_trajectory": TargetKind("plots:ncm_trajectory", "figure", ("calibration",)),
+    "absent_probability": TargetKind("plots:absent_probability", "figure", ("calibration",)),
+    "absent_share": TargetKind("plots:absent_share", "figure", ("calibration",)),
+    "fewer_classes_figure": TargetKind(
+        "plots:fewer_classes_figure", "figure", ("calibration",), sweeps=True
+    ),
+    # FLYP Figure 3: accuracy against k shots, with and without weight ensembling
+    "shots_figure": TargetKind("plots:shots_figure", "figure", ("metrics",), sweeps=True),
     "gamma_curves": TargetKind("plots:gamma_curves", "figure", ("calibration",)),
     "optimizer_figure": TargetKind("plots:optimizer_figure", "figure", ("calibration",)),
     # the general tables of the experiments (`BUILTIN`)
@@ -158,6 +167,7 @@ class TargetData:
     selections: list = field(default_factory=list)  # each swept run's selection.json
     recipes: dict = field(default_factory=dict)  # {recipe: {method, hparams}} from its logits
     order: list = field(default_factory=list)  # the config's recipe order (calibration rows)
+    classes: dict = field(default_factory=dict)  # {dataset: {finetuning: n}} (calibration runs)
 
 
 def kind_names(in_catalog: bool = True) -> list[str]:
@@ -190,16 +200,19 @@ def target_files(spec: dict, builtin: bool, root: str = "results") -> dict[str, 
 
 
 def grid_cells(spec: dict) -> list[dict]:
-    """Every cell of a target: {row, column, dataset, recipe}; `grid` values fill the row's recipe
-    pattern ("ft-k{k}") or name the dataset (`grid: {dataset: [...]}`)."""
+    """Every cell of a target: {row, column, dataset, backbone, recipe}; `grid` values fill the
+    row's recipe pattern ("ft-k{k}", "flyp-{dataset}") or name the dataset or the backbone
+    (`grid: {dataset: [...]}`, `grid: {backbone: [...]}`: one column each)."""
     ((key, values),) = spec["grid"].items() if spec.get("grid") else [(None, [None])]
     cells = []
     for label, pattern in spec.get("rows", {}).items():
         for value in values:
-            column = f"{key}={value}" if key not in (None, "dataset") else value
+            column = f"{key}={value}" if key not in (None, "dataset", "backbone") else value
             dataset = value if key == "dataset" else spec.get("dataset")
+            backbone = value if key == "backbone" else spec.get("backbone")
             recipe = pattern.format(**{key: value}) if key else pattern
-            cells.append(dict(row=label, column=column, dataset=dataset, recipe=recipe))
+            cells.append(dict(row=label, column=column, dataset=dataset, backbone=backbone,
+                              recipe=recipe))  # fmt: skip
     return cells
 
 

@@ -6,12 +6,14 @@ that name the entry and the valid choices. Torch-free."""
 from __future__ import annotations
 
 from . import catalog
+from .classspace import has_absent, partition_problems
 from .forms import form_problems
 from .methods import METHODS
 from .namespace import check_name
 from .presets import preset_names
 from .recipes import (
     FAMILY_METHODS,
+    explicit,
     hparams_for,
     is_grid,
     is_swept,
@@ -72,14 +74,16 @@ def check_references(config: dict) -> list[str]:
             errors.append(
                 f"datasets[{name!r}].source: unknown dataset {ds['source']!r}; valid: {sorted(datasets)}"
             )
-        if ds.get("source_recipe") is not None and (
+        if ds.get("source_recipe") not in (None, "pretrained") and (
             not ds.get("source") or ds["source_recipe"] not in known_recipes(config)
         ):
             errors.append(
                 f"datasets[{name!r}].source_recipe: {ds['source_recipe']!r} needs a `source` and "
-                f"must be a method or recipe; valid: {sorted(known_recipes(config))}"
+                f"must be a method or recipe (or pretrained: the supervised backbone's own head); "
+                f"valid: {sorted(known_recipes(config))}"
             )
-        if ds.get("absent_classes") and not roles.get("oracle_train"):
+        errors += partition_problems(name, ds)
+        if has_absent(ds) and not roles.get("oracle_train"):
             errors.append(
                 f"datasets[{name!r}]: absent_classes need roles.oracle_train, a split of every class "
                 "(the oracle's training data and NCM's class means)"
@@ -113,7 +117,7 @@ def check_references(config: dict) -> list[str]:
                 f"{where}.dataset: unknown dataset {exp['dataset']!r}; valid: {sorted(datasets)}"
             )
         family = backbones[exp["backbone"]]["family"]
-        absent = datasets.get(exp["dataset"], {}).get("absent_classes")
+        absent = has_absent(datasets.get(exp["dataset"], {}))
         for recipe in exp["recipes"]:
             if recipe not in known_recipes(config):
                 errors.append(
@@ -128,10 +132,17 @@ def check_references(config: dict) -> list[str]:
                     f"only, so on dataset {exp['dataset']!r} (absent classes) it has no absent-class "
                     "logits to calibrate; use zeroshot, ft, l2sp, flyp or coretuning there"
                 )
+            pretrained = datasets.get(exp["dataset"], {}).get("source_recipe") == "pretrained"
+            if pretrained and family != "supervised":
+                errors.append(
+                    f"{where}: dataset {exp['dataset']!r} takes the pretrained head as its source "
+                    f"model (source_recipe: pretrained); backbone {exp['backbone']!r} has none"
+                )
             if (
                 absent
                 and family != "clip"
                 and not datasets[exp["dataset"]].get("source")
+                and not pretrained
                 and METHODS[method].trains
             ):
                 errors.append(
@@ -190,13 +201,18 @@ def check_catalog(config: dict) -> list[str]:
                 f"{where}.backbone: unknown backbone {spec.get('backbone')!r}; valid: {sorted(backbones)}"
             )
             continue
-        family = backbones[spec["backbone"]]["family"]
         try:
             cells = catalog.grid_cells(spec)
         except (KeyError, IndexError, ValueError) as err:
             errors.append(f"{where}.rows: a recipe pattern does not fit the grid ({err})")
             continue
         for cell in cells:
+            if cell["backbone"] not in backbones:
+                errors.append(
+                    f"{where}.grid: unknown backbone {cell['backbone']!r}; valid: {sorted(backbones)}"
+                )
+                continue
+            family = backbones[cell["backbone"]]["family"]
             if cell["dataset"] not in datasets:
                 errors.append(
                     f"{where}.grid: unknown dataset {cell['dataset']!r}; valid: {sorted(datasets)}"
@@ -209,7 +225,7 @@ def check_catalog(config: dict) -> list[str]:
             elif recipe_method(config, cell["recipe"]) not in FAMILY_METHODS[family]:
                 errors.append(
                     f"{where}.rows[{cell['row']!r}]: {cell['recipe']!r} needs a text tower; "
-                    f"backbone {spec['backbone']!r} is {family!r}"
+                    f"backbone {cell['backbone']!r} is {family!r}"
                 )
         if not by_dataset and spec.get("columns"):
             valid = ["id", "ood_mean", "val", *datasets[spec["dataset"]]["roles"].get("shifts", []),
@@ -230,10 +246,10 @@ def check_catalog(config: dict) -> list[str]:
 
 
 def check_selection(config: dict, plan) -> list[str]:
-    """Model selection never looks at the reported test split, unless the recipe says in the
-    paper's own words (`select_on_test`) that its paper did: a swept recipe picks its point on its
-    `select` split; a run with `keep: best_val` / `best_test` keeps its best state on one. Grids and
-    calibration's extra fine-tunes (which need one set of values) do not mix."""
+    """Model selection never looks at the reported test split, unless the recipe (or target) says
+    in the paper's own words (`select_on_test`) that its paper did (`robustft.selections`: the LP's
+    C, a grid point, a kept state, a WiSE-FT alpha). Grids and calibration's extra fine-tunes
+    (which need one set of values) do not mix."""
     errors, seen = [], set()
     cal = config["calibration"]
     for name in {*cal["pcv"]["recipes"], *cal["oracle"]["recipes"]}:
@@ -244,33 +260,19 @@ def check_selection(config: dict, plan) -> list[str]:
                 "without a grid"
             )
     for run in plan.every_run:
-        key = (run.recipe.split("@")[0], run.dataset)
-        if key in seen:
+        if run.recipe in seen or "@" in run.recipe:
             continue
-        seen.add(key)
-        recipe, dataset = key
-        spec = recipe_spec(config, recipe)
-        roles = config["datasets"][dataset]["roles"]
-        on_test = spec.get("select_on_test")
-        where = f"recipes[{recipe!r}]" if spec else f"methods[{recipe_method(config, recipe)!r}]"
-        scored = []
-        if plan.is_swept(recipe):
-            scored.append(("its grid point", spec.get("select", {}).get("split", "val")))
-        hp = hparams_for(config, recipe, run.backbone, dataset)
-        keep = hp.get("keep", "last")
-        if keep != "last":
-            scored.append((f"keep: {keep}", "test" if keep == "best_test" else "val"))
-            if not hp.get("eval_every") or is_grid(hp.get("eval_every")):
-                errors.append(f"{where}: keep: {keep} needs eval_every (how often to score)")
-        for what, role in scored:
-            if not on_test and (role == "test" or roles[role] == roles["test"]):
-                errors.append(
-                    f"{where} on dataset {dataset!r}: selects {what} on split {roles[role]!r}, which "
-                    f"is the reported test split (roles: val {roles['val']!r}, test "
-                    f"{roles['test']!r}); give the dataset a validation split of its own (held out "
-                    "from training data), or, where the paper selected on its test set, say so in "
-                    "the recipe: select_on_test: <the paper's words>"
-                )
+        seen.add(run.recipe)
+        hp = hparams_for(config, run.recipe, run.backbone, run.dataset)
+        if hp.get("keep", "last") != "last" and (
+            not hp.get("eval_every") or is_grid(hp.get("eval_every"))
+        ):
+            spec = recipe_spec(config, run.recipe)
+            where = f"recipes[{run.recipe!r}]" if spec else f"methods[{run.recipe!r}]"
+            errors.append(f"{where}: keep: {hp['keep']} needs eval_every (how often to score)")
+    from .selections import problems
+
+    errors += problems(config, plan)
     return errors
 
 
@@ -404,15 +406,32 @@ def check_runs(config: dict, plan) -> list[str]:
         method = recipe_method(config, recipe)
         parent = needed_by.get(run)
         where = plan.origin(parent or run)
-        what = f"method {method!r}" if recipe == method else f"recipe {recipe!r} ({method})"
+        base = recipe.split("@")[0]
+        what = f"method {method!r}" if recipe == method else f"recipe {base!r} ({method})"
+        if "@" in recipe:  # a grid point: where its recipe is asked for
+            where = plan.origin(type(run)(dataset, backbone, base, run.seed))
+            if (base, backbone, dataset, "point") in seen:
+                continue  # its points share every key but the swept ones
+            seen.add((base, backbone, dataset, "point"))
         what += f" (needed by {parent.recipe!r})" if parent else ""
-        missing = [k for k in METHODS[method].required if k not in hp]
-        if missing:
-            errors.append(
-                f"{where}: {what} lacks required hyper-parameter(s) {missing}; set them in "
-                f"methods[{method!r}], datasets[{dataset!r}].hparams[{method!r}] or "
-                f"backbones[{backbone!r}].hparams[{method!r}] ({_hparam_keys(method)})"
-            )
+        if explicit(config):  # a paper config: every key the result depends on, stated
+            missing = [k for k in METHODS[method].explicit_keys(hp) if k not in hp]
+            if missing:
+                errors.append(
+                    f"{where}: {what} on dataset {dataset!r} does not set {missing}, and this "
+                    "config takes no value from the mini defaults (method_defaults: none): set "
+                    f"them in recipes[{recipe.split('@')[0]!r}].hparams (or datasets[{dataset!r}]"
+                    f".hparams[{method!r}] / backbones[{backbone!r}].hparams[{method!r}]), each "
+                    "with its source in the paper's protocol card"
+                )
+        else:
+            missing = [k for k in METHODS[method].required if k not in hp]
+            if missing:
+                errors.append(
+                    f"{where}: {what} lacks required hyper-parameter(s) {missing}; set them in "
+                    f"methods[{method!r}], datasets[{dataset!r}].hparams[{method!r}] or "
+                    f"backbones[{backbone!r}].hparams[{method!r}] ({_hparam_keys(method)})"
+                )
         errors.extend(
             f"{where}: {what}: {problem}" for problem in _value_problems(config, hp, dataset)
         )

@@ -280,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 1
     print(f"config ok: {', '.join(map(str, [default, *files]))}")
+    if schema.exists():  # every model selection and the split it looks at
+        from .plan import Plan
+        from .selections import listing
+
+        print(listing(config, Plan(config)))
     return 0
 
 

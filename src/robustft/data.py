@@ -63,6 +63,9 @@ class DatasetInfo:
     splits: dict[str, dict] = field(default_factory=dict)
     prompts: list[list[str]] | None = None
     folder_classes: list[str] | None = None
+    # {finetuning, absent}: class indices, where the dataset gives its partition by index
+    # (`robustft.classspace`: ImageNet-R/S's, whose other head columns are ignored)
+    class_partition: dict | None = None
 
     @property
     def eval_splits(self) -> list[str]:
@@ -73,7 +76,7 @@ class DatasetInfo:
     def logit_splits(self) -> list[str]:
         """The splits whose logits evaluation saves: the scored ones, and for calibration the
         fine-tuning training data (gamma_ALG) and the all-class training data (NCM means)."""
-        calibration = [self.train, self.oracle_train] if self.absent_classes else []
+        calibration = [self.train, self.oracle_train] if self.holistic else []
         return list(dict.fromkeys([*self.eval_splits, *[s for s in calibration if s]]))
 
     def role(self, split: str) -> str:
@@ -101,10 +104,26 @@ class DatasetInfo:
         return [[fill_prompt(t, c) for t in templates or self.templates] for c in self.classnames]
 
     @property
+    def holistic(self) -> bool:
+        """A holistic-transfer dataset: absent classes to calibrate."""
+        return bool(self.absent_classes or self.class_partition)
+
+    @property
+    def class_groups(self) -> list[str]:
+        """Per model class: finetuning, absent or ignored (`robustft.classspace`)."""
+        from .classspace import groups
+
+        return groups(self.classnames, self.absent_classes, self.class_partition)
+
+    @property
     def seen_mask(self) -> list[bool]:
-        """Per model class: is it a fine-tuning class (True) or absent from fine-tuning data."""
-        absent = set(self.absent_classes)
-        return [name not in absent for name in self.classnames]
+        """Per model class: is it a fine-tuning class (the training data's)."""
+        return [g == "finetuning" for g in self.class_groups]
+
+    @property
+    def ignored_mask(self) -> list[bool]:
+        """Per model class: a head column outside the label space (neither S nor U)."""
+        return [g == "ignored" for g in self.class_groups]
 
     @classmethod
     def read(cls, dataset_dir: str | Path) -> DatasetInfo:
@@ -303,8 +322,9 @@ class Subset(torch.utils.data.Dataset):
     def __init__(self, split, index):
         self.split, self.index = split, np.sort(np.asarray(index, dtype=np.int64))
         self.labels = split.labels[torch.from_numpy(self.index)]
-        self.captions = None
-        self.groups = None
+        captions, groups = getattr(split, "captions", None), getattr(split, "groups", None)
+        self.captions = None if captions is None else [captions[i] for i in self.index]
+        self.groups = None if groups is None else np.asarray(groups)[self.index]
         self.augments = getattr(split, "augments", False)
 
     def __len__(self) -> int:
@@ -371,19 +391,90 @@ def shard_sources(dataset_dir: str | Path, splits: list[str]) -> dict:
     }
 
 
+# ---- held-out validation carved from another split --------------------------------------------
+def carve_index(labels: np.ndarray, spec: dict) -> np.ndarray:
+    """The examples a `carve: {from, fraction | count, seed}` split takes from its source split:
+    stratified by class (each class gives its share, the shares rounded by largest remainder to
+    the total), drawn by the seed, every class keeping at least one example; sorted positions."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    total = spec["count"] if "count" in spec else round(spec["fraction"] * len(labels))
+    if not 0 < total < len(labels):
+        raise ValueError(f"carve {spec}: {total} of {len(labels)} examples is not a split of them")
+    want = total * counts / counts.sum()
+    take = np.floor(want).astype(np.int64)
+    take[np.argsort(-(want - take), kind="stable")[: total - take.sum()]] += 1
+    take = np.minimum(take, counts - 1)  # a class stays in the training data
+    rng = np.random.default_rng([int(spec.get("seed", 0)), 31])
+    index = [
+        rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)
+    ]
+    return np.sort(np.concatenate(index))
+
+
+def record_carves(dataset_dir: str | Path, splits: dict) -> None:
+    """Write into meta.json, for each split of config `splits` carved from another, the positions
+    it takes (`indices`, in the source split's order; load_split reads them, and the source split
+    is read without them) and their count: a deterministic function of the source's labels and
+    the carve's seed, recorded where every job reads it."""
+    carved = {name: spec["carve"] for name, spec in splits.items() if "carve" in spec}
+    if not carved:
+        return
+    path = Path(dataset_dir) / "meta.json"
+    meta = json.loads(path.read_text())
+    for name, spec in sorted(carved.items()):
+        source = load_split(dataset_dir, spec["from"])
+        index = carve_index(source.labels.numpy(), spec)
+        record = {**meta["splits"].get(spec["from"], {}), **meta["splits"].get(name, {})}
+        record.pop("carved_out", None)
+        meta["splits"][name] = {**record, "carve": dict(spec), "n": len(index),
+                                "indices": index.tolist()}  # fmt: skip
+        origin = meta["splits"].setdefault(spec["from"], {})
+        origin["carved_out"] = sorted({*origin.get("carved_out", []), name})
+        print(f"{name}: {len(index)} of {len(source)} examples of {spec['from']!r} held out "
+              f"(carve {spec})", flush=True)  # fmt: skip
+    path.write_text(json.dumps(meta, indent=2))
+
+
+def _carving(dataset_dir: Path, split: str) -> tuple[str, np.ndarray | None, list[np.ndarray]]:
+    """(the split whose data `split` reads, the positions it keeps of them or None for all, ...):
+    a carved split reads its source's positions; a source split reads the others."""
+    path = dataset_dir / "meta.json"
+    if not path.is_file():
+        return split, None, []
+    splits = json.loads(path.read_text()).get("splits", {})
+    spec = splits.get(split, {})
+    if "carve" in spec:
+        return spec["carve"]["from"], np.asarray(spec["indices"], dtype=np.int64), []
+    return split, None, [np.asarray(splits[c]["indices"], dtype=np.int64)
+                         for c in spec.get("carved_out", [])]  # fmt: skip
+
+
 def load_split(
     dataset_dir: str | Path,
     split: str,
     preprocess=None,
     shards: str | Path | None = None,
     workers: int | None = None,
-) -> PackedSplit | FolderSplit | ShardSplit:
+) -> PackedSplit | FolderSplit | ShardSplit | Subset:
     """A split of a prepared dataset: packed (.npz: the generated mini data, read as it always was),
     else its pre-resized shard under `shards` where one is there and current (`robustft.shards`;
     a stale one is never read: the log says why and the folder is read), else its image folder.
     `preprocess` (a `preprocess.Preprocess`; default CLIP's at the dataset's image_size) holds the
-    train and eval transforms and the normalisation of image data."""
+    train and eval transforms and the normalisation of image data. A split carved from another
+    (`carve:`, held-out validation) is that split's recorded positions; the split it was carved
+    from is read without them."""
     dataset_dir = Path(dataset_dir)
+    stored, keep, removed = _carving(dataset_dir, split)
+    data = _load_stored(dataset_dir, stored, preprocess, shards, workers)
+    if keep is not None:
+        return Subset(data, keep)
+    if removed:
+        return Subset(data, np.setdiff1d(np.arange(len(data)), np.concatenate(removed)))
+    return data
+
+
+def _load_stored(dataset_dir: Path, split: str, preprocess, shards, workers):
     packed = dataset_dir / f"{split}.npz"
     if packed.exists():
         return PackedSplit(packed)

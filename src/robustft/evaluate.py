@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .data import DatasetInfo
 from .heads import zeroshot_head
-from .methods.base import Artifact, linear_classifier, zeroshot_classifier
+from .methods.base import Artifact, initial_classifier, linear_classifier, zeroshot_classifier
 from .models import Backbone, ImageClassifier, for_inference
 from .wiseft import interpolate
 
@@ -57,6 +57,9 @@ def reference_state(
                 f"{artifact.normalize}) are not the same kind of model"
             )
         state = reference.state_dict
+    elif backbone.family == "supervised" and artifact.kind == "classifier":
+        # the source model is the pretrained network with its own head over every class
+        state = initial_classifier(backbone, info, 0, "source").state_dict()
     else:
         raise ValueError(f"backbone {backbone.name!r} has no zero-shot model: pass a reference")
     return {k: v.detach().cpu() for k, v in state.items()}  # artifacts live on the CPU

@@ -295,6 +295,10 @@ def finetune(
     files = {"backbone": backbone_path, **(inputs or {})}
     val = load_split(dataset_dir, info.val, pre, shards)
     keep = hparams.get("keep", "last")
+    tracking = None
+    if hparams.get("track_every") and info.holistic:  # the calibration paper's Figures 4-6
+        tracking = (load_split(dataset_dir, info.test, pre, shards),
+                    load_split(dataset_dir, info.oracle_train, pre, shards))  # fmt: skip
     selection = None
     if keep != "last" or hparams.get("eval_every"):  # in-training model selection
         name = info.test if keep == "best_test" else info.val
@@ -315,6 +319,7 @@ def finetune(
         selection=selection,
         run=f"run {recipe!r} ({method}, {variant}) of dataset {info.name!r}, backbone "
         f"{backbone_name!r}, seed {seed}",
+        tracking=tracking,
     )  # fmt: skip
     t0 = time.time()
     artifact = get_method(method).run(ctx)
@@ -380,7 +385,12 @@ def _finetune_fingerprint(method, variant, hold_out, seed, hparams, precision, b
         "inputs": {k: sha256_file(v) for k, v in sorted(files.items())},
         "dataset": dataset_digest(
             dataset_dir,
-            [split, info.val, *([info.test] if hparams.get("keep") == "best_test" else [])],
+            [
+                split,
+                info.val,
+                *([info.test] if hparams.get("keep") == "best_test" else []),
+                *([info.test, info.oracle_train] if hparams.get("track_every") else []),
+            ],
         ),  # the splits it reads
         # a shard and its folder differ in resampling: a resumed run reads what the first read
         "train_data": type(getattr(train, "split", train)).__name__,
@@ -499,7 +509,7 @@ def evaluate(
     alphas = sorted(float(a) for a in alphas)
     t0 = time.time()
     models = sweep_models(backbone, info, artifact, alphas, reference, device)
-    ncm_splits = {info.test, info.oracle_train} if info.absent_classes else set()
+    ncm_splits = {info.test, info.oracle_train} if info.holistic else set()
     keep_features = tuple(i for i, a in enumerate(alphas) if a in (0.0, 1.0))
     results = {}
     for split in splits or info.logit_splits:
@@ -528,6 +538,7 @@ def evaluate(
             "recipe": meta.get("recipe", meta["method"]),  # the run's name in every table
             "method": meta["method"],
             "hparams": meta.get("hparams", {}),  # what the model was trained with
+            "track": meta.get("track"),  # the calibration paper's quantities over training
             "selected_on_test": meta.get("selected_on_test")
             or ("keep: best_test" if meta.get("hparams", {}).get("keep") == "best_test" else None),
             "seed": meta["seed"],
@@ -536,6 +547,7 @@ def evaluate(
             "theta_0": ("zeroshot" if backbone.has_text else "lp") if alphas != [1.0] else None,
             "classnames": info.classnames,
             "seen": info.seen_mask,
+            "ignored": info.ignored_mask,
             "hidden_classes": meta.get("hidden_classes", []),
             "roles": {s: info.role(s) for s in results},
             "protocols": {s: info.protocol(s) for s in results},
@@ -569,10 +581,11 @@ def _metrics_frame(logits_paths: list[str], recipes: dict | None = None):
 def _record_recipe(logits, recipes: dict | None) -> None:
     if recipes is not None:
         recipes.setdefault(logits.recipe, {"method": logits.method, "hparams": logits.hparams,
-                                           "on_test": logits.meta.get("selected_on_test")})  # fmt: skip
+                                           "on_test": logits.meta.get("selected_on_test"),
+                                           "track": logits.meta.get("track")})  # fmt: skip
 
 
-def _calibration_frames(groups: list[dict], recipes: dict | None = None):
+def _calibration_frames(groups: list[dict], recipes: dict | None = None, classes=None):
     """Calibration rows and seen-unseen curves of the given runs (computed from their logits)."""
     import pandas as pd
 
@@ -585,6 +598,8 @@ def _calibration_frames(groups: list[dict], recipes: dict | None = None):
         pseudo = [Logits(p) for p in group["pseudo"]]
         main = Logits(group["main"])
         _record_recipe(main, recipes)
+        if classes is not None:  # how many fine-tuning classes each dataset has
+            classes[main.meta["dataset"]] = {"finetuning": int(sum(main.meta["seen"]))}
         r, c = calibration_rows(main, pseudo, oracle)
         rows, curves = rows + r, curves + c
         print(f"{group['main']}: {len(r)} rows, {len(pseudo)} pseudo runs", flush=True)
@@ -617,7 +632,7 @@ def build_target(
     if "metrics" in kind.reads:
         data.metrics = _metrics_frame(inputs.get("logits", []), data.recipes)
     if "calibration" in kind.reads:
-        data.calibration, data.curves = _calibration_frames(groups, data.recipes)
+        data.calibration, data.curves = _calibration_frames(groups, data.recipes, data.classes)
     if "timings" in kind.reads:
         data.timings = [_read_timing(path, lp=spec["kind"] == "lp_search")
                         for path in inputs.get("timings", [])]  # fmt: skip
@@ -650,6 +665,8 @@ def build_target(
 def _mark_selected_on_test(table, spec: dict, recipes: dict):
     """A table's rows read from runs selected on the test split (as their paper did, in its words)
     get a `selected_on_test` column saying so; tables of no such run are unchanged."""
+    if spec.get("select_on_test"):  # the target's WiSE-FT alpha, chosen as its paper did
+        table = table.assign(alpha_selected_on_test=spec["select_on_test"])
     on_test = {r: v["on_test"] for r, v in recipes.items() if v.get("on_test")}
     if not on_test or "row" not in table.columns and "recipe" not in table.columns:
         return table

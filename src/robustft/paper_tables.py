@@ -62,7 +62,8 @@ def grid_table(spec: dict, data: TargetData) -> pd.DataFrame:
     table = table[table.alpha == 1.0]
     values = []
     for cell in grid_cells(spec):
-        hit = table[(table.recipe == cell["recipe"]) & (table.dataset == cell["dataset"])]
+        hit = table[(table.recipe == cell["recipe"]) & (table.dataset == cell["dataset"])
+                    & (table.backbone == cell["backbone"])]  # fmt: skip
         for _, r in hit.iterrows():
             values.append({**cell, "seed": r.seed, "value": r.id})
     frame = pd.DataFrame(values)

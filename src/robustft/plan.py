@@ -52,6 +52,8 @@ DISTORTION = "results/analysis/distortion/{target}.csv"
 # `<recipe>@<point>`), whose chosen model is the run's MODEL.
 SELECTION = "results/models/{dataset}/{backbone}/{recipe}/seed{seed}/selection.json"
 PUBLISHED = "config/published/{paper}.csv"
+# `source_recipe: pretrained`: the source model is the backbone with its own head (no run).
+PRETRAINED = "pretrained"
 
 
 @dataclass(frozen=True)
@@ -151,10 +153,14 @@ class Plan:
         start = recipe_dependency(self.config, run.recipe)
         return self.run(run.dataset, run.backbone, start, run.seed) if start else None
 
-    def source_run(self, run: Run) -> Run:
+    def source_run(self, run: Run) -> Run | None:
         """theta_0's artifact for a backbone without a text tower: the (source dataset's) LP, or
-        the dataset's `source_recipe` run on its source (the calibration paper's source model)."""
+        the dataset's `source_recipe` run on its source (the calibration paper's source model);
+        None where the source model is the pretrained backbone with its own head over every class
+        (`source_recipe: pretrained`: the paper's ImageNet ResNet-50 for ImageNet-R/S)."""
         spec = self.config["datasets"][run.dataset]
+        if spec.get("source_recipe") == PRETRAINED:
+            return None
         source = spec.get("source", run.dataset)
         return self.run(source, run.backbone, spec.get("source_recipe", "lp"), run.seed)
 
@@ -162,7 +168,8 @@ class Plan:
         """Holistic transfer without a zero-shot head: training starts from the source model."""
         holistic = "source" in self.config["datasets"][run.dataset]
         trains = METHODS[self.method(run.recipe)].trains
-        return holistic and trains and not self.has_text(run.backbone)
+        return (holistic and trains and not self.has_text(run.backbone)
+                and self.source_run(run) is not None)  # fmt: skip
 
     @cached_property
     def experiment_runs(self) -> list[Run]:
@@ -216,7 +223,7 @@ class Plan:
         refs = []
         if self.starts_from_source(run) or (self.sweeps(run) and not self.has_text(run.backbone)):
             refs.append(self.source_run(run))
-        return refs
+        return [r for r in refs if r is not None]
 
     def origin(self, run: Run) -> str:
         """Where a run comes from, for messages: its experiment, else the first target naming it."""
@@ -260,7 +267,9 @@ class Plan:
         return self.config["wiseft"]["alphas"] if self.sweeps(run) else [1.0]
 
     def is_calibration(self, dataset: str) -> bool:
-        return bool(self.config["datasets"][dataset].get("absent_classes"))
+        from .classspace import has_absent
+
+        return has_absent(self.config["datasets"][dataset])
 
     def variants(self, run: Run) -> list[str]:
         """Calibration's extra fine-tunes of a run on a dataset with absent classes."""
@@ -349,7 +358,7 @@ class Plan:
         if "rows" not in spec:
             return [run for run in self.experiment_runs if run.dataset == spec["dataset"]]
         return _unique(
-            self.run(cell["dataset"], spec["backbone"], cell["recipe"], seed)
+            self.run(cell["dataset"], cell["backbone"], cell["recipe"], seed)
             for cell in catalog.grid_cells(spec)
             for seed in catalog.seeds(spec)
         )
@@ -428,8 +437,9 @@ class Plan:
 
     def evaluate_inputs(self, run: Run) -> dict:
         inputs = {"model": run.path(MODEL), "backbone": BACKBONE.format(backbone=run.backbone)}
-        if self.sweeps(run) and not self.has_text(run.backbone):
-            inputs["reference"] = self.source_run(run).path(MODEL)
+        source = self.source_run(run)
+        if self.sweeps(run) and not self.has_text(run.backbone) and source is not None:
+            inputs["reference"] = source.path(MODEL)
         return {**inputs, **self.shards_input(run.dataset)}
 
     def shards_input(self, dataset: str) -> dict:
@@ -531,7 +541,7 @@ class Plan:
         recipes = {recipe_dependency(self.config, r) for r in known_recipes(self.config)}
         recipes |= {spec.get("source_recipe", "lp")
                     for spec in self.config["datasets"].values() if "source" in spec}  # fmt: skip
-        return frozenset(recipes - {None})
+        return frozenset(recipes - {None, PRETRAINED})
 
     def finetune_priority(self, recipe: str) -> int:
         """Above the other fine-tunes (priority 0): a run that others start from heads a chain (LP

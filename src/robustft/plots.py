@@ -164,7 +164,7 @@ def calibration_curves(
     curves: pd.DataFrame, rows: pd.DataFrame, out_pdf: str, out_png: str, settings: dict
 ) -> None:
     """Acc_U/Y vs Acc_S/Y as gamma sweeps the absent classes' logits (the calibration paper's
-    Figs. 4/5), one panel per (dataset, backbone): the pretrained model (alpha = 0) and each
+    Figs. 2 and 7), one panel per (dataset, backbone): the pretrained model (alpha = 0) and each
     fine-tuned model (alpha = 1), with its uncalibrated, gamma_ALG and gamma_PCV points marked."""
     import matplotlib
 
@@ -292,7 +292,7 @@ def robustness_scatter(spec: dict, data, out_pdf: str, out_png: str, settings: d
 
 
 def ncm_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
-    """The calibration paper's Figs. 2-3: accuracy of the model's own head (NN) and of class means
+    """The calibration paper's Fig. 3: accuracy of the model's own head (NN) and of class means
     of its features (NCM), on fine-tuning (S) and absent (U) classes, pretrained vs fine-tuned:
     the absent classes' features survive fine-tuning when NCM keeps their accuracy."""
     from .tables import ncm_table
@@ -332,9 +332,10 @@ def ncm_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> 
 
 
 def optimizer_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
-    """The calibration paper's optimizer study: AUSUC of the fine-tuned model (alpha = 1) against
-    the learning rate, one line per optimizer; the pretrained model's AUSUC dashed. Each run's
-    optimizer and lr as its model recorded them."""
+    """The calibration paper's optimizer study (its Figure 9): AUSUC of the fine-tuned model
+    (alpha = 1) against the learning rate, one panel per optimizer, one line per weight decay;
+    the pretrained model's AUSUC dashed. Each run's optimizer, lr and weight decay as its model
+    recorded them."""
     plt = _setup(settings)
     rows = data.calibration
     au = rows[(rows.metric == "ausuc") & (rows.variant == "main")]
@@ -342,22 +343,25 @@ def optimizer_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dic
     for recipe in spec["rows"].values():
         hp = data.recipes[recipe]["hparams"]
         value = au[(au.recipe == recipe) & (au.alpha == 1.0)].value.mean()
-        points.append({"optimizer": hp.get("optimizer", "adamw"), "lr": hp["lr"], "ausuc": value})
+        points.append({"optimizer": hp.get("optimizer", "adamw"), "lr": hp["lr"],
+                       "weight_decay": hp.get("weight_decay", 0.1), "ausuc": value})  # fmt: skip
     frame = pd.DataFrame(points).sort_values("lr")
     print(frame.to_string(index=False), flush=True)  # the plotted points, in the job's log
-    fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
-    colours = {"adamw": "#1f77b4", "sgd": "#d62728"}
-    for optimizer, group in frame.groupby("optimizer"):
-        ax.plot(group.lr, group.ausuc, "-o", color=colours.get(optimizer), label=optimizer)
+    optimizers = list(dict.fromkeys(frame.optimizer))
+    fig, axes = plt.subplots(1, len(optimizers), squeeze=False, sharey=True,
+                             figsize=(settings["width"] * len(optimizers), settings["height"]))  # fmt: skip
     pre = au[au.alpha == 0.0].value.mean()
-    if pre == pre:  # NaN when no run of the target was swept to alpha = 0
-        ax.axhline(pre, ls="--", color="black", label="pretrained (θ₀)")
-        low, high = min(frame.ausuc.min(), pre), max(frame.ausuc.max(), pre)
-        ax.set_ylim(low - 0.1 * (high - low + 1e-3), high + 0.1 * (high - low + 1e-3))
-    ax.set_xscale("log")
-    ax.set(title=f"{spec['backbone']} on {spec['dataset']}", xlabel="learning rate",
-           ylabel="AUSUC (fine-tuned, α = 1)")  # fmt: skip
-    ax.legend(fontsize=7)
+    for ax, optimizer in zip(axes[0], optimizers, strict=True):
+        group = frame[frame.optimizer == optimizer]
+        for k, (wd, line) in enumerate(group.groupby("weight_decay")):
+            ax.plot(line.lr, line.ausuc, "-o", color=SPARE_COLOURS[k % 4] if k else "#1f77b4",
+                    label=f"weight decay {wd:g}")  # fmt: skip
+        if pre == pre:  # NaN when no run of the target was swept to alpha = 0
+            ax.axhline(pre, ls="--", color="black", label="pretrained (θ₀)")
+        ax.set_xscale("log")
+        ax.set(title=optimizer, xlabel="learning rate", ylabel="AUSUC (fine-tuned, α = 1)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{spec['backbone']} on {spec['dataset']}")
     _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
@@ -373,3 +377,120 @@ def wiseft_summary_figure(spec: dict, data, out_pdf: str, out_png: str, settings
     from .tables import by_alpha
 
     wiseft_curve(by_alpha(sorted_metrics(data)), out_pdf, out_png, settings, spec.get("families"))
+
+
+def shots_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
+    """FLYP Figure 3: ImageNet accuracy against k shots per class, one line per method (its rows'
+    `{k}` patterns), with weight ensembling (the alpha best on ID validation, solid) and without
+    (alpha = 1, dashed); means over the seeds' draws of the k examples."""
+    from .catalog import grid_cells
+    from .paper_tables import _val_alpha, per_seed_table
+
+    plt = _setup(settings)
+    table = per_seed_table(data.metrics)
+    method_of = {r: v["method"] for r, v in data.recipes.items()}
+    fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
+    rows = []
+    for cell in grid_cells(spec):
+        k = int(str(cell["column"]).split("=")[-1])
+        for _seed, group in table[table.recipe == cell["recipe"]].groupby("seed"):
+            final = group[group.alpha == 1.0].iloc[0].id
+            rows.append({"row": cell["row"], "recipe": cell["recipe"], "k": k,
+                         "ensembled": _val_alpha(group).id, "final": final})  # fmt: skip
+    frame = pd.DataFrame(rows).groupby(["row", "recipe", "k"], as_index=False).mean()
+    print(frame.to_string(index=False), flush=True)
+    colours = method_colours(frame.recipe.unique(), method_of)
+    for label in spec["rows"]:
+        line = frame[frame.row == label].sort_values("k")
+        if line.empty:
+            continue
+        colour = colours[line.recipe.iloc[0]]
+        ax.plot(line.k, line.ensembled, "-o", color=colour, label=f"{label} (weight ensembling)")
+        ax.plot(line.k, line.final, "--", color=colour, alpha=0.6, label=f"{label} (α = 1)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(frame.k.unique()), [str(k) for k in sorted(frame.k.unique())])
+    ax.set(title=f"{spec['backbone']} on {spec['dataset']}", xlabel="examples per class (k)",
+           ylabel="ID accuracy (%)")  # fmt: skip
+    ax.legend(fontsize=6)
+    _save(fig, out_pdf, out_png, settings)
+    plt.close(fig)
+
+
+# The calibration paper's quantities over fine-tuning (`calibration.track_metrics`), per figure.
+TRACKED = {
+    "ncm_trajectory": ({"ncm_acc_u_u": "NCM", "nn_acc_u_u": "the model's head (NN)"},
+                       "Acc_U/U: absent classes among themselves (%)"),
+    "absent_probability": ({"p_absent": "P(c ∈ U | x)"},
+                           "softmax mass on the absent classes, absent-class samples (%)"),
+    "absent_share": ({"share_absent": "predicted as an absent class"},
+                     "absent-class samples predicted as some absent class (%)"),
+}  # fmt: skip
+
+
+def _trajectory(spec: dict, data, out_pdf: str, out_png: str, settings: dict, kind: str) -> None:
+    """One of the calibration paper's Figures 4-6: a tracked quantity over the fine-tuning steps
+    of each row's run (step 0: the model it starts from), one line per run and quantity."""
+    series, ylabel = TRACKED[kind]
+    plt = _setup(settings)
+    fig, ax = plt.subplots(figsize=(settings["width"], settings["height"]))
+    method_of = {r: v["method"] for r, v in data.recipes.items()}
+    colours = method_colours(list(spec["rows"].values()), method_of)
+    styles = ["-o", "--s", ":^"]
+    for label, recipe in spec["rows"].items():
+        track = (data.recipes.get(recipe) or {}).get("track")
+        if not track:
+            raise ValueError(f"{recipe!r} tracked nothing: give its recipe track_every")
+        frame = pd.DataFrame(track)
+        print(frame.to_string(index=False), flush=True)
+        for (key, name), style in zip(series.items(), styles, strict=False):
+            ax.plot(frame.step, 100 * frame[key], style, ms=3, color=colours[recipe],
+                    label=f"{label}: {name}")  # fmt: skip
+    ax.set(title=f"{spec.get('backbone', '')} on {spec['dataset']}", xlabel="fine-tuning step",
+           ylabel=ylabel)  # fmt: skip
+    ax.legend(fontsize=7)
+    _save(fig, out_pdf, out_png, settings)
+    plt.close(fig)
+
+
+def ncm_trajectory(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
+    """The calibration paper's Figure 4: NCM's Acc_U/U over fine-tuning does not drop."""
+    _trajectory(spec, data, out_pdf, out_png, settings, "ncm_trajectory")
+
+
+def absent_probability(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
+    """The calibration paper's Figure 5: P(c in U | x) of absent-class samples falls."""
+    _trajectory(spec, data, out_pdf, out_png, settings, "absent_probability")
+
+
+def absent_share(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
+    """The calibration paper's Figure 6: absent-class samples predicted as some absent class."""
+    _trajectory(spec, data, out_pdf, out_png, settings, "absent_share")
+
+
+def fewer_classes_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> None:
+    """The calibration paper's Figure 8: with fewer fine-tuning classes (one dataset per count,
+    `grid: {dataset: [...]}`), the fine-tuned model's AUSUC and NCM's Acc_U/Y against the
+    pretrained model's (alpha = 0), per number of fine-tuning classes."""
+    plt = _setup(settings)
+    rows = data.calibration
+    rows = rows[(rows.variant == "main") & (rows.calibration == "none")]
+    points = []
+    for dataset, group in rows.groupby("dataset"):
+        n_seen = data.classes.get(dataset, {}).get("finetuning")
+        for alpha, model in ((0.0, "pretrained (θ₀)"), (1.0, "fine-tuned")):
+            at = group[group.alpha == alpha]
+            ausuc = at[(at.metric == "ausuc") & (at.classifier == "nn")].value.mean()
+            ncm = at[(at.metric == "acc_u_y") & (at.classifier == "ncm")].value.mean()
+            points.append({"dataset": dataset, "n": n_seen, "model": model,
+                           "AUSUC": ausuc, "NCM Acc_U/Y": 100 * ncm})  # fmt: skip
+    frame = pd.DataFrame(points).sort_values("n")
+    print(frame.to_string(index=False), flush=True)
+    fig, axes = plt.subplots(1, 2, figsize=(settings["width"] * 2, settings["height"]))
+    for ax, column in zip(axes, ("AUSUC", "NCM Acc_U/Y"), strict=True):
+        for model, colour in (("pretrained (θ₀)", "#7f7f7f"), ("fine-tuned", "#1f77b4")):
+            line = frame[frame.model == model]
+            ax.plot(line.n, line[column], "-o", color=colour, label=model)
+        ax.set(xlabel="fine-tuning classes", ylabel=column, title=column)
+        ax.legend(fontsize=7)
+    _save(fig, out_pdf, out_png, settings)
+    plt.close(fig)

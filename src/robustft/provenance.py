@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import os
 from functools import cache
 from pathlib import Path
@@ -44,6 +45,12 @@ def split_digest(dataset_dir: str | Path, split: str) -> str:
         return sha256_file(packed)
     folder = root / split
     if not folder.is_dir():
+        meta = root / "meta.json"
+        spec = (
+            json.loads(meta.read_text()).get("splits", {}).get(split, {}) if meta.is_file() else {}
+        )
+        if "carve" in spec:  # held out of another split: its data (its positions: meta.json's)
+            return "carved:" + split_digest(root, spec["carve"]["from"])
         raise FileNotFoundError(f"split {split!r} not found in {root}")
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):

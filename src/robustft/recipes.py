@@ -4,7 +4,10 @@ A method (`robustft.methods.METHODS`: ft, lpft, flyp, ...) is an algorithm; a re
 runs and what paths and tables name: a method's own name is the recipe of its defaults, and
 `recipes:` in config adds named variants (`ft-sgd-lr1e-2: {method: ft, hparams: {...}}`). A run's
 hyper-parameters merge, each later layer winning: the method's defaults (`methods:`), the dataset's
-preprocessing preset, the dataset's and the backbone's per-method overrides, the recipe's own.
+preprocessing preset, the dataset's and the backbone's per-method overrides, the recipe's own. A
+config with `method_defaults: none` (config/paper.yaml) skips the first layer: its runs take no
+value from the mini defaults, and the config check asks each run for every key its method's
+result depends on (`MethodInfo.explicit_keys`).
 
 A hyper-parameter of a method's defaults or of a recipe may be a grid, `lr: {sweep: [1e-4, 3e-4]}`:
 the recipe is then *swept*. Each point of a run's grid (the product of its swept keys) is a run of
@@ -82,6 +85,19 @@ def recipe_dependency(config: dict, recipe: str) -> str | None:
     return spec.get("start_from") or METHODS[recipe_method(config, recipe)].depends_on
 
 
+def method_defaults(config: dict, method: str) -> dict:
+    """The `methods:` layer of a run's hyper-parameters: nothing where the config says
+    `method_defaults: none` (a paper config: every value is its recipe's or its data's)."""
+    if explicit(config):
+        return {}
+    return copy.deepcopy(config["methods"].get(method, {}))
+
+
+def explicit(config: dict) -> bool:
+    """Does the config take no value from the method defaults (`method_defaults: none`)?"""
+    return config.get("method_defaults", "merge") == "none"
+
+
 def hparams_for(config: dict, recipe: str, backbone: str, dataset: str) -> dict:
     """A run's hyper-parameters: method defaults < dataset overrides < backbone overrides < the
     recipe's overrides (a recipe is a method plus named changes, so it wins). A swept recipe's
@@ -89,7 +105,7 @@ def hparams_for(config: dict, recipe: str, backbone: str, dataset: str) -> dict:
     if is_point(recipe):
         return _point_hparams(config, recipe, backbone, dataset)
     method = recipe_method(config, recipe)
-    hp = copy.deepcopy(config["methods"].get(method, {}))
+    hp = method_defaults(config, method)
     preset = preset_for(config["datasets"][dataset].get("preprocess"), backbone)
     if preset:  # the dataset's preprocessing preset, for this backbone (robustft.preprocess)
         hp["preprocess"] = preset
@@ -102,7 +118,7 @@ def hparams_for(config: dict, recipe: str, backbone: str, dataset: str) -> dict:
 def is_swept(config: dict, recipe: str) -> bool:
     """Does the recipe name a grid (in its own hyper-parameters or its method's defaults)?"""
     method = recipe_method(config, recipe)
-    merged = {**config["methods"].get(method, {}), **recipe_overrides(config, recipe)}
+    merged = {**method_defaults(config, method), **recipe_overrides(config, recipe)}
     return any(is_grid(v) for v in merged.values())
 
 

@@ -1,7 +1,10 @@
 """The one training loop, shared by every fine-tuning method and by mini-backbone pretraining.
 
-What it owns: the optimiser (AdamW or SGD), the cosine schedule with linear warm-up (wise-ft's
-`cosine_lr`), gradient clipping, bf16 autocast (`precision`), per-step seeding, and resumable step
+What it owns: the optimiser (AdamW, SGD with or without Nesterov momentum, and the calibration
+paper's Adam, AdaBelief, Adadelta, AdaGrad and RMSprop), the cosine schedule with linear warm-up
+(wise-ft's `cosine_lr`; stepped once per epoch where a paper's `CosineAnnealingLR` is:
+`steps_per_epoch`), gradient clipping, gradient accumulation over micro-batches (`accumulate_steps`:
+Core-tuning's 4 x 64), bf16 autocast (`precision`), per-step seeding, and resumable step
 checkpoints. A caller supplies a `TrainingStep` (a module whose `forward` returns the loss: what DDP
 wraps when the run has several processes, see `distributed`) or, single-process only, a
 `loss_fn(step) -> loss`; the loop computes the loss once per step.
@@ -21,6 +24,7 @@ resumed run ends bit for bit where an uninterrupted one does.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -42,9 +46,18 @@ class OptimConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 0
     grad_clip: float | None = None
-    optimizer: str = "adamw"  # adamw | sgd
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.9  # sgd only (nesterov, as LP-FT / Core-tuning / calibration code)
+    optimizer: str = "adamw"  # one of OPTIMIZERS
+    betas: tuple[float, float] = (0.9, 0.999)  # adamw, adam, adabelief
+    momentum: float = 0.9  # sgd, rmsprop
+    nesterov: bool = True  # sgd: Core-tuning's and the calibration paper's; LP-FT's is plain
+    eps: float | None = None  # adaptive optimisers; None: the optimiser's own default
+    # The cosine is stepped once per epoch of this many steps (torch's CosineAnnealingLR stepped
+    # after each epoch, as LP-FT and Core-tuning do); None: every step (WiSE-FT, FLYP).
+    steps_per_epoch: int | None = None
+    # Each step's batch in this many micro-batches, one forward and backward each, gradients summed
+    # (each loss divided by the count): BatchNorm, Core-tuning's mining and its contrastive
+    # denominators see a micro-batch, as in Core-tuning's 64 x 4 = 256.
+    accumulate_steps: int = 1
     checkpoint_every: int = 50
 
     @classmethod
@@ -63,6 +76,7 @@ class TrainResult:
     seconds: float  # wall time of those steps
     best_step: int | None = None  # the step whose state was kept (keep="best")
     best_score: float | None = None
+    tracked: list[dict] | None = None  # `track()` at step 0 and every `track_every` steps
 
     def images_per_second(self, batch_size: int) -> float:
         return self.steps_run * batch_size / self.seconds if self.seconds > 0 else float("nan")
@@ -125,12 +139,61 @@ def setup_torch(threads: int, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:
-    """Linear warm-up to base_lr, then cosine decay to 0 (wise-ft `src/models/utils.py`)."""
+def cosine_lr(
+    step: int, base_lr: float, warmup: int, total: int, steps_per_epoch: int | None = None
+) -> float:
+    """Linear warm-up to base_lr, then cosine decay to 0 (wise-ft `src/models/utils.py`); with
+    `steps_per_epoch`, the cosine moves once per epoch: epoch e of E after warm-up runs at
+    0.5 (1 + cos(pi e / E)) base_lr, torch's CosineAnnealingLR(T_max=E) stepped after each epoch
+    (LP-FT's `baseline_train.py`, Core-tuning's `Core-tuning.py`)."""
     if step < warmup:
         return base_lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    if steps_per_epoch:
+        epochs = math.ceil((total - warmup) / steps_per_epoch)
+        progress = ((step - warmup) // steps_per_epoch) / max(1, epochs)
+    else:
+        progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * progress)) * base_lr
+
+
+class AdaBelief(torch.optim.Optimizer):
+    """AdaBelief (Zhuang et al., NeurIPS 2020, Algorithm 2): Adam whose second moment tracks the
+    belief in the gradient, (g - m)^2, instead of g^2. Weight decay is an L2 term added to the
+    gradient, as torch's Adam (the calibration paper's optimizer study passes one weight decay to
+    every optimizer). eps (default 1e-16, the paper's) enters s_t and the denominator, as there:
+        m_t = b1 m + (1 - b1) g;  s_t = b2 s + (1 - b2) (g - m_t)^2 + eps
+        theta -= lr * (m_t / (1 - b1^t)) / (sqrt(s_t / (1 - b2^t)) + eps)"""
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-16,
+                 weight_decay: float = 0.0):  # fmt: skip
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        )
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            (b1, b2), eps = group["betas"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = (
+                    p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+                )
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), s=torch.zeros_like(p))
+                state["step"] += 1
+                m, s, t = state["m"], state["s"], state["step"]
+                m.mul_(b1).add_(grad, alpha=1 - b1)
+                diff = grad - m
+                s.mul_(b2).addcmul_(diff, diff, value=1 - b2).add_(eps)
+                denom = (s / (1 - b2**t)).sqrt_().add_(eps)
+                p.addcdiv_(m, denom, value=-group["lr"] / (1 - b1**t))
+        return None
+
+
+OPTIMIZERS = ("adamw", "sgd", "adam", "adabelief", "adadelta", "adagrad", "rmsprop")
 
 
 def make_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -139,16 +202,45 @@ def make_optimizer(params: Iterable, cfg: OptimConfig) -> torch.optim.Optimizer:
     torch.optim.AdamW's default (a per-parameter loop on CPUs) took 32 ms an optimiser step, the
     fused one 7 ms, which makes a whole FLYP step of 64 images 1.18x faster (bench/suite.py row 9,
     under load)."""
+    eps = {} if cfg.eps is None else {"eps": cfg.eps}
+    wd = cfg.weight_decay
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(
-            params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, fused=True
-        )
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd, betas=cfg.betas, fused=True,
+                                 **eps)  # fmt: skip
+    if cfg.optimizer == "adam":  # L2 weight decay in the gradient (torch.optim.Adam's)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd, betas=cfg.betas, fused=True,
+                                **eps)  # fmt: skip
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-            weight_decay=cfg.weight_decay, foreach=True,
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=wd, foreach=True,
         )  # fmt: skip
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: adamw, sgd")
+    if cfg.optimizer == "adabelief":
+        return AdaBelief(params, lr=cfg.lr, betas=cfg.betas, weight_decay=wd, **eps)
+    if cfg.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=wd, foreach=True, **eps)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=wd, foreach=True, **eps)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=wd, momentum=cfg.momentum,
+                                   foreach=True, **eps)  # fmt: skip
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def micro_batches(inputs: tuple, parts: int) -> list[tuple]:
+    """A step's inputs (batch-first tensors) as `parts` equal micro-batches, in order."""
+    if parts == 1:
+        return [tuple(inputs)]
+    sizes = {len(t) for t in inputs if isinstance(t, torch.Tensor)}
+    if len(sizes) != 1 or any(not isinstance(t, torch.Tensor) for t in inputs):
+        raise ValueError(
+            f"accumulate_steps {parts}: the step's inputs are not all batch-first tensors of one "
+            "length (FLYP's CE ablation shares one classifier per step), so they cannot be split"
+        )
+    (size,) = sizes
+    if size % parts:
+        raise ValueError(f"accumulate_steps {parts} does not divide this process's batch of {size}")
+    return list(zip(*(t.chunk(parts) for t in inputs), strict=True))
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -241,6 +333,8 @@ def train(
     keep_module: nn.Module | None = None,
     run: str | None = None,
     fix: str = TRAINING_FIX,
+    track: Callable[[], dict] | None = None,
+    track_every: int | None = None,
 ) -> TrainResult:
     """Run `cfg.steps` optimiser steps; return the per-step history and timing.
 
@@ -265,6 +359,8 @@ def train(
     next step checkpoint or the end (checked before anything is written): DivergedError names
     `run` (default `desc`), the step, its learning rate and `fix` (what to change). No checkpoint
     is written from a diverged state, so a rerun cannot resume into the divergence.
+    `track()` measures the model before the first step and every `track_every` steps (and after the
+    last): the calibration paper's quantities over training (`TrainResult.tracked`, resumed too).
     """
     device = device or pick_device()
     if param_groups is None:
@@ -281,41 +377,64 @@ def train(
     state = _matching_checkpoint(ckpt, identity, cfg.steps, device) if ckpt else None
     keep_module = keep_module or model
     best = {"step": None, "score": None, "state": None}  # keep="best": the best state so far
+    tracked: list[dict] = []
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
         best = state.get("best", best)
+        tracked = state.get("tracked", [])
         _say(f"resuming from step {start} ({ckpt})")
 
     (train_mode or nn.Module.train)(model)
+    amp = autocast(device, precision)
+    accumulate = cfg.accumulate_steps
     if loss_fn is None:
         if not isinstance(model, TrainingStep):
             raise TypeError(f"train() without a loss_fn needs a TrainingStep, not {type(model)}")
         net = distributed.wrap(model)
 
-        def loss_fn(step: int) -> torch.Tensor:
-            return net(*model.inputs(step))
+        def backward(step: int) -> torch.Tensor:
+            """The step's loss, its gradients accumulated over `accumulate` micro-batches (DDP
+            all-reduces once, with the last one's backward)."""
+            parts = micro_batches(model.inputs(step), accumulate)
+            total = 0.0
+            for i, part in enumerate(parts):
+                sync = i == len(parts) - 1 or not hasattr(net, "no_sync")
+                with contextlib.nullcontext() if sync else net.no_sync(), amp:
+                    loss = net(*part) / len(parts)
+                loss.backward()
+                total = total + loss.detach()
+            return total
 
-    elif distributed.world_size() > 1:
+    elif distributed.world_size() > 1 or accumulate > 1:
         raise ValueError(
-            "a distributed run needs a TrainingStep (loss through forward), not loss_fn"
+            "a distributed run, or one accumulating micro-batches, needs a TrainingStep (loss "
+            "through forward, inputs per step), not loss_fn"
         )
-    amp = autocast(device, precision)
+    else:
+
+        def backward(step: int) -> torch.Tensor:
+            with amp:
+                loss = loss_fn(step)
+            loss.backward()
+            return loss.detach()
+
+    if track is not None and start == 0:  # the model fine-tuning starts from
+        tracked.append({"step": 0, **track()})
+        (train_mode or nn.Module.train)(model)
     t0, seen, checked = time.time(), 0, start  # `checked`: weights last seen finite there
     bar = tqdm(
         range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=5,
         disable=not distributed.is_main(),
     )  # fmt: skip
     for step in bar:
-        lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        lr = cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         torch.manual_seed(step_seed(seed, step))
-        with amp:
-            loss = loss_fn(step)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = backward(step)
         norm = None
         if cfg.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
@@ -338,6 +457,9 @@ def train(
             history[-1]["val"] = score
             if keep == "best" and (best["score"] is None or score > best["score"]):
                 best = {"step": done, "score": score, "state": _cpu_state(keep_module)}
+        if track is not None and (done == cfg.steps or (track_every and done % track_every == 0)):
+            tracked.append({"step": done, **track()})
+            (train_mode or nn.Module.train)(model)
         due = ckpt and done % cfg.checkpoint_every == 0 and done < cfg.steps
         if due or done == cfg.steps:  # the weights a checkpoint or the caller would save
             _check_weights(model, run or desc, step, checked, cfg, lr, fix, ckpt)
@@ -351,6 +473,7 @@ def train(
                     "step": done,
                     "history": history,
                     "best": best,
+                    "tracked": tracked,
                     "fingerprint": identity,
                 },
                 ckpt,
@@ -362,7 +485,7 @@ def train(
         keep_module.load_state_dict(best["state"])
         _say(f"{desc}: kept the state of step {best['step']} (best score {best['score']:.4f})")
     return TrainResult(history, steps_run=seen, seconds=elapsed, best_step=best["step"],
-                       best_score=best["score"])  # fmt: skip
+                       best_score=best["score"], tracked=tracked if track else None)  # fmt: skip
 
 
 def _cpu_state(module: nn.Module) -> dict:

@@ -23,6 +23,10 @@ class MethodInfo:
     # defaults and dataset/backbone overrides are merged; any other key is refused (config.py).
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    # Keys the method's code reads with a default that changes its result: a config that takes no
+    # value from the mini defaults (`method_defaults: none`, config/paper.yaml) must set each of
+    # them for every run, with the keys its optimiser reads (`OPTIMIZER_KEYS`).
+    protocol: tuple[str, ...] = ()
     # Does the run's seed change its result? Not for a deterministic fit on fixed data (zero-shot
     # head, linear probe): their runs of seeds 1, 2, ... would repeat seed 0's, so every seed of
     # such a recipe is its seed-0 run (`config.run_seed`). A k-shot recipe (`shots`) is seeded:
@@ -33,6 +37,14 @@ class MethodInfo:
     def hparams(self) -> tuple[str, ...]:
         """Every key the method accepts, required first."""
         return self.required + self.optional
+
+    def explicit_keys(self, hp: dict) -> tuple[str, ...]:
+        """The keys a run of this method must set where nothing comes from the method defaults:
+        the required ones, the protocol ones, and those the run's optimiser reads."""
+        optimizer = (
+            OPTIMIZER_KEYS.get(hp.get("optimizer"), ()) if "optimizer" in self.protocol else ()
+        )
+        return tuple(dict.fromkeys([*self.required, *self.protocol, *optimizer]))
 
 
 # The shared training loop: `training.OptimConfig` (steps, lr and the optional optimiser keys) and
@@ -46,20 +58,43 @@ OPTIM_OPTIONAL = (
     "optimizer",
     "betas",
     "momentum",
+    "nesterov",
+    "eps",
+    "steps_per_epoch",
+    "accumulate_steps",
     "checkpoint_every",
 )
+# What a paper run of the shared loop must state (`MethodInfo.protocol`): the training loop's
+# defaults (AdamW, weight decay 0.1, per-step cosine, one forward per step, no clipping) are
+# nobody's protocol; nor is keeping the last state without saying so.
+TRAIN_PROTOCOL = ("optimizer", "weight_decay", "warmup_steps", "grad_clip", "steps_per_epoch",
+                  "accumulate_steps", "keep", "preprocess")  # fmt: skip
+# The keys each optimiser reads beside lr and weight decay (`training.make_optimizer`).
+OPTIMIZER_KEYS = {
+    "sgd": ("momentum", "nesterov"),
+    "adamw": ("betas", "eps"),
+    "adam": ("betas", "eps"),
+    "adabelief": ("betas", "eps"),
+    "rmsprop": ("momentum", "eps"),
+    "adadelta": ("eps",),
+    "adagrad": ("eps",),
+}
 # Read by the fine-tuning job before the method runs (`jobs.finetune`): k-shot training data, and
 # the preprocessing preset of image data (`robustft.preprocess`; default: the dataset's).
 DATA_OPTIONAL = ("shots", "preprocess")
 # `jobs.finetune`: how many DDP processes (GPUs) train one run (`robustft.distributed`); the
 # training loop's model selection: score the model every `eval_every` steps, `keep` the last state
-# or the best on ID validation (`best_test`: the test split, where a recipe declares the paper did).
-RUN_OPTIONAL = ("gpus", "eval_every", "keep")
+# or the best on ID validation (`best_test`: the test split, where a recipe declares the paper did);
+# on holistic-transfer data, measure the calibration paper's quantities every `track_every` steps.
+RUN_OPTIONAL = ("gpus", "eval_every", "keep", "track_every")
 # `base.Method.param_groups` (encoder_lr_scale; only for an `ImageClassifier`, so not FLYP's CLIP)
 # and `base.Method.train_mode` (freeze_bn; every trained model).
+# `base.initial_classifier` (head_init: the family's default head, or one named: zeroshot,
+# random, source).
 CLASSIFIER_OPTIONAL = (
-    *OPTIM_OPTIONAL, *DATA_OPTIONAL, *RUN_OPTIONAL, "encoder_lr_scale", "freeze_bn"
+    *OPTIM_OPTIONAL, *DATA_OPTIONAL, *RUN_OPTIONAL, "encoder_lr_scale", "freeze_bn", "head_init"
 )  # fmt: skip
+CLASSIFIER_PROTOCOL = (*TRAIN_PROTOCOL, "encoder_lr_scale", "freeze_bn")
 
 
 METHODS: dict[str, MethodInfo] = {
@@ -72,6 +107,7 @@ METHODS: dict[str, MethodInfo] = {
         False,
         required=("c_min_log10", "c_max_log10", "c_steps", "max_iter"),
         optional=DATA_OPTIONAL,
+        protocol=("preprocess",),
         seeded=False,  # features of a frozen encoder (eval transform) + a deterministic solver
     ),
     "ft": MethodInfo(
@@ -80,6 +116,7 @@ METHODS: dict[str, MethodInfo] = {
         True,
         required=TRAIN_REQUIRED,
         optional=CLASSIFIER_OPTIONAL,
+        protocol=(*CLASSIFIER_PROTOCOL, "head_init"),
     ),
     "lpft": MethodInfo(
         "LP-FT (Kumar et al. ICLR 2022)",
@@ -88,6 +125,7 @@ METHODS: dict[str, MethodInfo] = {
         depends_on="lp",
         required=TRAIN_REQUIRED,
         optional=CLASSIFIER_OPTIONAL,
+        protocol=CLASSIFIER_PROTOCOL,
     ),
     "l2sp": MethodInfo(
         "L2-SP (Li et al. 2018), as run in FLYP and LP-FT",
@@ -95,13 +133,24 @@ METHODS: dict[str, MethodInfo] = {
         True,
         required=(*TRAIN_REQUIRED, "l2sp_lambda"),
         optional=CLASSIFIER_OPTIONAL,
+        protocol=(*CLASSIFIER_PROTOCOL, "head_init"),
     ),
     "flyp": MethodInfo(
         "FLYP (Goyal et al. CVPR 2023)",
         True,
         True,
         required=TRAIN_REQUIRED,
-        optional=(*OPTIM_OPTIONAL, *DATA_OPTIONAL, *RUN_OPTIONAL, "freeze_bn", "templates", "loss"),
+        optional=(
+            *OPTIM_OPTIONAL,
+            *DATA_OPTIONAL,
+            *RUN_OPTIONAL,
+            "freeze_bn",
+            "templates",
+            "loss",
+            "collisions",
+            "ce_weight",
+        ),  # fmt: skip
+        protocol=TRAIN_PROTOCOL,
     ),
     "coretuning": MethodInfo(
         "Core-tuning (Zhang et al. NeurIPS 2021)",
@@ -109,6 +158,7 @@ METHODS: dict[str, MethodInfo] = {
         True,
         required=(*TRAIN_REQUIRED, "eta", "mixup_alpha", "tau", "proj_dim"),
         optional=(*CLASSIFIER_OPTIONAL, "focal", "hard_mixup", "smooth_classifier"),
+        protocol=(*CLASSIFIER_PROTOCOL, "head_init"),
     ),
 }
 

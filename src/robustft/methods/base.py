@@ -98,6 +98,9 @@ class FineTuneContext:
     # data (the ID validation split; the test split only where a recipe keeps `best_test`).
     selection: tuple[str, torch.utils.data.Dataset] | None = None
     run: str | None = None  # the run's name in messages (recipe, dataset, backbone, seed)
+    # Holistic transfer with `track_every`: (the test split, the all-class training split) the
+    # calibration paper's quantities are measured on over training (`Method.tracker`).
+    tracking: tuple[torch.utils.data.Dataset, torch.utils.data.Dataset] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -110,17 +113,32 @@ def zeroshot_classifier(backbone: Backbone, info: DatasetInfo) -> ImageClassifie
     return ImageClassifier(copy.deepcopy(backbone.image_encoder), head, normalize=True)
 
 
-def initial_classifier(backbone: Backbone, info: DatasetInfo, seed: int) -> ImageClassifier:
-    """The classifier fine-tuning starts from, per family.
+FAMILY_HEADS = {"clip": "zeroshot", "supervised": "source", "ssl": "random"}
 
-    clip: the zero-shot head (WiSE-FT / FLYP recipe); supervised: the source model's own head over
-    all classes (calibration paper); ssl: a new seeded linear head (LP-FT / Core-tuning).
+
+def initial_classifier(
+    backbone: Backbone, info: DatasetInfo, seed: int, head: str | None = None
+) -> ImageClassifier:
+    """The classifier fine-tuning starts from: `head` (the recipe's `head_init`) or the family's.
+
+    zeroshot: the zero-shot head (WiSE-FT / FLYP; clip only); source: the source model's own head
+    over all classes (calibration paper; supervised only); random: a new seeded linear head on the
+    unnormalised features (LP-FT's FT, Core-tuning; on CLIP, LP-FT's random head).
     """
-    if backbone.family == "clip":
+    head = head or FAMILY_HEADS[backbone.family]
+    if head == "zeroshot":
+        if backbone.clip is None:
+            raise ValueError(f"head_init zeroshot needs a text tower; {backbone.name!r} has none")
         return zeroshot_classifier(backbone, info)
     encoder = copy.deepcopy(backbone.image_encoder)
-    if backbone.family == "supervised":
-        return ImageClassifier(encoder, copy.deepcopy(backbone.source_head), normalize=False)
+    if head == "source":
+        source = getattr(backbone, "source_head", None)
+        if source is None or source.out_features != len(info.classnames):
+            raise ValueError(
+                f"head_init source: backbone {backbone.name!r} has no head over the dataset's "
+                f"{len(info.classnames)} classes"
+            )
+        return ImageClassifier(encoder, copy.deepcopy(source), normalize=False)
     return ImageClassifier(
         encoder, linear_head(backbone.feature_dim, len(info.classnames), seed), False
     )
@@ -208,9 +226,10 @@ class Method:
         """The family's starting classifier; on a holistic-transfer dataset, families without a
         zero-shot head start from the source model (`inputs["reference"]`: the source-data LP),
         so the absent classes have a head to keep."""
-        if "reference" in ctx.inputs:
+        head = ctx.hparams.get("head_init")
+        if "reference" in ctx.inputs and head in (None, "source"):
             return classifier_from_artifact(ctx.backbone, Artifact.load(ctx.inputs["reference"]))
-        return initial_classifier(ctx.backbone, ctx.info, ctx.seed)
+        return initial_classifier(ctx.backbone, ctx.info, ctx.seed, head)
 
     def training_step(self, model: nn.Module, ctx: FineTuneContext) -> TrainingStep:
         """This run's training step around `model` (its forward returns the loss)."""
@@ -269,6 +288,37 @@ class Method:
 
         return validate
 
+    def tracker(self, model: nn.Module, ctx: FineTuneContext):
+        """`track()`: the calibration paper's quantities over fine-tuning (its Figures 4-6), on
+        the test split, or None where the run tracks nothing (`track_every`)."""
+        if not ctx.hparams.get("track_every") or ctx.tracking is None:
+            return None
+        from ..calibration import track_metrics
+
+        test, train_all = ctx.tracking
+        seen, ignored = np.asarray(ctx.info.seen_mask), np.asarray(ctx.info.ignored_mask)
+
+        @torch.no_grad()
+        def outputs(classifier, data):
+            logits, features = [], []
+            for start in range(0, len(data), 256):
+                images, _ = data.get_batch(np.arange(start, min(start + 256, len(data))))
+                images = images.to(ctx.device)
+                with autocast(ctx.device, ctx.precision):
+                    features.append(classifier.encoder(images).float().cpu())
+                    logits.append(classifier(images).float().cpu())
+            return torch.cat(logits).numpy(), torch.cat(features).numpy()
+
+        def track() -> dict:
+            model.eval()
+            classifier = self.classifier(model, ctx).eval()
+            z, f = outputs(classifier, test)
+            _, f_all = outputs(classifier, train_all)
+            return track_metrics(z, f, test.labels.numpy(), f_all, train_all.labels.numpy(),
+                                 seen, ignored)  # fmt: skip
+
+        return track
+
     # -- shared machinery ------------------------------------------------------------------
     def run(self, ctx: FineTuneContext) -> Artifact:
         model = self.build(ctx).to(ctx.device)
@@ -289,12 +339,16 @@ class Method:
             keep="best" if ctx.hparams.get("keep", "last").startswith("best") else "last",
             keep_module=model,
             run=ctx.run,
+            track=self.tracker(model, ctx),
+            track_every=ctx.hparams.get("track_every"),
         )
         model.eval()
         artifact = self.export(model, ctx)
         artifact.meta.update(history=result.history)
         if result.best_step is not None:  # in-training selection: the state it kept
             artifact.meta.update(kept_step=result.best_step, kept_score=result.best_score)
+        if result.tracked is not None:
+            artifact.meta.update(track=result.tracked)
         artifact.timing.update(
             train_images_per_second=result.images_per_second(ctx.hparams["batch_size"]),
             steps_timed=result.steps_run,

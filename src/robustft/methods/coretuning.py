@@ -157,6 +157,10 @@ class CoreTuning(Method):
         groups = super().param_groups(model.classifier, ctx)  # None: one group of everything
         return groups and [*groups, {"params": list(model.contrastor.parameters())}]
 
+    def classifier(self, model: nn.Module, ctx: FineTuneContext) -> nn.Module:
+        """What is scored (in-training selection, tracking): the classifier, not the projector."""
+        return model.classifier
+
     def export(self, model: nn.Module, ctx: FineTuneContext) -> Artifact:
         # The projection head only serves training; the artifact is the classifier.
         return Artifact(

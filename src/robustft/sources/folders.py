@@ -31,6 +31,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..classspace import dataset_partition
 from ..data import GROUP_NAMES_FILE, DatasetInfo, fill_prompt
 from ..datafiles import DATA_FILES, data_file  # noqa: F401  (folders' callers use them)
 from .formats import IMAGE_SUFFIXES, Inputs, LayoutError, get_format
@@ -68,7 +69,7 @@ def split_source(
 ) -> Path:
     """Where split `split`'s image folder is: a user's path, a folder inside an unpacked archive,
     or the class folders a `format` writes out of its files (once; `robustft.sources.formats`)."""
-    if "path" in spec:
+    if "path" in spec and "format" not in spec:
         return Path(spec["path"]).expanduser().resolve()
     inputs = Inputs(downloads, out_dir)
     where = f"datasets[{name!r}].splits[{split!r}]"
@@ -128,12 +129,17 @@ def mapped_split(
     return target, record
 
 
-def kept_classes(spec: dict, classnames: list[str], absent: list[str]) -> list[int] | None:
-    """The class indices a real split keeps (`classes: finetuning` = all but the dataset's absent
-    classes, or a list of names); None keeps every class."""
+def kept_classes(
+    spec: dict, classnames: list[str], absent: list[str], partition: dict | None = None
+) -> list[int] | None:
+    """The class indices a real split keeps (`classes: finetuning` = the fine-tuning classes: all
+    but the dataset's absent classes, or its partition's by index; or a list of names); None
+    keeps every class."""
     classes = spec.get("classes", "all")
     if classes == "all":
         return None
+    if classes == "finetuning" and partition is not None:
+        return sorted(partition["finetuning"])
     drop = set(absent) if classes == "finetuning" else set(classnames) - set(classes)
     return [i for i, c in enumerate(classnames) if c not in drop]
 
@@ -187,12 +193,14 @@ def prepare_folders(
             )
     else:
         folders = [c.replace(" ", "_") for c in classnames]
+    stored = {split: spec for split, spec in cfg["splits"].items() if "carve" not in spec}
     roots = {
         split: split_source(name, split, spec, out_dir, downloads, folders)
-        for split, spec in sorted(cfg["splits"].items())
+        for split, spec in sorted(stored.items())
     }
-    for split, spec in sorted(cfg["splits"].items()):
-        keep = kept_classes(spec, classnames, cfg.get("absent_classes", []))
+    partition = dataset_partition(cfg)
+    for split, spec in sorted(stored.items()):
+        keep = kept_classes(spec, classnames, cfg.get("absent_classes", []), partition)
         if keep is not None:
             by_index = spec.get("folder_labels") == "index"
             keep = [str(i) if by_index else folders[i] for i in keep]
@@ -212,11 +220,13 @@ def prepare_folders(
         shifts=list(roles.get("shifts", [])),
         extra=list(roles.get("extra", [])),
         image_size=cfg.get("image_size"),  # None: the backbone's (presets.input_size)
-        absent_classes=list(cfg.get("absent_classes", [])),
+        absent_classes=list(cfg.get("absent_classes", []))
+        or [classnames[i] for i in (partition or {}).get("absent", [])],  # (names: to read)
         oracle_train=roles.get("oracle_train"),
         source=cfg.get("source"),
+        class_partition=partition,
     )
-    for split, spec in sorted(cfg["splits"].items()):
+    for split, spec in sorted(stored.items()):
         where = f"datasets[{name!r}].splits[{split!r}]"
         by_index = spec.get("folder_labels") == "index"
         names = [str(i) for i in range(len(classnames))] if by_index else folders
@@ -251,7 +261,13 @@ def prepare_folders(
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(os.path.relpath(roots[split], out_dir))
+    for split, spec in cfg["splits"].items():  # held out of another split: recorded below
+        if "carve" in spec:
+            info.splits[split] = {"metric": spec.get("metric", "top1")}
     from ..outputs import write_text
 
     write_text(out_dir / "meta.json", json.dumps(info.__dict__, indent=2))
-    return info
+    from ..data import record_carves
+
+    record_carves(out_dir, cfg["splits"])
+    return DatasetInfo.read(out_dir)

@@ -97,8 +97,12 @@ def select(entries: list[tuple[str, int]], spec: dict) -> list[tuple[str, int]]:
 
 def convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> None:
 
-    root = inputs.unpacked(spec["archive"])
+    # a user's folder (ImageNet-Sketch, downloaded by hand) or an unpacked archive
+    root = Path(spec["path"]).expanduser() if "path" in spec else inputs.unpacked(spec["archive"])
     entries = select(read_list(_list_file(inputs, spec)), spec)
+    prefix = spec.get("list_prefix")
+    if prefix:  # "imagenet-s/<wnid>/<image>" over a folder holding "<wnid>/<image>"
+        entries = [(p.removeprefix(prefix), y) for p, y in entries]
     bad = [(p, y) for p, y in entries if not 0 <= y < len(folders)]
     if bad:
         raise LayoutError(
@@ -109,7 +113,7 @@ def convert(inputs: Inputs, spec: dict, target: Path, folders: list[str]) -> Non
     if absent:
         raise LayoutError(
             f"{len(absent)} of the {len(entries)} images {_name(spec)!r} lists are not in "
-            f"{spec['archive']}, e.g. {absent[:3]}"
+            f"{spec.get('archive') or spec.get('path')}, e.g. {absent[:3]}"
         )
     by_index = spec.get("folder_labels") == "index"
     for path, label in entries:
@@ -142,7 +146,7 @@ register(
     "image_list",
     Format(
         convert=convert,
-        keys=("list", "part", "test_list", "folder_labels"),
+        keys=("list", "part", "test_list", "folder_labels", "list_prefix"),
         required=("part",),
         parts=PARTS,
         describe='"path label" lists over an unpacked image archive (Office-Home)',

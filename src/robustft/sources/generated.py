@@ -17,6 +17,7 @@ import numpy as np
 from .. import world
 from ..datafiles import data_file
 from ..outputs import write_text
+from .spec import carve_problems
 
 if TYPE_CHECKING:  # the data layer (torch) is imported where a dataset is written
     from ..data import DatasetInfo
@@ -30,7 +31,10 @@ def config_problems(name: str, ds: dict) -> list[str]:
     CLASSNAMES = world.CLASSNAMES
 
     errors, where = [], f"datasets[{name!r}]"
+    errors += carve_problems(name, ds)
     for split, spec in ds["splits"].items():
+        if "carve" in spec:
+            continue
         lacking = [k for k in ("domain", "n") if k not in spec]
         foreign = [k for k in ("archive", "folder", "path", "folder_labels", "class_map_file",
                                 "crop_border") if k in spec]  # fmt: skip
@@ -52,6 +56,8 @@ def config_problems(name: str, ds: dict) -> list[str]:
     if bad:
         errors.append(f"{where}.absent_classes: unknown classes {bad}; valid: {list(CLASSNAMES)}")
     for split, spec in ds["splits"].items():
+        if "carve" in spec:
+            continue
         at = f"{where}.splits[{split!r}]"
         named = spec.get("classes") if isinstance(spec.get("classes"), list) else []
         for members in spec.get("class_map", {}).values():
@@ -108,12 +114,13 @@ def _imbalanced_counts(n: int, k: int, ratio: float, rng: np.random.Generator) -
 
 def split_seed(cfg: dict, split: str) -> int:
     """A split's seed: its pinned `seed`, else one derived from the generator's seed and the
-    split's rank among the unpinned splits (sorted), so adding a pinned split leaves every other
-    split's images unchanged."""
+    split's rank among the unpinned splits (sorted), so adding a pinned split (or one carved from
+    another) leaves every other split's images unchanged."""
     spec = cfg["splits"][split]
     if "seed" in spec:
         return spec["seed"]
-    unpinned = sorted(s for s, other in cfg["splits"].items() if "seed" not in other)
+    unpinned = sorted(s for s, other in cfg["splits"].items()
+                      if "seed" not in other and "carve" not in other)  # fmt: skip
     return cfg["generator"]["seed"] * 1000 + unpinned.index(split)
 
 
@@ -220,7 +227,9 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
         oracle_train=roles.get("oracle_train"),
         source=cfg.get("source"),
     )
-    for split, spec in sorted(cfg["splits"].items()):
+    # Distinct, stable seed per split (`split_seed`); a split carved from another is recorded below.
+    stored = {s: spec for s, spec in cfg["splits"].items() if "carve" not in spec}
+    for split, spec in sorted(stored.items()):
         t0 = time.time()
         seed = split_seed(cfg, split)  # distinct and stable per split
         arrays, info.splits[split] = _generate_split(seed, spec, info, gen, processes)
@@ -228,5 +237,11 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
         print(
             f"{split}: {spec['n']} {spec['domain']} images in {time.time() - t0:.1f}s", flush=True
         )
+    for split, spec in cfg["splits"].items():  # held out of another split: recorded below
+        if "carve" in spec:
+            info.splits[split] = {"metric": spec.get("metric", "top1")}
     write_text(out_dir / "meta.json", json.dumps(info.__dict__, indent=2))
-    return info
+    from ..data import record_carves
+
+    record_carves(out_dir, cfg["splits"])
+    return DatasetInfo.read(out_dir)

@@ -18,7 +18,8 @@ def _check_format(at: str, spec: dict, files: dict) -> list[str]:
 
     if spec["format"] not in format_names():
         return [f"{at}.format: unknown format {spec['format']!r}; valid: {format_names()}"]
-    errors = [] if "archive" in spec else [f"{at}: format {spec['format']!r} needs an `archive`"]
+    ok = "archive" in spec or ("path" in spec and spec["format"] == "image_list")
+    errors = [] if ok else [f"{at}: format {spec['format']!r} needs an `archive`"]
     unknown = [f for f in spec.get("inputs", []) if f not in files]
     if unknown:
         errors.append(f"{at}.inputs: {unknown} not in files; valid: {sorted(files)}")
@@ -69,8 +70,11 @@ def config_problems(name: str, ds: dict) -> list[str]:
             f"{where}.classes.from_split: split {ds['classes']['from_split']!r} not in splits "
             f"{sorted(splits)}"
         )
+    errors += carve_problems(name, ds)
     for split, spec in splits.items():
         at = f"{where}.splits[{split!r}]"
+        if "carve" in spec:
+            continue
         sources = [k for k in ("archive", "path") if k in spec]
         if len(sources) != 1:
             errors.append(
@@ -100,6 +104,35 @@ def config_problems(name: str, ds: dict) -> list[str]:
     return errors + _check_real_classes(name, ds)
 
 
+CARVE_KEYS = ("carve", "metric")  # a carved split is its source's examples, scored its own way
+
+
+def carve_problems(name: str, ds: dict) -> list[str]:
+    """A split carved from another (`carve: {from, fraction | count, seed}`, held-out validation)
+    names a stored split of the dataset, one size, and nothing a stored split has."""
+    errors, splits = [], ds["splits"]
+    for split, spec in splits.items():
+        carve = spec.get("carve")
+        if carve is None:
+            continue
+        at = f"datasets[{name!r}].splits[{split!r}]"
+        source = splits.get(carve["from"])
+        if source is None or "carve" in source:
+            stored = sorted(s for s, v in splits.items() if "carve" not in v)
+            errors.append(
+                f"{at}.carve.from: {carve['from']!r} is not a stored split; valid: {stored}"
+            )
+        if ("fraction" in carve) == ("count" in carve):
+            errors.append(f"{at}.carve: give its size as fraction or as count, one of them")
+        other = sorted(set(spec) - set(CARVE_KEYS))
+        if other:
+            errors.append(
+                f"{at}: {other} do not apply to a split carved from {carve['from']!r} (it is "
+                f"that split's examples); a carved split takes {list(CARVE_KEYS)}"
+            )
+    return errors
+
+
 def _check_real_classes(name: str, ds: dict) -> list[str]:
     """absent_classes and a split's `classes` name classes of the dataset (where its class list
     is known before any download: a list or a data file)."""
@@ -114,8 +147,12 @@ def _check_real_classes(name: str, ds: dict) -> list[str]:
             errors.append(f"{where}.absent_classes: unknown classes {bad}; valid: {known}")
     for split, spec in ds["splits"].items():
         at = f"{where}.splits[{split!r}]"
-        if spec.get("classes") == "finetuning" and not ds.get("absent_classes"):
-            errors.append(f"{at}: classes: finetuning needs the dataset's absent_classes")
+        if spec.get("classes") == "finetuning" and not (
+            ds.get("absent_classes") or ds.get("partition")
+        ):
+            errors.append(
+                f"{at}: classes: finetuning needs the dataset's absent_classes or partition"
+            )
         if isinstance(spec.get("classes"), list) and known is not None:
             bad = [c for c in spec["classes"] if c not in known]
             if bad:
