@@ -2,10 +2,11 @@
 generated data in that dataset's own layout and format, written the way its source serves it.
 
 A dataset's `files` become files of a folder the loopback server serves (`www/`), its `path:`
-splits local folders (`data/<dataset>/<split>`). Each split is written by the writer of its source
-(`robustft.rehearsal.writers`: one per `format`, one for an archive's image folder, one for a
-user's folder), from the dataset's config alone: its class list, class folders, split keys and
-roles. A dataset added to a config in a known format gets its fixture without new code.
+splits local folders (`data/<the path>`: splits of one folder share it, as ImageNet-Sketch's).
+Each split is written by the writer of its source (`robustft.rehearsal.writers`: one per
+`format`, one for an archive's image folder, one for a user's folder), from the dataset's config
+alone: its class list, class folders, split keys and roles. A dataset added to a config in a
+known format gets its fixture without new code.
 
 Sizes: a few images per class and split (`PER_CLASS`; a few-shot recipe's shots in training
 splits); every class in the splits that define the classes (training data, `class_folders`, the
@@ -77,7 +78,7 @@ class Files:
     def file(self, name: str, data: bytes) -> None:
         self._put(self.plain, name, data, "file")
 
-    def local(self, folder: str, path: str, data: bytes) -> None:
+    def local(self, folder: str, path: str, data: bytes) -> None:  # folder: a split's `path`
         self._put(self.folders.setdefault(folder, {}), path, data, f"{folder}/")
 
     def members(self, archive: str) -> dict[str, bytes]:
@@ -121,6 +122,11 @@ def pack(name: str, members: dict[str, bytes]) -> bytes:
     return data if lower.endswith(".tar") else gzip.compress(data, mtime=0)
 
 
+def local_folder(path: str) -> str:
+    """Where a `path:` split's fixture lives under the fixtures' data/: the path made relative."""
+    return str(Path(path).expanduser()).lstrip("/")
+
+
 def imagenet_wnids() -> list[str] | None:
     """ImageNet-1k's 1000 wnids in sorted order (torchvision's class order), as timm ships them;
     None where timm is missing (the fixture then names its folders n00000000, ...)."""
@@ -144,6 +150,7 @@ class Dataset:
     spec: dict
     shots: int = 0  # the most examples per class a few-shot recipe draws from its training split
     label_names: list[str] | None = None  # a `from_split` dataset's names, once a writer set them
+    shared: dict[str, int] = field(default_factory=dict)  # per_class floors (`share_sizes`)
     notes: list[str] = field(default_factory=list)
 
     @cached_property
@@ -203,8 +210,13 @@ class Dataset:
     def subset(self) -> list[int]:
         """SUBSET classes spread over the label space; on a calibration dataset, absent and
         fine-tuning classes half and half."""
+        from ..classspace import dataset_partition
+
         n = self.n_classes
         absent = [self.classes.index(c) for c in self.spec.get("absent_classes", [])]
+        if partition := dataset_partition(self.spec):  # the paper's orders, by index
+            absent, seen = partition["absent"], partition["finetuning"]
+            return sorted(set(absent[: SUBSET // 2]) | set(seen[: SUBSET // 2]))
         if absent:
             seen = [i for i in range(n) if i not in set(absent)]
             return sorted(set(absent[: SUBSET // 2]) | set(seen[: SUBSET // 2]))
@@ -218,7 +230,22 @@ class Dataset:
         return self.subset()
 
     def per_class(self, split: str) -> int:
+        """Images per class (`own_per_class`), or more where another dataset reads the same part of
+        the same file and needs more (`shared`: CIFAR-10's archive, read by two datasets)."""
+        return max(self.own_per_class(split), self.shared.get(split, 0))
+
+    def source_of(self, split: str) -> tuple:
+        """What a split reads: two splits (of any datasets) with the same key read the same data."""
+        spec = self.spec["splits"][split]
+        return (spec.get("archive") or spec.get("path"), spec.get("format"), spec.get("part"),
+                spec.get("folder"), spec.get("list"), tuple(spec.get("inputs", [])))  # fmt: skip
+
+    def own_per_class(self, split: str) -> int:
         """Images per class: PER_CLASS, and a few-shot recipe's shots in the training split."""
+        carves = [s["carve"] for s in self.spec["splits"].values() if "carve" in s]
+        carved = [c.get("count", 1) for c in carves if c["from"] == split]
+        if carved:  # the hold-out takes its count, every class keeps one (data.carve_index)
+            return max(PER_CLASS, self.shots, 1 + -(-max(carved) // self.n_classes))
         if split == self.roles.get("train"):  # ImageNet's 1000 classes: one image each
             return max(1 if self.n_classes > 500 else PER_CLASS, self.shots)
         return PER_CLASS
@@ -239,6 +266,20 @@ def config_datasets(config: dict, plan) -> dict[str, Dataset]:
         if source and source not in out and "generator" not in config["datasets"][source]:
             out[source] = Dataset(source, config["datasets"][source])
     return out
+
+
+def share_sizes(datasets: dict[str, Dataset]) -> None:
+    """Splits of several datasets that read the same part of the same file get the largest
+    size any of them needs: the file is written once (CIFAR-10's, read by cifar10 and by
+    LP-FT's cifar10-lpft with its carved hold-out)."""
+    most: dict[tuple, int] = {}
+    reads = [(ds, split) for ds in datasets.values() for split in ds.spec["splits"]
+             if "carve" not in ds.spec["splits"][split]]  # fmt: skip
+    for ds, split in reads:
+        key = ds.source_of(split)
+        most[key] = max(most.get(key, 0), ds.own_per_class(split))
+    for ds, split in reads:
+        ds.shared[split] = most[ds.source_of(split)]
 
 
 def checksums(path: Path) -> dict:

@@ -3,11 +3,14 @@ rehearsal.yaml`) that changes only what a CPU rehearsal must, and says so.
 
 * `mirrors`: every file the config fetches (datasets' files, backbones' weights) from the loopback
   server, with the fixture's sha256; `path:` splits at the fixtures' folders;
-* each backbone's `arch.kwargs` (`checkpoints.shrink`: fewer and narrower layers, same keys);
-* every run's length (SIZES: `steps`, `batch_size`, warm-up, in-training evaluation), the linear
-  probe's C grid, each hyper-parameter grid (its first and last point), the WiSE-FT alpha grid and
-  `gpus` (at most 2 processes: the DDP path is still taken), wherever the config sets them:
-  methods, datasets' and backbones' hparams, recipes;
+* each backbone's architecture shrunk (`checkpoints.shrink`: fewer and narrower layers, the same
+  key names);
+* every run's length (SIZES: `steps`, `batch_size`, warm-up, in-training evaluation), k-shot
+  draws (2 per class), the linear probe's C grid, each hyper-parameter grid (its first and last
+  point), the WiSE-FT alpha grid and `gpus` (at most 2 processes: the DDP path is still taken),
+  wherever the config sets them: methods, datasets' and backbones' hparams, recipes; the seeds of
+  each experiment and target (their first 2), the size of carved hold-out splits and, where a
+  paper's list fixes a test split's images (Office-Home), how many of each class are scored;
 * `name` (its own results/<name>/) and `watermark` (every table and figure says "rehearsal").
 
 Everything else (datasets' splits, classes, presets, shards, class maps, recipes' other values,
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import copy
 
+from .fixtures import local_folder
+
 # The shrunk sizes (see the module docstring).
 SIZES = {
     "steps": 2,
@@ -26,6 +31,12 @@ SIZES = {
     "c_steps": 3,  # the linear probe's C grid: 3 values over the same range
     "max_iter": 20,  # lbfgs iterations per C
     "alphas": [0.0, 0.5, 1.0],
+    "seeds": 2,  # a target's or experiment's seeds: its first 2 (mean and spread still computed)
+    "shots": 2,  # k-shot recipes: 2 per class (ImageNet's 1000 classes x 32 would be 32,000 images)
+    "carve": 20,
+    # images per class of a split whose images a paper's list fixes (Office-Home's test lists:
+    # every listed image is in the fixture, as the format checks; these are the ones scored)
+    "per_class": 2,  # a held-out split carved from another: 20 images (one of each of 20 classes)
 }
 WATERMARK = "REHEARSAL: fixture data and random weights of shrunk models; the numbers mean nothing"
 
@@ -46,8 +57,10 @@ def shrink_hparams(hp: dict) -> dict:
             out[key] = 1
         elif key == "checkpoint_every":
             out[key] = min(value, SIZES["steps"])
-        elif key == "batch_size" and not hp.get("shots"):  # k-shot batches hold the 2k examples
-            out[key] = min(value, SIZES["batch_size"])
+        elif key == "batch_size":  # a k-shot batch: at most the 2k examples of a binary task
+            out[key] = min(value, 2 * SIZES["shots"] if hp.get("shots") else SIZES["batch_size"])
+        elif key == "shots":
+            out[key] = min(value, SIZES["shots"])
         elif key == "gpus":
             out[key] = min(value, SIZES["max_gpus"])
         elif key == "c_steps":
@@ -61,10 +74,10 @@ def _per_method(block: dict) -> dict:
     return {m: s for m, hp in (block or {}).items() if (s := shrink_hparams(hp or {}))}
 
 
-def overlay(config: dict, urls: dict[str, dict], local_root: str, arch_kwargs: dict) -> dict:
+def overlay(config: dict, urls: dict[str, dict], local_root: str, archs: dict) -> dict:
     """The overlay of `config` (merged and checked): `urls` = {download file: {url, sha256}},
     `local_root` the fixtures' folder of path splits (relative to the rehearsal's directory),
-    `arch_kwargs` = {backbone: kwargs}."""
+    `archs` = {backbone: what its arch gets (`checkpoints.shrink`)}."""
     out: dict = {"name": f"{config.get('name') or 'paper'}-rehearsal", "watermark": WATERMARK}
     out["mirrors"] = dict(sorted(urls.items()))
     datasets = {}
@@ -72,10 +85,15 @@ def overlay(config: dict, urls: dict[str, dict], local_root: str, arch_kwargs: d
         if "generator" in ds:
             continue
         entry = {}
-        paths = {s: {"path": f"{local_root}/{name}/{s}"}
-                 for s, spec in ds["splits"].items() if "path" in spec}  # fmt: skip
-        if paths:
-            entry["splits"] = paths
+        splits = {s: {"path": f"{local_root}/{local_folder(spec['path'])}"}
+                  for s, spec in ds["splits"].items() if "path" in spec}  # fmt: skip
+        splits.update({s: {"carve": {"count": min(spec["carve"]["count"], SIZES["carve"])}}
+                       for s, spec in ds["splits"].items() if "count" in spec.get("carve", {})})  # fmt: skip
+        for s, spec in ds["splits"].items():  # a paper's test list fixes the fixture's images
+            if spec.get("test_list") and spec.get("part") == "test":
+                splits.setdefault(s, {})["max_per_class"] = SIZES["per_class"]
+        if splits:
+            entry["splits"] = splits
         if hp := _per_method(ds.get("hparams")):
             entry["hparams"] = hp
         if entry:
@@ -84,8 +102,8 @@ def overlay(config: dict, urls: dict[str, dict], local_root: str, arch_kwargs: d
     backbones = {}
     for name, bb in config["backbones"].items():
         entry = {}
-        if arch_kwargs.get(name):
-            entry["arch"] = {"kwargs": copy.deepcopy(arch_kwargs[name])}
+        if archs.get(name):
+            entry["arch"] = copy.deepcopy(archs[name])
         if hp := _per_method(bb.get("hparams")):
             entry["hparams"] = hp
         if entry:
@@ -98,4 +116,15 @@ def overlay(config: dict, urls: dict[str, dict], local_root: str, arch_kwargs: d
     if recipes:
         out["recipes"] = recipes
     out["wiseft"] = {"alphas": SIZES["alphas"]}
+    # lists replace whole: the experiments and the catalog as they are, fewer seeds
+    out["experiments"] = [_fewer_seeds(e) for e in config["experiments"]]
+    if config.get("catalog") is not None:
+        out["catalog"] = [_fewer_seeds(t) for t in config["catalog"]]
     return out
+
+
+def _fewer_seeds(entry: dict) -> dict:
+    entry = copy.deepcopy(entry)
+    if "seeds" in entry:
+        entry["seeds"] = entry["seeds"][: SIZES["seeds"]]
+    return entry

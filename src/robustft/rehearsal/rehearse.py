@@ -29,17 +29,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]  # the repository (Snakefile, config/)
 PACKAGE = Path(__file__).resolve().parent
 OVERLAY = "rehearsal.yaml"
+RUN_RECORD = "rehearsal-run.json"  # the last run's command, exit status, wall time and load
 FIXTURES = "fixtures"
 
 
-def read_config(configfiles: list[Path]) -> dict:
-    """config/config.yaml with `configfiles` merged in order, checked as a run would check it."""
+def read_config(configfiles: list[Path], overlay: dict | None = None) -> dict:
+    """config/config.yaml with `configfiles` (and `overlay`) merged in order, checked as a run
+    would check it."""
+    import copy
+
     from ..config import check_config
     from ..configfile import merge_into, read_config_file
 
     config = read_config_file(ROOT / "config" / "config.yaml")
     for path in configfiles:
         merge_into(config, read_config_file(path))
+    if overlay:
+        merge_into(config, copy.deepcopy(overlay))
     return check_config(
         config, ROOT / "workflow" / "schemas" / "config.schema.yaml", command_line={}
     )
@@ -67,11 +73,14 @@ def _free_port(preferred: int | None) -> int:
 
 def build(config: dict, plan) -> tuple:
     """(Files, {name: Dataset}): every fixture file of the config's datasets, not yet written."""
-    from .fixtures import Files, config_datasets
-    from .writers import write_dataset
+    from .fixtures import Files, config_datasets, share_sizes
+    from .writers import label_names, write_dataset
 
     files = Files()
     datasets = config_datasets(config, plan)
+    for ds in datasets.values():
+        ds.label_names = label_names(ds)
+    share_sizes(datasets)
     for name in sorted(datasets):
         write_dataset(files, datasets[name])
     return files, datasets
@@ -103,7 +112,11 @@ def prepare(workdir: Path, configfiles: list[Path], log=print) -> Path:
     stamp_file, port_file = fixtures / "stamp", fixtures / "port"
     port = _free_port(int(port_file.read_text()) if port_file.is_file() else None)
     stamp = _stamp(configfiles)
-    config = read_config(configfiles)
+    paper = read_config(configfiles)
+    archs = {b: k for b in rehearsed_backbones(paper, Plan(paper, root=ROOT))
+              if (k := shrink(paper["backbones"][b]["arch"]))}  # fmt: skip
+    shrunk = overlay(paper, {}, f"{FIXTURES}/data", archs)
+    config = read_config(configfiles, shrunk)  # as the rehearsal runs: its fixtures fit that
     plan = Plan(config, root=ROOT)
     if not (stamp_file.is_file() and stamp_file.read_text() == stamp):
         t0 = time.time()
@@ -111,7 +124,7 @@ def prepare(workdir: Path, configfiles: list[Path], log=print) -> Path:
 
         shutil.rmtree(fixtures, ignore_errors=True)
         files, datasets = build(config, plan)
-        served = files.write(fixtures / "www", fixtures / "data")
+        served = files.write(fixtures / "www", workdir)  # path splits: the overlay's paths
         from ..sources.checkpoints import weights_download
 
         for name in rehearsed_backbones(config, plan):
@@ -129,13 +142,10 @@ def prepare(workdir: Path, configfiles: list[Path], log=print) -> Path:
             f"{len(served)} files in {time.time() - t0:.1f}s")  # fmt: skip
     port_file.write_text(str(port))
     sums = json.loads((fixtures / "manifest.json").read_text())
-    wanted = set(plan.download_files)
     urls = {f: {"url": f"http://127.0.0.1:{port}/{f}", "sha256": sums[f]["sha256"]}
-            for f in sorted(wanted & set(sums))}  # fmt: skip
-    kwargs = {b: k for b in rehearsed_backbones(config, plan)
-              if (k := shrink(config["backbones"][b]["arch"]))}  # fmt: skip
-    text = yaml.safe_dump(overlay(config, urls, f"{FIXTURES}/data", kwargs), sort_keys=False,
-                          width=100)  # fmt: skip
+            for f in sorted(set(plan.download_files) & set(sums))}  # fmt: skip
+    shrunk["mirrors"] = urls
+    text = yaml.safe_dump(shrunk, sort_keys=False, width=100)
     head = (
         "# The rehearsal overlay (python -m robustft.rehearsal prepare): laid over "
         f"{', '.join(str(p) for p in configfiles)}.\n"
@@ -187,7 +197,44 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         cmd = snakemake_command(workdir, configfiles, targets or ["all"], opts.cores, extra)
         print(" ".join(cmd), flush=True)
-        t0 = time.time()
-        rc = subprocess.call(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-        print(f"rehearsal: snakemake exited {rc} after {time.time() - t0:.0f}s", flush=True)
+        with LoadSampler() as load:
+            t0 = time.time()
+            rc = subprocess.call(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            wall = time.time() - t0
+        record = {"command": cmd, "exit": rc, "started": time.strftime(
+            "%Y-%m-%d %H:%M", time.localtime(t0)), "wall_s": round(wall, 1),
+            "cores": opts.cores, "cpus": os.cpu_count(), "load": load.summary()}  # fmt: skip
+        (workdir / RUN_RECORD).write_text(json.dumps(record, indent=1))
+        print(f"rehearsal: snakemake exited {rc} after {wall:.0f}s "
+              f"(load {record['load']['mean']:.1f}); {workdir / RUN_RECORD}", flush=True)  # fmt: skip
         return rc
+
+
+class LoadSampler:
+    """The machine's 1-minute load average every `every` seconds while a run lasts (the rehearsal's
+    timings are only as good as the machine was quiet)."""
+
+    def __init__(self, every: float = 15.0):
+        import threading
+
+        self.every, self.samples, self._stop = every, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        values = self.samples or [0.0]
+        return {"mean": round(sum(values) / len(values), 2), "max": round(max(values), 2),
+                "samples": len(self.samples)}  # fmt: skip

@@ -42,14 +42,30 @@ CARS = 196  # Stanford Cars' classes (devkit/cars_meta.mat); names generated, on
 UNMAPPED = "squeegee"  # an ObjectNet folder with no ImageNet counterpart: prepare drops it
 
 
+def label_names(ds: Dataset) -> list[str] | None:
+    """The class names the fixture of a `classes: {from_split: ...}` dataset holds (its data name
+    them): CIFAR's meta, Stanford Cars' devkit, an image folder's folders; None: the config lists
+    them."""
+    if ds.configured_classes is not None:
+        return None
+    spec = ds.spec["splits"][ds.spec["classes"]["from_split"]]
+    fmt = spec.get("format")
+    if fmt in ("cifar10", "cifar100"):
+        return list(CIFAR10 if fmt == "cifar10" else CIFAR100)
+    if fmt == "stanford_cars":
+        return ["Ram C/V Cargo Van Minivan 2012" if i == 1 else f"Car model {i:03d} 2012"
+                for i in range(CARS)]  # fmt: skip
+    return list(FOLDER_CLASSES.get(spec.get("archive"), DEFAULT_FOLDER_CLASSES))
+
+
 def write_dataset(files: Files, ds: Dataset) -> None:
     """Every split of `ds`, the split that names its classes first."""
     groups: dict[tuple, dict[str, dict]] = {}
     for split, spec in ds.spec["splits"].items():
-        if "path" in spec:
+        if "format" in spec:
+            key = ("format", spec["format"], spec.get("archive") or spec["path"])
+        elif "path" in spec:
             key = ("path", split)
-        elif "format" in spec:
-            key = ("format", spec["format"], spec["archive"])
         elif "archive" in spec:
             key = ("folder", split)
         else:
@@ -67,8 +83,6 @@ def write_dataset(files: Files, ds: Dataset) -> None:
             FORMATS[key[1]](files, ds, splits)
         else:
             ((split, spec),) = splits.items()
-            if ds.configured_classes is None and ds.label_names is None:
-                ds.label_names = FOLDER_CLASSES.get(spec.get("archive"), DEFAULT_FOLDER_CLASSES)
             image_folder(files, ds, split, spec)
 
 
@@ -90,8 +104,7 @@ def image_folder(files: Files, ds: Dataset, split: str, spec: dict) -> None:
         for k in range(ds.per_class(split)):
             path = f"{folder}/{k:04d}.jpg"
             if "path" in spec:
-                key = f"data/{ds.name}/{split}/{path}"
-                array = pixels(key)
+                array = pixels(f"{spec['path']}/{path}")
             else:
                 key = f"{spec.get('folder', '')}/{path}".lstrip("/")
                 array = pixels(f"{spec['archive']}/{key}")
@@ -100,7 +113,7 @@ def image_folder(files: Files, ds: Dataset, split: str, spec: dict) -> None:
                 array[:, :border] = array[:, -border:] = 255
             data = encode(array, path)
             if "path" in spec:
-                files.local(f"{ds.name}/{split}", path, data)
+                files.local(spec["path"], path, data)
             else:
                 files.member(spec["archive"], key, data)
 
@@ -113,7 +126,6 @@ def cifar(files: Files, ds: Dataset, splits: dict[str, dict]) -> None:
     fmt, archive = spec["format"], spec["archive"]
     folder, meta_file, key = CIFAR[fmt]
     names = CIFAR10 if fmt == "cifar10" else CIFAR100
-    ds.label_names = ds.label_names or list(names)
     by_part = {s.get("part"): split for split, s in splits.items()}
     part_files = ({"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
                   if fmt == "cifar10" else {"train": ["train"], "test": ["test"]})  # fmt: skip
@@ -256,18 +268,20 @@ def stanford_cars(files: Files, ds: Dataset, splits: dict[str, dict]) -> None:
     cars_meta.mat, cars_train_annos.mat) and the labelled cars_test_annos_withlabels.mat."""
     from ..sources.format_stanford_cars import PARTS
 
-    ds.label_names = ds.label_names or [
-        "Ram C/V Cargo Van Minivan 2012" if i == 1 else f"Car model {i:03d} 2012"
-        for i in range(CARS)
-    ]
     archive = next(iter(splits.values()))["archive"]
     part = "test" if any(spec["part"] == "test" for spec in splits.values()) else "train"
     if part == "test":  # the labelled test annotations: a few classes
         split = next(iter(splits))
         classes, n = ds.classes_in(split), PER_TEST
-    else:  # train and FLYP's val (20 % of the training annotations): every class
+    else:  # train and FLYP's val (20 % of the training annotations): every class, in both
+        from ..sources.format_stanford_cars import flyp_val_split
+
         split = next((s for s, spec in splits.items() if spec["part"] == "train"), None)
         classes, n = list(range(ds.n_classes)), ds.per_class(split) if split else PER_CLASS
+        while any(
+            len({i // n for i in part}) < ds.n_classes for part in flyp_val_split(n * ds.n_classes)
+        ):
+            n += 1  # the split is a seeded permutation: the fewest images that keep every class
     labels = [c + 1 for c in classes for _ in range(n)]
     names = [f"{i:05d}.jpg" for i in range(1, len(labels) + 1)]
     for name in names:
@@ -278,7 +292,7 @@ def stanford_cars(files: Files, ds: Dataset, splits: dict[str, dict]) -> None:
         files.file(mats, annos)
     devkit = next(i for spec in splits.values() for i in spec["inputs"] if i.endswith(
         (".tgz", ".tar.gz")))  # fmt: skip
-    meta = np.array(ds.label_names, dtype=object).reshape(1, -1)
+    meta = np.array(ds.classes, dtype=object).reshape(1, -1)
     files.member(devkit, "devkit/cars_meta.mat", mat({"class_names": meta}))
     if part == "train":
         files.member(devkit, "devkit/cars_train_annos.mat", annos)
@@ -344,8 +358,10 @@ def image_list(files: Files, ds: Dataset, splits: dict[str, dict]) -> None:
     from ..sources.formats import is_archive
 
     for split, spec in splits.items():
-        archive, source = spec["archive"], spec["inputs"][0]
-        top = archive.split(".")[0]  # Art.tgz -> Art/, imagenet-r.tar -> imagenet-r/
+        archive, source = spec.get("archive"), spec["inputs"][0]
+        # list paths: Art.tgz -> Art/..., imagenet-r.tar -> imagenet-r/..., or the list_prefix
+        # of a user's folder (ImageNet-Sketch: "imagenet-s/<wnid>/<image>" over <wnid>/<image>)
+        top = spec.get("list_prefix", "").rstrip("/") or archive.split(".")[0]
         if spec.get("test_list"):  # every test image of the domain, PER_CLASS others per class
             test = [p for p in read_test_list(spec["test_list"]) if p.split("/")[0] == top]
             folders = {p.split("/")[1] for p in test}
@@ -360,7 +376,12 @@ def image_list(files: Files, ds: Dataset, splits: dict[str, dict]) -> None:
             lines = [(f"{top}/{folders[c]}/{role}_{k:04d}.jpg", c)
                      for c in ds.subset() for k in range(PER_CLASS)]  # fmt: skip
         for path, _ in lines:
-            files.member(archive, path, image(f"{archive}/{path}"))
+            if archive:
+                files.member(archive, path, image(f"{archive}/{path}"))
+            else:
+                inside = path.removeprefix(spec.get("list_prefix", ""))
+                where = spec["path"]
+                files.local(where, inside, image(f"{where}/{inside}"))
         text = "".join(f"{p} {y}\n" for p, y in lines).encode()
         if is_archive(source):
             files.member(source, spec["list"], text)
