@@ -35,3 +35,27 @@ def test_a_dataset_that_selects_on_test_has_a_validation_score():
     # a dataset with its own validation split still reads it
     own = by_alpha(_metrics([("val", "val"), ("test", "id")]))
     assert own.val.tolist() == [50.0, 75.0] and own.id.tolist() == [51.0, 76.0]
+
+
+def test_calibration_where_the_training_data_is_the_validation_split(tmp_path):
+    """paper.yaml's Office-Home pairs (`roles: {train: train, val: train}`: the calibration paper
+    has no validation split): the training split is scored once, as "val", so the calibration
+    rows looked for a split of role "train" and every calibration target (Tables 1-2, NCM, the
+    gamma curves, the optimizer figure, the cross-paper table) failed with KeyError: 'train'.
+    gamma_ALG is computed on that split."""
+    import numpy as np
+
+    from robustft.analysis import calibration_rows
+    from robustft.logits import Logits, save_logits
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    train_labels = np.array([0, 1, 0, 1])  # the fine-tuning classes 0 and 1 only
+    splits = {"train": {"logits": rng.normal(size=(1, 4, 4)), "labels": train_labels},
+              "test": {"logits": rng.normal(size=(1, 8, 4)), "labels": labels}}  # fmt: skip
+    meta = {"backbone": "sup-r50", "dataset": "officehome-ar-cl", "recipe": "ft-oh",
+            "method": "ft", "seed": 0, "seen": [True, True, False, False], "hidden_classes": [],
+            "roles": {"train": "val", "test": "id"}, "protocols": {"train": {}, "test": {}}}  # fmt: skip
+    save_logits(tmp_path / "l.npz", [1.0], splits, meta)
+    rows, curves = calibration_rows(Logits(tmp_path / "l.npz"))
+    assert {r["calibration"] for r in rows} >= {"none", "alg"} and curves

@@ -32,6 +32,7 @@ import numpy as np
 PER_CLASS = 2  # images per class and split (training splits of a few-shot recipe: its shots)
 MANY_CLASSES = 100  # above this, a split that need not hold every class holds SUBSET of them
 SUBSET = 6
+TRAIN_BATCH = 8  # the rehearsal's batch (overlay.SIZES): every training set holds at least this
 IMAGE_PX = 24  # a fixture image's side: the pipeline resizes every image to its model's size
 
 
@@ -235,20 +236,48 @@ class Dataset:
         return max(self.own_per_class(split), self.shared.get(split, 0))
 
     def source_of(self, split: str) -> tuple:
-        """What a split reads: two splits (of any datasets) with the same key read the same data."""
+        """What a split reads: two splits (of any datasets) with the same key read the same data
+        (an image list's splits all read its one list file)."""
         spec = self.spec["splits"][split]
-        return (spec.get("archive") or spec.get("path"), spec.get("format"), spec.get("part"),
-                spec.get("folder"), spec.get("list"), tuple(spec.get("inputs", [])))  # fmt: skip
+        where = spec.get("archive") or spec.get("path")
+        if spec.get("format") == "image_list":
+            return (where, "image_list", spec.get("list"), spec["inputs"][0])
+        return (where, spec.get("format"), spec.get("part"), spec.get("folder"),
+                tuple(spec.get("inputs", [])))  # fmt: skip
+
+    def written_classes(self, split: str) -> list[int]:
+        """The classes a split's fixture holds: `classes_in`, or a few on each side of the
+        partition in a list of the split's own images (the calibration paper's ImageNet lists)."""
+        spec = self.spec["splits"][split]
+        if spec.get("format") == "image_list" and spec.get("part") == "all":
+            return self.subset()
+        return self.classes_in(split)
 
     def own_per_class(self, split: str) -> int:
-        """Images per class: PER_CLASS, and a few-shot recipe's shots in the training split."""
+        """Images per class: PER_CLASS (1 in a training split of 1000 classes); a few-shot recipe's
+        shots in the training split, and what a carved hold-out takes from it; and in training
+        data at least TRAIN_BATCH images of the classes a run keeps (gamma_PCV's pseudo runs
+        hide half of the fine-tuning classes)."""
+        n = self.n_classes
+        if split != self.roles.get("train"):
+            return PER_CLASS
+        need = max(1 if n > 500 else PER_CLASS, self.shots)
         carves = [s["carve"] for s in self.spec["splits"].values() if "carve" in s]
         carved = [c.get("count", 1) for c in carves if c["from"] == split]
-        if carved:  # the hold-out takes its count, every class keeps one (data.carve_index)
-            return max(PER_CLASS, self.shots, 1 + -(-max(carved) // self.n_classes))
-        if split == self.roles.get("train"):  # ImageNet's 1000 classes: one image each
-            return max(1 if self.n_classes > 500 else PER_CLASS, self.shots)
-        return PER_CLASS
+        if carved:  # stratified: each class gives at most ceil(count / classes)
+            need = max(PER_CLASS, need + -(-max(carved) // n))
+        from ..classspace import dataset_partition
+
+        kept = self.written_classes(split)
+        partition = dataset_partition(self.spec)
+        absent = set(partition["absent"]) if partition else {
+            self.classes.index(c) for c in self.spec.get("absent_classes", [])}  # fmt: skip
+        if self.spec["splits"][split].get("classes") == "finetuning":
+            fine = [c for c in kept if c not in absent]
+            if partition:
+                fine = [c for c in fine if c in set(partition["finetuning"])]
+            kept = fine[: max(1, len(fine) // 2)]  # a pseudo run's share
+        return max(need, -(-TRAIN_BATCH // max(1, len(kept))))
 
 
 def config_datasets(config: dict, plan) -> dict[str, Dataset]:

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import copy
 
-from .fixtures import local_folder
+from .fixtures import TRAIN_BATCH, local_folder
 
 # The shrunk sizes (see the module docstring).
 SIZES = {
     "steps": 2,
-    "batch_size": 8,  # a divisor of every `gpus` x micro-batch count kept below
+    "batch_size": TRAIN_BATCH,  # a divisor of every `gpus` x micro-batch count kept below
     "max_gpus": 2,
     "c_steps": 3,  # the linear probe's C grid: 3 values over the same range
     "max_iter": 20,  # lbfgs iterations per C
     "alphas": [0.0, 0.5, 1.0],
     "seeds": 2,  # a target's or experiment's seeds: its first 2 (mean and spread still computed)
-    "shots": 2,  # k-shot recipes: 2 per class (ImageNet's 1000 classes x 32 would be 32,000 images)
+    "shots": 1,  # k-shot recipes: 1 per class (ImageNet's 1000 classes x 32 would be 32,000 images)
     "carve": 20,
     # images per class of a split whose images a paper's list fixes (Office-Home's test lists:
     # every listed image is in the fixture, as the format checks; these are the ones scored)

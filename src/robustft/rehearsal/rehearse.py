@@ -52,9 +52,15 @@ def read_config(configfiles: list[Path], overlay: dict | None = None) -> dict:
 
 
 def _stamp(configfiles: list[Path]) -> str:
-    """What the fixtures are a function of: the config files and the code that writes them."""
+    """What the fixtures are a function of: the config files, and the package's code and data
+    files (the writers, the formats whose layout they follow, the class lists, the models)."""
     digest = hashlib.sha256()
-    for path in [*configfiles, ROOT / "config" / "config.yaml", *sorted(PACKAGE.glob("*.py"))]:
+    package = PACKAGE.parent
+    code = sorted(p for p in package.rglob("*") if p.suffix in (".py", ".json", ".txt"))
+    for path in [*configfiles, ROOT / "config" / "config.yaml", *code]:
+        digest.update(
+            str(path.relative_to(package) if path.is_relative_to(package) else "").encode()
+        )
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 

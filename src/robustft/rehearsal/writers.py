@@ -368,13 +368,13 @@ def image_list(files: Files, ds: Dataset, splits: dict[str, dict]) -> None:
             label = {f: ds.classes.index(f.replace("_", " ")) for f in folders}
             label.update({c.replace(" ", "_"): i for i, c in enumerate(ds.classes)})
             paths = sorted(test) + [f"{top}/{f}/9{k:04d}.jpg" for f in sorted(label)
-                                    for k in range(PER_CLASS)]  # fmt: skip
+                                    for k in range(ds.per_class(split))]  # fmt: skip
             lines = [(p, label[p.split("/")[1]]) for p in paths]
         else:  # the list of this split's own images
             role = "test" if split == ds.roles.get("test") else "train"
             folders = ds.folders()
             lines = [(f"{top}/{folders[c]}/{role}_{k:04d}.jpg", c)
-                     for c in ds.subset() for k in range(PER_CLASS)]  # fmt: skip
+                     for c in ds.subset() for k in range(ds.per_class(split))]  # fmt: skip
         for path, _ in lines:
             if archive:
                 files.member(archive, path, image(f"{archive}/{path}"))
