@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # Offline by default: open_clip must never wait on a model hub (46 s of retries otherwise).
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test env bench clean
+.PHONY: run test env bench clean rehearse
 
 # Snakemake reads --configfile files before the workflow, and stops on a missing or malformed one
 # with a traceback or a message that names no file: check them first (one line each).
@@ -38,5 +38,12 @@ $(STAMP): envs/requirements.lock pyproject.toml
 bench: $(STAMP)
 	$(BIN)/python bench/suite.py $(ARGS)
 
+# The paper config (config/paper.yaml) built end to end on this machine: fixtures of every dataset
+# in its real layout, served from 127.0.0.1, shrunk backbones, every run shortened, in rehearsal/
+# (README "Rehearse first"). ARGS: targets instead of `all`, `--configfile my-paper.yaml`, ...
+rehearse: $(STAMP)
+	$(BIN)/python -m robustft.rehearsal --dir rehearsal --cores $(CORES) $(ARGS)
+	$(BIN)/python bench/rehearsal.py rehearsal
+
 clean:
-	rm -rf resources results logs benchmarks scratch .snakemake
+	rm -rf resources results logs benchmarks scratch .snakemake rehearsal

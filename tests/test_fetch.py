@@ -106,11 +106,19 @@ def test_server_down_fails_in_seconds_naming_what_to_fetch(tmp_path, monkeypatch
 
 
 def test_offline_fails_at_once_without_touching_the_network(server, tmp_path, monkeypatch):
+    """Offline, a remote host is never asked (not even its name resolved); this machine's own
+    server (a loopback address: the rehearsal's) is no network and still serves."""
     url, handler = server
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
     with pytest.raises(FetchError, match=r"offline \(HF_HUB_OFFLINE/ROBUSTFT_OFFLINE is set\)"):
-        fetch(f"{url}/data.bin", tmp_path / "data.bin", log=lambda m: None)
-    assert handler.requests == []
+        fetch("https://data.example.org/data.bin", tmp_path / "data.bin", log=lambda m: None)
+    assert time.time() - t0 < 1 and not (tmp_path / "data.bin.part").exists()
+    for host in ("127.0.0.1", "localhost"):
+        dest = fetch(url.replace("127.0.0.1", host) + "/data.bin", tmp_path / f"{host}.bin",
+                     sha256=hashlib.sha256(PAYLOAD).hexdigest(), log=lambda m: None)  # fmt: skip
+        assert dest.read_bytes() == PAYLOAD
+    assert len(handler.requests) == 2
 
 
 def test_md5_where_the_host_publishes_only_that(server, tmp_path):

@@ -31,6 +31,9 @@ LAYERS = {
                  "resolution", "namespace"},
     # running jobs
     "jobs": {"jobs", "jobserver", "recovery", "standins"},
+    # the paper-scale rehearsal: fixtures of a config's data and checkpoints, its overlay, its run
+    "rehearsal": {"rehearsal", *(f"rehearsal.{p.stem}" for p in (PACKAGE / "rehearsal").glob("*.py")
+                                 if p.stem != "__init__")},
 }  # fmt: skip
 MINI_WORLD = {"world", "sources.generated"}  # one data source among the real ones
 

@@ -44,7 +44,9 @@ PLACEHOLDER = re.compile(r"<[^>]+>|…|\.\.\.")
 # `make` targets that are checked with `make -n` only: running them here would run the whole test
 # suite (recursively) or every benchmark.
 MAKE_DRY_ONLY = {"test": "runs the whole test suite", "bench": "runs every benchmark (minutes)",
-                 "env": "installs the environment", "clean": "deletes results"}  # fmt: skip
+                 "env": "installs the environment", "clean": "deletes results",
+                 "rehearse": "rehearses the whole paper config (tests/test_rehearsal.py builds a "
+                 "subset through its machinery)"}  # fmt: skip
 
 
 def readme_commands(text: str | None = None) -> list[str]:

@@ -108,7 +108,10 @@ def calibration_rows(
     """Tidy calibration rows and seen-unseen curve rows for one fine-tuned model (every alpha)."""
     seen, ignored = np.asarray(main.meta["seen"], dtype=bool), _ignored(main)
     split_of = {main.role(s): s for s in main.splits}
-    test, train, all_train = split_of["id"], split_of["train"], split_of.get("oracle_train")
+    # the fine-tuning data; where it is also the validation split (the calibration paper has none:
+    # paper.yaml's Office-Home `roles: {train: train, val: train}`), it carries the role "val"
+    train = split_of.get("train", split_of.get("val"))
+    test, all_train = split_of["id"], split_of.get("oracle_train")
     labels, train_labels = main.labels(test), main.labels(train)
     key = {**_key(main), "variant": "main"}
     gamma_pcv = None

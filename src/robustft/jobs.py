@@ -616,10 +616,12 @@ def build_target(
     settings: dict | None = None,
     published: list[dict] = (),
     order: list[str] = (),
+    watermark: str | None = None,
 ) -> None:
     """One target (`robustft.catalog`): the frames its kind reads, computed from its runs' files
     (`inputs`: logits, timings, distortion; `groups`: calibration's main, pseudo and oracle logits
-    per run), then its builder; a paper table also beside its `published` numbers."""
+    per run), then its builder; a paper table also beside its `published` numbers. `watermark`
+    (config) heads every markdown table and sits under every figure."""
     import importlib
 
     from .catalog import KINDS, TargetData
@@ -643,7 +645,9 @@ def build_target(
     module, function = kind.builder.split(":")
     builder = getattr(importlib.import_module(f"{__package__}.{module}"), function)
     if kind.form == "figure":
-        builder(spec, data, outputs["pdf"], outputs["png"], settings or {})
+        builder(
+            spec, data, outputs["pdf"], outputs["png"], {**(settings or {}), "watermark": watermark}
+        )
         print(f"{spec['title']}: {outputs['png']}")
         return
     if kind.form == "data":
@@ -652,7 +656,7 @@ def build_target(
             print(f"{outputs[key]}: {len(frame)} rows", flush=True)
         return
     table = _mark_selected_on_test(builder(spec, data), spec, data.recipes)
-    write(table, outputs["csv"], outputs["md"], digits=kind.digits)
+    write(table, outputs["csv"], outputs["md"], digits=kind.digits, note=watermark)
     print(table.round(3).to_string(index=False), flush=True)
     if "compare" in outputs:
         _compare(table, spec, published, outputs["compare"])

@@ -171,7 +171,24 @@ def _timed(func, args, kwargs, started: float | None, how: str):
         )
     result = func(*args, **kwargs)
     print(f"job function: {time.time() - t0:.2f}s", flush=True)
+    if peak := peak_memory_mb():
+        print(f"job peak memory: {peak:.0f} MB", flush=True)
     return result
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory, or its largest finished child's (a DDP job's
+    workers), in MB; None where /proc is missing. A job forked from the server counts the
+    server's pages it shares, as a job that imported torch itself would hold them."""
+    import resource
+
+    try:
+        with open("/proc/self/status") as status:
+            own = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux
+    return max(own, children) / 1024
 
 
 def _process_start() -> float | None:

@@ -147,10 +147,31 @@ def _quiet_random_init():
             logger.removeFilter(notice)
 
 
+def model_config(arch: dict) -> dict:
+    """An open_clip model's config: its registered one, with `arch.kwargs` merged in key by key
+    (the rehearsal's ViT-B/16: ViT-B/16's patch size, image size and context, fewer and narrower
+    layers; every state-dict key unchanged)."""
+
+    def merged(base: dict, over: dict) -> dict:
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merged(base.get(key, {}), value) if isinstance(value, dict) else value
+        return out
+
+    return merged(open_clip_module().get_model_config(arch["name"]), arch.get("kwargs", {}))
+
+
 def build_clip(arch: dict) -> nn.Module:
     open_clip = open_clip_module()
+    overrides = {k: model_config(arch)[k] for k in arch.get("kwargs", {})}
     with _quiet_random_init():
-        return open_clip.create_model(arch["name"])
+        return open_clip.create_model(arch["name"], **overrides)
+
+
+def clip_tokenizer(arch: dict):
+    """The tokenizer of an open_clip model, at its (possibly overridden) context length."""
+    context = model_config(arch)["text_cfg"].get("context_length", 77)
+    return open_clip_module().get_tokenizer(arch["name"], context_length=context)
 
 
 def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
@@ -161,7 +182,10 @@ def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
     if library == "torchvision":
         import torchvision
 
-        net = getattr(torchvision.models, arch["name"])(weights=None)
+        # `kwargs`: the constructor's own arguments (e.g. width_per_group)
+        net = getattr(torchvision.models, arch["name"])(weights=None, **arch.get("kwargs", {}))
+        if arch.get("width_divisor"):
+            net = narrow_resnet(net, arch["width_divisor"])
         dim = net.fc.in_features
         net.fc = nn.Identity()  # features, not ImageNet logits
         return net, dim
@@ -170,14 +194,37 @@ def build_image_encoder(arch: dict) -> tuple[nn.Module, int]:
     )
 
 
+def narrow_resnet(net: nn.Module, divisor: int) -> nn.Module:
+    """torchvision's ResNet `net` rebuilt with every channel count divided by `divisor`: the stem,
+    each block's widths and expansions, the features (ResNet-50's 2048 / divisor). The same
+    modules, so the same state-dict keys, with smaller tensors: the rehearsal's ResNet-50
+    (width_per_group alone narrows only the bottlenecks' 3x3 convs, which leaves 1.0-1.5 of
+    ResNet-50's 8.2 GFLOPs a 224 px image; divisor 8: 0.15)."""
+    from torchvision.models.resnet import ResNet
+
+    if not isinstance(net, ResNet) or 64 % divisor:
+        raise ValueError(f"width_divisor {divisor}: a torchvision ResNet and a divisor of 64")
+    block = type(net.layer1[0])
+    layers = [len(getattr(net, f"layer{i}")) for i in range(1, 5)]
+    width = 64 // divisor
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    for i, blocks in enumerate(layers):
+        layer = net._make_layer(block, width * 2**i, blocks, stride=1 if i == 0 else 2)
+        setattr(net, f"layer{i + 1}", layer)
+    net.fc = nn.Linear(8 * width * block.expansion, net.fc.out_features)
+    return net
+
+
 def embed_dim(arch: dict) -> int:
     """Feature dimension of an open_clip image tower (its joint embedding size)."""
-    return open_clip_module().get_model_config(arch["name"])["embed_dim"]
+    return model_config(arch)["embed_dim"]
 
 
 def image_size(arch: dict) -> int:
     if arch["library"] in ("open_clip", "open_clip_visual"):
-        size = open_clip_module().get_model_config(arch["name"])["vision_cfg"]["image_size"]
+        size = model_config(arch)["vision_cfg"]["image_size"]
         return size if isinstance(size, int) else size[0]
     return 224
 
@@ -296,7 +343,6 @@ def load_backbone(
         raise CorruptCheckpointError(nonfinite_message("backbone file", path, bad))
     what = f"backbone {name!r} ({path})"
     if family == "clip":
-        open_clip = open_clip_module()
         model = build_clip(arch)
         load_checked(model, state_dict, prefix=ckpt["prefix"], ignore=ckpt["ignore"], what=what)
         model.eval()
@@ -306,7 +352,7 @@ def load_backbone(
             model.visual,
             embed_dim(arch),
             clip=model,
-            tokenizer=open_clip.get_tokenizer(arch["name"]),
+            tokenizer=clip_tokenizer(arch),
         )
     encoder, dim = build_image_encoder(arch)
     if family == "ssl":

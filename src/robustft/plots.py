@@ -39,9 +39,12 @@ def _setup(settings: dict):
     return plt
 
 
-def _save(fig, out_pdf: str, out_png: str, dpi: int) -> None:
+def _save(fig, out_pdf: str, out_png: str, settings: dict) -> None:
     from .outputs import atomic_output
 
+    if settings.get("watermark"):  # config `watermark` (the rehearsal's): under every figure
+        fig.text(0.5, -0.02, settings["watermark"], ha="center", va="top", fontsize=7, color="red")
+    dpi = settings.get("dpi", 150)
     # No creation date: the same data gives a byte-identical PDF (the PNG holds no date).
     with atomic_output(out_pdf) as tmp:
         fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
@@ -153,7 +156,7 @@ def wiseft_curve(
         ax.legend(fontsize=7)
     if not panels:
         axes[0][0].text(0.5, 0.5, "no alpha sweep with OOD test sets", ha="center")
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
 
@@ -207,7 +210,7 @@ def calibration_curves(
             ylabel="Acc_U/Y: absent classes (%)",
         )
         ax.legend(fontsize=7)
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
 
@@ -252,7 +255,7 @@ def alpha_curves(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -
     ax.set(title=f"{spec['backbone']} on {spec['dataset']} (labels: α)",
            xlabel="ID accuracy (%)", ylabel="mean OOD accuracy (%)")  # fmt: skip
     ax.legend(fontsize=7)
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
 
@@ -284,7 +287,7 @@ def robustness_scatter(spec: dict, data, out_pdf: str, out_png: str, settings: d
     ax.set(title=f"{spec['backbone']} on {spec['dataset']} (marker size and labels: α)",
            xlabel="ID accuracy (%, logit axis)", ylabel="mean OOD accuracy (%, logit axis)")  # fmt: skip
     ax.legend(fontsize=7)
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
 
@@ -324,7 +327,7 @@ def ncm_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -> 
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7,
                bbox_to_anchor=(0.5, 1.0))  # above the panels: never over a bar  # fmt: skip
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
 
@@ -365,7 +368,7 @@ def optimizer_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dic
         ax.set(title=optimizer, xlabel="learning rate", ylabel="AUSUC (fine-tuned, α = 1)")
         ax.legend(fontsize=7)
     fig.suptitle(f"{spec['backbone']} on {spec['dataset']}")
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
 
@@ -415,7 +418,7 @@ def shots_figure(spec: dict, data, out_pdf: str, out_png: str, settings: dict) -
     ax.set(title=f"{spec['backbone']} on {spec['dataset']}", xlabel="examples per class (k)",
            ylabel="ID accuracy (%)")  # fmt: skip
     ax.legend(fontsize=6)
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
 
@@ -451,7 +454,7 @@ def _trajectory(spec: dict, data, out_pdf: str, out_png: str, settings: dict, ki
     ax.set(title=f"{spec.get('backbone', '')} on {spec['dataset']}", xlabel="fine-tuning step",
            ylabel=ylabel)  # fmt: skip
     ax.legend(fontsize=7)
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)
 
 
@@ -495,5 +498,5 @@ def fewer_classes_figure(spec: dict, data, out_pdf: str, out_png: str, settings:
             ax.plot(line.n, line[column], "-o", color=colour, label=model)
         ax.set(xlabel="fine-tuning classes", ylabel=column, title=column)
         ax.legend(fontsize=7)
-    _save(fig, out_pdf, out_png, settings.get("dpi", 150))
+    _save(fig, out_pdf, out_png, settings)
     plt.close(fig)

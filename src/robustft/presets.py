@@ -91,6 +91,9 @@ def backbone_input_size(backbone_spec: dict | None) -> int | None:
     (what `open_clip.create_model_and_transforms` builds its preprocessing at); None for a model
     that takes any size (torchvision's, adaptive pooling)."""
     arch = (backbone_spec or {}).get("arch") or {}
+    size = ((arch.get("kwargs") or {}).get("vision_cfg") or {}).get("image_size")  # overridden
+    if size is not None and arch.get("library") in ("open_clip", "open_clip_visual"):
+        return size if isinstance(size, int) else int(size[0])
     return _fixed_size(arch.get("library", ""), arch.get("name", ""))
 
 

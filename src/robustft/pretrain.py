@@ -160,10 +160,10 @@ class CLIPPretrainStep(TrainingStep):
 def _clip_objective(arch, hp, pool, sampler, device, pool_path):
     if pool.captions is None:
         raise ValueError(f"{pool_path} has no captions: CLIP pretraining needs a captioned pool")
-    from .models import open_clip_module
+    from .models import clip_tokenizer
 
     model = build_clip(arch).to(device)
-    tokens = open_clip_module().get_tokenizer(arch["name"])(pool.captions)
+    tokens = clip_tokenizer(arch)(pool.captions)
     step = CLIPPretrainStep(model, tokens, pool, sampler, device)
     return step, step.loss, lambda out: save_backbone(out, "clip", model)
 

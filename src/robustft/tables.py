@@ -26,13 +26,17 @@ def by_alpha(metrics: pd.DataFrame) -> pd.DataFrame:
     for (backbone, dataset, recipe, alpha), row in wide.iterrows():
         splits = roles.loc[dataset]
         of = {role: [s for s in splits.index if splits[s] == role] for role in ("ood", "extra")}
+        test = splits.index[splits == "id"][0]
+        # a dataset that selects on its test split (Core-tuning's CIFAR: roles val = test) has no
+        # split of role "val": its validation score is the test split's
+        val = next(iter(splits.index[splits == "val"]), test)
         entry = {
             "backbone": backbone,
             "dataset": dataset,
             "recipe": recipe,
             "alpha": alpha,
-            "val": row[splits.index[splits == "val"][0]],
-            "id": row[splits.index[splits == "id"][0]],
+            "val": row[val],
+            "id": row[test],
         }
         entry.update({s: row[s] for s in of["ood"]})
         entry["ood_mean"] = row[of["ood"]].mean() if of["ood"] else float("nan")
@@ -189,11 +193,15 @@ def lp_search_table(timings: list[dict]) -> pd.DataFrame:
 
 
 def write(
-    frame: pd.DataFrame, csv_path: str, md_path: str | None = None, digits: int | dict = 1
+    frame: pd.DataFrame,
+    csv_path: str,
+    md_path: str | None = None,
+    digits: int | dict = 1,
+    note: str | None = None,
 ) -> None:
     """CSV (full precision) and a rounded markdown copy; AUSUC (a fraction) keeps 3 digits. A
     missing value (a split a model has no score on, the std of a single run) reads "–" in the
-    markdown, not "nan"."""
+    markdown, not "nan". `note` (config `watermark`) heads the markdown."""
     from .outputs import atomic_output, write_text
 
     infinite = [
@@ -214,4 +222,5 @@ def write(
     if md_path:
         rounded = frame.round(digits)
         rounded = rounded.astype(object).where(rounded.notna(), None)
-        write_text(md_path, rounded.to_markdown(index=False, missingval="–") + "\n")
+        head = f"**{note}**\n\n" if note else ""
+        write_text(md_path, head + rounded.to_markdown(index=False, missingval="–") + "\n")

@@ -20,6 +20,8 @@ for _target in PLAN.targets.values():
         conda:
             "../../envs/robustft.yaml"
         params:
+            # `watermark` only where set: a config without one keeps its targets' params
+            **({"watermark": config["watermark"]} if config.get("watermark") else {}),
             spec=_target.spec,
             groups=PLAN.calibration_groups(_target.runs),
             settings=PLAN.target_settings(_target.name),

@@ -11,4 +11,5 @@ run_job(
     settings=snakemake.params.settings,
     published=snakemake.params.published,
     order=snakemake.params.order,
+    watermark=snakemake.params.get("watermark"),
 )

@@ -5,7 +5,8 @@ request (a server that ignores Range sends the whole file, which restarts it). O
 checksum (or, where the host publishes none, size) matches is moved to `dest`, so a partial or
 corrupt file never sits at the final path: a mismatch deletes the `.part` and names the expected
 and actual values and the URL. Offline (`HF_HUB_OFFLINE=1`, `ROBUSTFT_OFFLINE=1`, or a host name
-that does not resolve) stops at once with what to fetch; refused or dropped connections are
+that does not resolve) stops at once with what to fetch, except from a loopback address (this
+machine's own server: the rehearsal's); refused or dropped connections are
 retried a few times, seconds apart, never for a minute.
 
 A `file://` URL, or `package://<package>/<path>` (a file shipped inside an installed Python
@@ -49,6 +50,19 @@ def sha256_of(path: str | Path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def is_loopback(url: str) -> bool:
+    """A URL served by this machine itself (127.0.0.1, localhost, ::1): reachable offline."""
+    import ipaddress
+
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def local_source(url: str) -> Path | None:
@@ -145,7 +159,7 @@ def fetch(
         os.replace(part, dest)
         log(f"copied {url} -> {dest} ({dest.stat().st_size} bytes)")
         return dest
-    if is_offline():
+    if is_offline() and not is_loopback(url):  # this machine's own server is no network
         names = "/".join(OFFLINE_ENV)
         raise FetchError(f"offline ({names} is set): {dest} is missing; {_how_to_fetch(url, dest)}")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -155,6 +155,31 @@ def class_subset(root: Path, keep: list[str], target: Path) -> Path:
     return target
 
 
+def per_class_cap(root: Path, n: int, target: Path) -> Path:
+    """`target` holding links to the first `n` images (by name) of each class folder of `root`,
+    and its per-image groups (FMoW's regions) for those; made anew on every call."""
+    from ..data import GROUPS_FILE
+
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    kept = set()
+    for folder in class_folders(root):
+        images = sorted(
+            p.name for p in (root / folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        (target / folder).mkdir()
+        for image in images[:n]:
+            (target / folder / image).symlink_to(
+                os.path.relpath(root / folder / image, target / folder)
+            )
+            kept.add(f"{folder}/{image}")
+    if (root / GROUPS_FILE).is_file():
+        lines = (root / GROUPS_FILE).read_text().splitlines(keepends=True)
+        (target / GROUPS_FILE).write_text("".join(x for x in lines if x.split("\t")[0] in kept))
+        shutil.copyfile(root / GROUP_NAMES_FILE, target / GROUP_NAMES_FILE)
+    return target
+
+
 def _class_names(name: str, cfg: dict, out_dir: Path, downloads: Path) -> list[str]:
     classes = cfg["classes"]
     if isinstance(classes, list):
@@ -205,6 +230,10 @@ def prepare_folders(
             by_index = spec.get("folder_labels") == "index"
             keep = [str(i) if by_index else folders[i] for i in keep]
             roots[split] = class_subset(roots[split], keep, out_dir / "_classes" / split)
+        if spec.get("max_per_class"):  # a rehearsal's evaluation size (its overlay sets it)
+            roots[split] = per_class_cap(
+                roots[split], spec["max_per_class"], out_dir / "_capped" / split
+            )
     templates = cfg["templates"]
     templates = data_file("templates", templates) if isinstance(templates, str) else templates
     roles = cfg["roles"]

@@ -9,7 +9,8 @@ DOWNLOADS = "resources/downloads"
 
 def downloads(config: dict) -> tuple[dict[str, dict], list[str]]:
     """Every file the config fetches, by its path under resources/downloads (datasets' `files`,
-    backbones' `weights`), and the conflicts: one name for two different downloads."""
+    backbones' `weights`; a `mirrors` entry replaces a file's url and checksum), and the
+    conflicts: one name for two different downloads, a mirror of no such file."""
     found, conflicts = {}, []
     entries = [
         (f, spec) for ds in config["datasets"].values() for f, spec in ds.get("files", {}).items()
@@ -22,6 +23,13 @@ def downloads(config: dict) -> tuple[dict[str, dict], list[str]]:
         if file in found and found[file] != spec:
             conflicts.append(f"file {file!r} names two downloads: {found[file]} and {spec}")
         found.setdefault(file, spec)
+    mirrors = config.get("mirrors") or {}
+    unknown = sorted(set(mirrors) - set(found))
+    if unknown:
+        conflicts.append(
+            f"mirrors: {unknown} are no file the config fetches; valid: {sorted(found)}"
+        )
+    found.update({f: dict(spec) for f, spec in mirrors.items() if f in found})
     return found, conflicts
 
 

@@ -1,0 +1,3 @@
+from .rehearse import main
+
+raise SystemExit(main())
