@@ -77,8 +77,14 @@ def test_dataset_preparation_asks_for_no_gpu():
     )
 
 
-GPU_RULES = ("pretrain_backbone", "finetune", "finetune_variant", "evaluate", "evaluate_grid_point",
-             "evaluate_variant")
+GPU_RULES = (
+    "pretrain_backbone",
+    "finetune",
+    "finetune_variant",
+    "evaluate",
+    "evaluate_grid_point",
+    "evaluate_variant",
+)
 
 
 def _dry_run(tmp_path, *args) -> str:
