@@ -599,7 +599,7 @@ def test_an_interrupted_forced_run_names_the_command_that_restores_what_it_delet
     assert not (workdir / LOGITS).exists()  # Snakemake deleted it when the job started
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Snakemake and its running job
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0
+    assert proc.returncode != 0, out[-3000:]
     lead = out.split("robustft: the run `snakemake ", 1)[1].split("\n", 1)[0]
     assert f"{target} --forcerun evaluate" in lead.split("` stopped", 1)[0], out[-3000:]
     assert f"1 output(s) it deleted are missing ({LOGITS})" in out

@@ -233,11 +233,18 @@ def test_snakemake_fetches_imports_prepares_and_evaluates(tmp_path, monkeypatch)
         work.mkdir()
         logits = "results/logits/fixture/fetched-clip/zeroshot/seed0.npz"
         cmd = snakemake_cmd(work, logits, "--configfile", str(tmp_path / "fixture.yaml"))
-        t0 = time.time()  # offline (HF_HUB_OFFLINE=1): stops at once, naming what to fetch
-        offline = subprocess.run(cmd, cwd=work, env=ENV, capture_output=True, text=True)
+        # offline (HF_HUB_OFFLINE=1), a remote host: stops at once, naming what to fetch (a
+        # loopback URL, this machine's own server, is no network: the rehearsal's is fetched)
+        remote = url.replace("127.0.0.1", "data.example.org")
+        (tmp_path / "remote.yaml").write_text(yaml.safe_dump(config).replace(url, remote))
+        t0 = time.time()
+        offline = subprocess.run(
+            snakemake_cmd(work, logits, "--configfile", str(tmp_path / "remote.yaml")),
+            cwd=work, env=ENV, capture_output=True, text=True,
+        )  # fmt: skip
         assert offline.returncode != 0 and time.time() - t0 < 60
         assert "offline (HF_HUB_OFFLINE/ROBUSTFT_OFFLINE is set)" in offline.stderr
-        assert f"or download {url}/" in offline.stderr
+        assert f"or download {remote}/" in offline.stderr
         assert handler.requests == []
         online = {k: v for k, v in ENV.items() if k != "HF_HUB_OFFLINE"}
         run = subprocess.run(cmd, cwd=work, env=online, capture_output=True, text=True)
@@ -351,7 +358,8 @@ def test_paper_config_dag_offline(tmp_path):
     # each), Core-tuning's runs on 3 backbones and 2 datasets, the calibration paper's runs
     assert counts.pop("finetune") == 1550
     assert counts.pop("select") == 12  # LP-FT's 4 swept recipes x 3 seeds
-    assert counts.pop("evaluate") == 1560
+    assert counts.pop("evaluate") == 1482
+    assert counts.pop("evaluate_grid_point") == 78  # each point of LP-FT's grids, for selection
     # gamma_PCV's 3 pseudo runs and the oracle for each of the 6 pairs and 3 fewer-class variants
     assert counts.pop("finetune_variant") == counts.pop("evaluate_variant") == 9 * 4
     from robustft.catalog import KINDS
