@@ -39,6 +39,9 @@ USER_OVERRIDE = "plots:\n  wiseft_curve: {dpi: 100}\n"
 NOT_HERE = {
     "snakemake --report": "builds the HTML report of a finished run; tests/test_workflow.py's "
     "test_tables_figure_logs_and_report builds the smoke run's",
+    "snakemake --directory rehearsal": "needs the rehearsal's fixtures and its loopback server "
+    "(`python -m robustft.rehearsal prepare`, `serve`); tests/test_rehearsal.py runs the same "
+    "overlay through `python -m robustft.rehearsal`",
 }
 PLACEHOLDER = re.compile(r"<[^>]+>|…|\.\.\.")
 # `make` targets that are checked with `make -n` only: running them here would run the whole test

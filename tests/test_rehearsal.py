@@ -69,10 +69,14 @@ def test_overlay_shrinks_every_run_and_keeps_the_rest(paper):
         for key, value in spec.get("hparams", {}).items():
             if key not in keep and not isinstance(value, dict):
                 assert config["recipes"][name]["hparams"][key] == value, (name, key)
-    # the same datasets, presets, classes and split layouts (paths moved to the fixtures)
+    # the same datasets, presets, classes and split layouts (paths moved to the fixtures); each
+    # dataset's first 2 prompt templates (ImageNet: 2 of CLIP's 80)
     for name, ds in paper["datasets"].items():
-        for key in ("classes", "preprocess", "shards", "templates", "roles", "partition"):
+        for key in ("classes", "preprocess", "shards", "roles", "partition"):
             assert config["datasets"][name].get(key) == ds.get(key), (name, key)
+        templates = overlay._templates(ds)
+        assert overlay._templates(config["datasets"][name]) == templates[:2], name
+    assert len(overlay._templates(paper["datasets"]["imagenet"])) == 80
     assert len(plan.jobs()["finetune"]) < len(before.jobs()["finetune"]) / 4
 
 
