@@ -219,8 +219,12 @@ def test_watermark_heads_tables_and_mirrors_replace_sources(tmp_path):
 
 # One target of each paper (FLYP, WiSE-FT, LP-FT, Core-tuning, the calibration paper) and the
 # cross-paper table: the CI subset of the rehearsal (README "Paper-scale rehearsal").
+# One target of each paper. The calibration paper's: ImageNet-R's AUSUC table (its Office-Home one,
+# with track_every's evaluations on 224 px JPEGs, took 69 s more of CI's time; Office-Home's lists
+# are prepared in test_fixtures_of_every_paper_dataset_prepare_in_their_real_layouts and its
+# finding is pinned in test_rehearsal_findings.py).
 CI_TARGETS = ["flyp_table1_fmow", "wiseft_table5", "lpft_table2_cifar", "coretuning_table1",
-              "calibrated_table2", "cross_paper"]  # fmt: skip
+              "calibrated_table2_imagenet_r", "cross_paper"]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from PIL import Image
 
 from robustft.config import check_config
 from robustft.data import DatasetInfo, load_split
+from robustft.rehearsal.writers import annotations as cars_annotations  # the devkit's struct
 from robustft.sources.fetch import ChecksumError, fetch
 from robustft.sources.folders import LayoutError, data_file, prepare_folders
 
@@ -145,13 +146,6 @@ def test_caltech101_data_files_match_flyp():
 
 
 # ---- Stanford Cars ----------------------------------------------------------------------------
-def annotations(names: list[str], classes: list[int]) -> np.ndarray:
-    """A MATLAB struct array as the devkit's: bbox fields, 1-based `class`, `fname`."""
-    fields = ["bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname"]
-    rows = np.zeros((1, len(names)), dtype=[(f, object) for f in fields])
-    for i, (name, c) in enumerate(zip(names, classes, strict=True)):
-        rows[0, i] = (1, 1, 10, 10, c, name)
-    return rows
 
 
 def test_stanford_cars_mat_annotations_and_flyps_val_split(tmp_path):
@@ -168,9 +162,9 @@ def test_stanford_cars_mat_annotations_and_flyps_val_split(tmp_path):
     test_names = [f"{i:05d}.jpg" for i in range(1, 7)]
     test_labels = [3, 2, 1, 1, 2, 3]
     scipy.io.savemat(build / "devkit" / "cars_train_annos.mat",
-                     {"annotations": annotations(train_names, train_labels)})  # fmt: skip
+                     {"annotations": cars_annotations(train_names, train_labels)})  # fmt: skip
     scipy.io.savemat(www / "cars_test_annos_withlabels.mat",
-                     {"annotations": annotations(test_names, test_labels)})  # fmt: skip
+                     {"annotations": cars_annotations(test_names, test_labels)})  # fmt: skip
     with tarfile.open(www / "car_devkit.tgz", "w:gz") as tar:
         tar.add(build / "devkit", arcname="devkit")
     tar_of(www / "cars_train.tgz", {f"cars_train/{n}": jpeg(i) for i, n in enumerate(train_names)})
