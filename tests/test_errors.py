@@ -536,9 +536,8 @@ def _jobserver_of(snakemake_pid: int, timeout: float = 120) -> int:
     raise AssertionError("no job server started")
 
 
-def _job_script(session: int, script: str, timeout: float = 300, settle: float = 1.0) -> int:
-    """The pid of a job's script process in a session (a Snakemake run started in its own),
-    `settle` seconds after it appears (past its imports: connected, waiting)."""
+def _job_script(session: int, script: str, timeout: float = 300) -> int:
+    """The pid of a job's script process in a session (a Snakemake run started in its own)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         for proc in Path("/proc").iterdir():
@@ -546,7 +545,7 @@ def _job_script(session: int, script: str, timeout: float = 300, settle: float =
                 if os.getsid(int(proc.name)) != session:
                     continue
                 if script.encode() in (proc / "cmdline").read_bytes():
-                    time.sleep(settle)
+                    time.sleep(1.0)  # past its imports: connected, waiting
                     return int(proc.name)
             except (ValueError, OSError):
                 continue
@@ -593,12 +592,13 @@ def test_an_interrupted_forced_run_names_the_command_that_restores_what_it_delet
     command that restores them; it does, and the hint is gone."""
     workdir, args = run_copy
     target = "results/smoke/metrics.csv"
+    # SIGINT as a terminal delivers it: a test suite started in the background by a shell without
+    # job control inherits SIGINT ignored, and so would Snakemake (it then ran to the end)
     proc = subprocess.Popen(snakemake_cmd(workdir, target, "--forcerun", "evaluate", *args),
                             cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
-    # running, waiting for the job server's preload: Ctrl-C at once (a quiet machine evaluates the
-    # smoke run's zero-shot model within a second of the preload)
-    _job_script(proc.pid, "evaluate.py", settle=0.1)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    _job_script(proc.pid, "evaluate.py")  # running: it waits for the job server's preload
     assert not (workdir / LOGITS).exists()  # Snakemake deleted it when the job started
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: Snakemake and its running job
     out, _ = proc.communicate(timeout=300)
