@@ -16,3 +16,9 @@ def data_file(kind: str, name: str) -> list:
         valid = sorted(p.stem for p in (DATA_FILES / kind).glob("*.json"))
         raise ValueError(f"no {kind} data file {name!r}; valid: {valid}")
     return json.loads(path.read_text())[kind]
+
+
+def templates_list(templates) -> list[str]:
+    """A dataset's `templates` as a list: a string names a data file (never a sequence of
+    one-letter templates), a list is itself."""
+    return data_file("templates", templates) if isinstance(templates, str) else list(templates)

@@ -133,12 +133,9 @@ def overlay(config: dict, urls: dict[str, dict], local_root: str, archs: dict) -
 
 def _templates(ds: dict) -> list[str]:
     """A dataset's prompt templates: its list, or its data file's (none: [])."""
-    templates = ds.get("templates") or []
-    if isinstance(templates, str):
-        from ..sources.folders import data_file
+    from ..datafiles import templates_list
 
-        templates = data_file("templates", templates)
-    return list(templates)
+    return templates_list(ds.get("templates") or [])
 
 
 def _fewer_seeds(entry: dict) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..classspace import dataset_partition
 from ..data import GROUP_NAMES_FILE, DatasetInfo, fill_prompt
-from ..datafiles import DATA_FILES, data_file  # noqa: F401  (folders' callers use them)
+from ..datafiles import DATA_FILES, data_file, templates_list  # noqa: F401  (folders' callers use them)
 from .formats import IMAGE_SUFFIXES, Inputs, LayoutError, get_format
 
 
@@ -234,8 +234,7 @@ def prepare_folders(
             roots[split] = per_class_cap(
                 roots[split], spec["max_per_class"], out_dir / "_capped" / split
             )
-    templates = cfg["templates"]
-    templates = data_file("templates", templates) if isinstance(templates, str) else templates
+    templates = templates_list(cfg["templates"])
     roles = cfg["roles"]
     info = DatasetInfo(
         name=name,

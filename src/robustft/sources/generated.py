@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import world
-from ..datafiles import data_file
+from ..datafiles import templates_list
 from .spec import carve_problems
 
 if TYPE_CHECKING:  # the data layer (torch) is imported where a dataset is written
@@ -205,8 +205,7 @@ def generate_mini(name: str, cfg: dict, out_dir: str | Path, processes: int = 1)
     gen = {"image_size": 32, "pool_mix": DEFAULT_POOL_MIX, **cfg["generator"]}
     roles = cfg["roles"]
     templates = cfg.get("templates") or world.TEMPLATES
-    # A string names a data file (as for real data), not a sequence of one-letter templates.
-    templates = data_file("templates", templates) if isinstance(templates, str) else list(templates)
+    templates = templates_list(templates)  # a string names a data file, as for real data
     classnames = list(gen.get("classes") or world.CLASSNAMES)
     info = DatasetInfo(
         name=name,
